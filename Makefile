@@ -1,0 +1,53 @@
+# incidentflow: `make help` lists the targets. The README's two commands are `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Tests use a broker of their own on another port, so they never touch a demo broker on 9092.
+TEST_KAFKA_PORT ?= 19092
+TEST_KAFKA_HOME ?= $(CURDIR)/.kafka-test
+
+.DEFAULT_GOAL := help
+.PHONY: help venv lint unit integration test demo kafka-up kafka-down clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(BIN)/incidentflow: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	@touch $@
+
+venv: $(BIN)/incidentflow ## create .venv and install the package with its test extra
+
+lint: venv ## ruff (lint and format check) and mypy --strict on src/
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+
+unit: venv ## unit and property tests (no network, seconds)
+	$(BIN)/pytest tests/unit -q
+
+integration: venv ## integration tests against a real Kafka broker (starts and stops one unless INCIDENTFLOW_KAFKA_BOOTSTRAP is set)
+	@if [ -n "$$INCIDENTFLOW_KAFKA_BOOTSTRAP" ]; then \
+	  $(BIN)/pytest tests/integration -q; \
+	else \
+	  INCIDENTFLOW_KAFKA_PORT=$(TEST_KAFKA_PORT) INCIDENTFLOW_KAFKA_HOME=$(TEST_KAFKA_HOME) deploy/kafka/kafka.sh up && \
+	  trap 'INCIDENTFLOW_KAFKA_PORT=$(TEST_KAFKA_PORT) INCIDENTFLOW_KAFKA_HOME=$(TEST_KAFKA_HOME) deploy/kafka/kafka.sh down' EXIT && \
+	  INCIDENTFLOW_KAFKA_BOOTSTRAP=127.0.0.1:$(TEST_KAFKA_PORT) INCIDENTFLOW_TEST_KAFKA_HOME=$(TEST_KAFKA_HOME) $(BIN)/pytest tests/integration -q; \
+	fi
+
+test: lint unit integration ## everything CI runs: lint, unit, integration (with its own Kafka)
+
+demo: venv ## run the product locally: Kafka, gateway, worker, sample webhooks; Ctrl-C stops it all
+	deploy/demo.sh
+
+kafka-up: ## start the local Kafka on 127.0.0.1:9092 (fetches the jars the first time)
+	deploy/kafka/kafka.sh up
+
+kafka-down: ## stop the local Kafka
+	deploy/kafka/kafka.sh down
+
+clean: ## remove the virtualenv, local broker data and worker state
+	rm -rf $(VENV) .kafka .kafka-test .data

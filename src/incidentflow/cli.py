@@ -1,0 +1,172 @@
+"""The `incidentflow` command: gateway, worker, topics, token, send and demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import secrets
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from incidentflow import __version__
+from incidentflow.config import ConfigError, Integrations, Settings, hash_token, load_integrations
+
+ROUTE_OF_SOURCE = {
+    "elven": "/v1/ingest/elven",
+    "sleuth": "/v1/ingest/sleuth",
+    "uptrends": "/v1/ingest/uptrends",
+    "flashduty-alert": "/v1/ingest/flashduty/alert",
+    "flashduty-change": "/v1/ingest/flashduty/change",
+    "native": "/v1/events",
+}
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+
+
+def _load(settings: Settings) -> Integrations:
+    try:
+        return load_integrations(settings.integrations_file)
+    except ConfigError as error:
+        sys.exit(f"incidentflow: {error}")
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as error:
+        sys.exit(f"incidentflow: bad INCIDENTFLOW_* setting: {error}")
+
+
+def cmd_gateway(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from incidentflow.gateway.app import create_app
+    from incidentflow.gateway.publisher import KafkaPublisher
+
+    settings = _settings()
+    _setup_logging(settings.log_level)
+    integrations = _load(settings)
+    publisher = KafkaPublisher(settings.kafka_bootstrap, settings.publish_timeout_seconds)
+    app = create_app(settings, integrations, publisher)
+    # uvicorn's access log prints the request path, which can hold a token: it stays off and the
+    # gateway logs each request itself with the token elided.
+    uvicorn.run(
+        app,
+        host=settings.gateway_host,
+        port=settings.gateway_port,
+        access_log=False,
+        log_config=None,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from faust.worker import Worker as FaustWorker
+
+    from incidentflow.stream.app import create_worker
+    from incidentflow.topics import ensure_topics
+
+    settings = _settings()
+    _setup_logging(settings.log_level)
+    integrations = _load(settings)
+    asyncio.run(ensure_topics(settings))
+    worker = create_worker(settings, integrations)
+    FaustWorker(worker.app, loglevel=settings.log_level.upper(), quiet=True).execute_from_commandline()
+    return 0
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    from incidentflow.topics import ensure_topics
+
+    settings = _settings()
+    _setup_logging(settings.log_level)
+    created = asyncio.run(ensure_topics(settings))
+    print(f"created {len(created)} topic(s): {', '.join(created) or 'none missing'}")  # noqa: T201
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    settings = _settings()
+    integrations = _load(settings)
+    known = integrations.get(args.integration)
+    source = args.source or (known.source if known else None)
+    if source is None:
+        sys.exit(f"incidentflow: integration {args.integration!r} is not in the integrations file; give --source")
+    token = secrets.token_urlsafe(32)
+    base = args.base_url.rstrip("/")
+    print(f"integration: {args.integration}")  # noqa: T201
+    print(f"token:        {token}   (shown once; store it in the sender)")  # noqa: T201
+    print(f"token_sha256: {hash_token(token)}   (put this in the integrations file)")  # noqa: T201
+    print(f"webhook URL:  {base}{ROUTE_OF_SOURCE[source]}/{token}")  # noqa: T201
+    return 0
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    from incidentflow.tools.send import send
+
+    return send(args.paths, url=args.url, token=args.token, concurrency=args.concurrency, hmac_secret=args.hmac_secret)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from incidentflow.tools.demo import run_demo
+
+    settings = _settings()
+    _setup_logging("warning")
+    return run_demo(settings, gateway_url=args.gateway_url, worker_url=args.worker_url, token=args.token)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="incidentflow",
+        description="Event-sourced stream processor for incidents and changes. "
+        "Settings come from INCIDENTFLOW_* environment variables (see README).",
+    )
+    parser.add_argument("--version", action="version", version=f"incidentflow {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("gateway", help="run the ingest gateway (HTTP -> incidentflow.raw)").set_defaults(func=cmd_gateway)
+    sub.add_parser("worker", help="run a stream worker (normalize, fold, metrics)").set_defaults(func=cmd_worker)
+    sub.add_parser("topics", help="create the missing topics with their configuration").set_defaults(func=cmd_topics)
+
+    token = sub.add_parser("token", help="create a token for an integration")
+    token_sub = token.add_subparsers(dest="action", required=True, metavar="ACTION")
+    create = token_sub.add_parser("create", help="print a new token once, its SHA-256 and the webhook URL")
+    create.add_argument("--integration", required=True, help="integration name (as in the integrations file)")
+    create.add_argument("--source", choices=sorted(ROUTE_OF_SOURCE), help="source, when the integration is new")
+    create.add_argument("--base-url", default="http://127.0.0.1:8080", help="the gateway's public URL")
+    create.set_defaults(func=cmd_token)
+
+    send = sub.add_parser("send", help="post a file or folder of webhook bodies to a gateway URL")
+    send.add_argument("paths", nargs="+", type=Path, help="JSON files, or folders of them (sorted by name)")
+    send.add_argument("--url", required=True, help="the webhook URL (with the token, or give --token)")
+    send.add_argument("--token", help="sent as Authorization: Bearer")
+    send.add_argument("--hmac-secret", help="sign each request (Standard Webhooks)")
+    send.add_argument("--concurrency", type=int, default=8, help="requests in flight (default 8)")
+    send.set_defaults(func=cmd_send)
+
+    demo = sub.add_parser("demo", help="post sample webhooks and show incidents and MTTR as they come back")
+    demo.add_argument("--gateway-url", default="http://127.0.0.1:8080")
+    demo.add_argument("--worker-url", default="http://127.0.0.1:6066")
+    demo.add_argument("--token", required=True, help="token of the demo's Elven integration")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,185 @@
+"""Settings (environment, prefix INCIDENTFLOW_) and the integrations file, built once per process."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from incidentflow.domain.events import Labels, Severity
+
+SourceName = Literal["elven", "sleuth", "uptrends", "flashduty-alert", "flashduty-change", "native"]
+
+
+class Settings(BaseSettings):
+    """Process settings; every field can be set as INCIDENTFLOW_<NAME> in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="INCIDENTFLOW_", frozen=True, extra="ignore")
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    integrations_file: Path | None = None
+    topic_namespace: str = Field(default="incidentflow", pattern=r"^[A-Za-z0-9._-]+$")
+    """Prefix of every topic (`<namespace>.raw`, ...): lets several deployments share a cluster."""
+    partitions: int = Field(default=8, ge=1, le=1024)
+    replication_factor: int = Field(default=1, ge=1)
+
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 8080
+    max_body_bytes: int = Field(default=512 * 1024, ge=1)
+    publish_timeout_seconds: float = Field(default=5.0, gt=0)
+    """Longest the gateway waits for Kafka's acknowledgement before answering 503."""
+    retry_after_seconds: int = 5
+    trusted_proxies: tuple[str, ...] = ()
+    """CIDRs of reverse proxies whose X-Forwarded-For is believed."""
+
+    app_id: str = "incidentflow"
+    """Faust application id: consumer group and table names. Replay uses a new one."""
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    store: str = "rocksdb://"
+    data_dir: Path = Path(".data")
+    max_events_per_aggregate: int = Field(default=256, ge=4)
+    session_timeout_seconds: float = Field(default=10.0, gt=0)
+    log_level: str = "info"
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(v.strip() for v in value.split(",") if v.strip())
+        return value
+
+
+class CorrelationWindow(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    lookback_minutes: float = Field(default=60, ge=0)
+    lookahead_minutes: float = Field(default=5, ge=0)
+
+
+class Integration(BaseModel):
+    """One entry of the integrations file: a sender, its token and its defaults."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    source: SourceName
+    token_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    token: str | None = Field(default=None, min_length=16)
+    revoked: bool = False
+    labels: Labels = Field(default_factory=dict)
+    default_severity: Severity | None = None
+    allow_cidrs: tuple[str, ...] = ("0.0.0.0/0", "::/0")
+    rate_limit_per_minute: int = Field(default=600, ge=1)
+    hmac_secret: str | None = None
+    correlation: CorrelationWindow = CorrelationWindow()
+
+    @model_validator(mode="after")
+    def _one_token(self) -> Integration:
+        if (self.token is None) == (self.token_sha256 is None):
+            raise ValueError("exactly one of `token_sha256` or `token` is required")
+        return self
+
+    @field_validator("allow_cidrs")
+    @classmethod
+    def _cidrs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for cidr in value:
+            ipaddress.ip_network(cidr, strict=False)
+        return value
+
+    @property
+    def digest(self) -> str:
+        return self.token_sha256 or hash_token(self.token or "")
+
+    @cached_property
+    def networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return tuple(ipaddress.ip_network(c, strict=False) for c in self.allow_cidrs)
+
+
+class _File(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    integrations: list[Integration]
+
+
+class ConfigError(Exception):
+    """The integrations file is unusable; the message names the entry and the field."""
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Integrations:
+    """The integrations by name and by token digest."""
+
+    by_name: Mapping[str, Integration]
+
+    @cached_property
+    def _by_digest(self) -> dict[str, Integration]:
+        return {i.digest: i for i in self.by_name.values()}
+
+    def authenticate(self, token: str) -> Integration | None:
+        """The live integration whose token this is, else None (unknown and revoked alike)."""
+        digest = hash_token(token)
+        found = self._by_digest.get(digest)
+        if found is None or not hmac.compare_digest(found.digest, digest) or found.revoked:
+            return None
+        return found
+
+    def get(self, name: str) -> Integration | None:
+        return self.by_name.get(name)
+
+
+def parse_integrations(text: str, origin: str = "integrations file") -> Integrations:
+    """Validate the YAML text of an integrations file; raises ConfigError naming entry and field."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{origin}: not valid YAML: {error}") from None
+    try:
+        parsed = _File.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(f"{origin}: " + "; ".join(_describe(data, e) for e in error.errors())) from None
+    names: dict[str, Integration] = {}
+    digests: set[str] = set()
+    for index, integration in enumerate(parsed.integrations):
+        where = f"integrations[{index}] ({integration.name})"
+        if integration.name in names:
+            raise ConfigError(f"{origin}: {where}: name: duplicate integration name")
+        if integration.digest in digests:
+            raise ConfigError(f"{origin}: {where}: token: the same token is used by another integration")
+        names[integration.name] = integration
+        digests.add(integration.digest)
+    return Integrations(names)
+
+
+def _describe(data: object, error: Mapping[str, object]) -> str:
+    loc = list(error["loc"])  # type: ignore[call-overload]  # pydantic's loc is a tuple
+    where = ".".join(str(p) for p in loc) or "file"
+    if len(loc) >= 2 and loc[0] == "integrations" and isinstance(loc[1], int) and isinstance(data, dict):
+        entries = data.get("integrations") or []
+        name = entries[loc[1]].get("name") if loc[1] < len(entries) and isinstance(entries[loc[1]], dict) else None
+        field = ".".join(str(p) for p in loc[2:]) or "entry"
+        where = f"integrations[{loc[1]}] ({name or 'unnamed'}): {field}"
+    return f"{where}: {error['msg']}"
+
+
+def load_integrations(path: Path | None) -> Integrations:
+    """Read the integrations file at start-up; no file means no integrations (every token is refused)."""
+    if path is None:
+        return Integrations({})
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read the integrations file: {error.strerror}") from None
+    return parse_integrations(text, str(path))

@@ -1,0 +1,126 @@
+"""Canonical alert and change events: the records of `incidentflow.alerts` and `incidentflow.changes`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    model_validator,
+)
+
+Severity = Literal["critical", "high", "moderate", "low", "informational"]
+AlertAction = Literal["open", "resolve", "reopen", "heartbeat"]
+ChangeStatus = Literal["planned", "ready", "processing", "canceled", "done"]
+
+SEVERITY_RANK: dict[str, int] = {
+    "informational": 0,
+    "low": 1,
+    "moderate": 2,
+    "high": 3,
+    "critical": 4,
+}
+
+
+def _to_utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
+"""A timezone-aware instant, normalised to UTC; serialised as RFC 3339 with `Z`."""
+
+Key = Annotated[str, Field(min_length=1, max_length=512)]
+Labels = dict[Annotated[str, Field(min_length=1, max_length=128)], Annotated[str, Field(max_length=2048)]]
+
+
+def peak(a: Severity | None, b: Severity | None) -> Severity | None:
+    """The higher of two severities; None counts as lower than any severity."""
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return a if SEVERITY_RANK[a] >= SEVERITY_RANK[b] else b
+
+
+def content_id(*parts: object) -> str:
+    """A stable id from JSON-serialisable parts: the same parts always give the same id."""
+    blob = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", str_max_length=65536)
+
+
+class AlertEvent(_Record):
+    """Something a monitoring or incident tool said about one incident (one aggregate)."""
+
+    event_id: Key
+    aggregate_id: Key
+    integration: Key
+    source: Key
+    external_aggregate_key: Key
+    action: AlertAction
+    occurred_at: UtcDatetime
+    received_at: UtcDatetime
+    severity: Severity | None = None
+    title: str | None = None
+    description: str | None = None
+    url: str | None = None
+    labels: Labels = Field(default_factory=dict)
+    request_id: str | None = None
+
+    @model_validator(mode="after")
+    def _aggregate_id_is_integration_and_key(self) -> AlertEvent:
+        expected = aggregate_id(self.integration, self.external_aggregate_key)
+        if self.aggregate_id != expected:
+            raise ValueError(f"aggregate_id must be '<integration>:<external_aggregate_key>' ({expected!r})")
+        return self
+
+    @property
+    def order_key(self) -> tuple[datetime, str]:
+        """Events of an aggregate apply in this order: event time, then event id."""
+        return (self.occurred_at, self.event_id)
+
+
+class ChangeEvent(_Record):
+    """A deploy or configuration change reported by a change source."""
+
+    event_id: Key
+    change_id: Key
+    integration: Key
+    source: Key
+    status: ChangeStatus
+    occurred_at: UtcDatetime
+    received_at: UtcDatetime
+    title: str | None = None
+    description: str | None = None
+    url: str | None = None
+    labels: Labels = Field(default_factory=dict)
+    request_id: str | None = None
+
+    @model_validator(mode="after")
+    def _change_id_is_integration_and_key(self) -> ChangeEvent:
+        if not self.change_id.startswith(f"{self.integration}:") or self.change_id == f"{self.integration}:":
+            raise ValueError("change_id must be '<integration>:<change_key>'")
+        return self
+
+
+def aggregate_id(integration: str, external_aggregate_key: str) -> str:
+    """The identity of an incident: two integrations never share one."""
+    return f"{integration}:{external_aggregate_key}"
+
+
+def change_id(integration: str, change_key: str) -> str:
+    """The identity of a change: two integrations never share one."""
+    return f"{integration}:{change_key}"
+
+
+CanonicalEvent = AlertEvent | ChangeEvent

@@ -1,0 +1,206 @@
+"""The incident aggregate: a pure fold of an aggregate's alert events, applied in event-time order.
+
+The fold is total (every event of every action is handled) and returns new frozen values. It is
+order-independent because `project` sorts the *set* of events by `AlertEvent.order_key` before
+folding, so any arrival order and any number of duplicate deliveries give the same incident.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from incidentflow.domain.events import AlertEvent, Labels, Severity, UtcDatetime, peak
+
+
+class Episode(BaseModel):
+    """One stretch of time the incident was open; `resolved_at` is None while it still is."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    opened_at: UtcDatetime
+    resolved_at: UtcDatetime | None = None
+
+    @property
+    def seconds(self) -> float | None:
+        if self.resolved_at is None:
+            return None
+        return (self.resolved_at - self.opened_at).total_seconds()
+
+
+class Incident(BaseModel):
+    """The record of `incidentflow.incidents`: the state of one aggregate after all its events."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    aggregate_id: str
+    integration: str
+    source: str
+    external_aggregate_key: str
+    status: Literal["open", "resolved"]
+    severity: Severity | None = Field(description="Peak severity while open.")
+    current_severity: Severity | None = Field(description="Severity of the latest event that carried one.")
+    title: str | None
+    description: str | None
+    url: str | None
+    labels: Labels
+    opened_at: UtcDatetime = Field(description="When the first episode opened.")
+    resolved_at: UtcDatetime | None = Field(description="Close of the last episode; null while open.")
+    episodes: tuple[Episode, ...]
+    reopen_count: int
+    time_to_restore_seconds: float | None = Field(description="Sum of closed episodes; null while open.")
+    last_event_at: UtcDatetime
+    event_count: int = Field(description="Distinct events applied.")
+    version: int = Field(description="Grows with every distinct event applied; newer states have larger versions.")
+
+
+class Fold(BaseModel):
+    """The running state of the fold: the incident once opened, and what waits for an open.
+
+    A resolve seen before any open (for example an Elven `resolved` whose webhook overtook its
+    `alarmed`) is held in `pending_resolve`; the first open then closes at once at its own time.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    incident: Incident | None = None
+    pending_resolve: AlertEvent | None = None
+    events_before_open: int = 0
+
+
+def _merge_details(incident: Incident, event: AlertEvent) -> dict[str, object]:
+    """Fields every applied event refreshes: latest non-null text, merged labels, counters."""
+    return {
+        "title": event.title if event.title is not None else incident.title,
+        "description": event.description if event.description is not None else incident.description,
+        "url": event.url if event.url is not None else incident.url,
+        "labels": {**incident.labels, **event.labels},
+        "current_severity": event.severity if event.severity is not None else incident.current_severity,
+        "source": event.source,
+        "last_event_at": max(incident.last_event_at, event.occurred_at),
+        "event_count": incident.event_count + 1,
+        "version": incident.version + 1,
+    }
+
+
+def _first_open(event: AlertEvent, fold: Fold) -> Incident:
+    pending = fold.pending_resolve
+    details = {
+        "title": event.title or (pending.title if pending else None),
+        "description": event.description or (pending.description if pending else None),
+        "url": event.url or (pending.url if pending else None),
+        "labels": {**(pending.labels if pending else {}), **event.labels},
+    }
+    episode = Episode(opened_at=event.occurred_at, resolved_at=event.occurred_at if pending else None)
+    count = fold.events_before_open + 1
+    return Incident(
+        aggregate_id=event.aggregate_id,
+        integration=event.integration,
+        source=event.source,
+        external_aggregate_key=event.external_aggregate_key,
+        status="resolved" if pending else "open",
+        severity=event.severity,
+        current_severity=event.severity or (pending.severity if pending else None),
+        opened_at=event.occurred_at,
+        resolved_at=episode.resolved_at,
+        episodes=(episode,),
+        reopen_count=0,
+        time_to_restore_seconds=0.0 if pending else None,
+        last_event_at=event.occurred_at,
+        event_count=count,
+        version=count,
+        **details,  # type: ignore[arg-type]  # the dict's values are typed per key above
+    )
+
+
+def _start_episode(incident: Incident, event: AlertEvent) -> Incident:
+    return incident.model_copy(
+        update={
+            **_merge_details(incident, event),
+            "status": "open",
+            "severity": peak(incident.severity, event.severity),
+            "resolved_at": None,
+            "episodes": (*incident.episodes, Episode(opened_at=event.occurred_at)),
+            "reopen_count": incident.reopen_count + 1,
+            "time_to_restore_seconds": None,
+        }
+    )
+
+
+def _close_episode(incident: Incident, event: AlertEvent) -> Incident:
+    last = incident.episodes[-1]
+    closed = Episode(opened_at=last.opened_at, resolved_at=event.occurred_at)
+    episodes = (*incident.episodes[:-1], closed)
+    return incident.model_copy(
+        update={
+            **_merge_details(incident, event),
+            "status": "resolved",
+            "resolved_at": event.occurred_at,
+            "episodes": episodes,
+            "time_to_restore_seconds": sum(e.seconds or 0.0 for e in episodes),
+        }
+    )
+
+
+def _refresh(incident: Incident, event: AlertEvent, *, raise_severity: bool) -> Incident:
+    update = _merge_details(incident, event)
+    if raise_severity:
+        update["severity"] = peak(incident.severity, event.severity)
+    return incident.model_copy(update=update)
+
+
+def evolve(fold: Fold, event: AlertEvent) -> Fold:
+    """Apply one event that is later (by `order_key`) than every event already folded.
+
+    Lifecycle: the first open (or reopen, or heartbeat) starts an episode and a resolve closes
+    it; a reopen, or an open after a close, starts a new episode. An open while open and a
+    resolve while resolved move no episode time. A heartbeat only refreshes `last_event_at`.
+    """
+    incident = fold.incident
+    if incident is None:
+        if event.action == "resolve":
+            return Fold(pending_resolve=event, events_before_open=fold.events_before_open + 1)
+        return Fold(incident=_first_open(event, fold))
+    is_open = incident.status == "open"
+    match event.action:
+        case "open" | "reopen":
+            new = _refresh(incident, event, raise_severity=True) if is_open else _start_episode(incident, event)
+        case "resolve":
+            new = _close_episode(incident, event) if is_open else _refresh(incident, event, raise_severity=False)
+        case "heartbeat":
+            new = _refresh(incident, event, raise_severity=False)
+    return Fold(incident=new)
+
+
+def fold_events(events: Iterable[AlertEvent], start: Fold | None = None) -> Fold:
+    """Fold events (already sorted by `order_key`, without duplicates) onto `start`."""
+    fold = start or Fold()
+    for event in events:
+        fold = evolve(fold, event)
+    return fold
+
+
+def dedupe(events: Iterable[AlertEvent]) -> list[AlertEvent]:
+    """One event per `event_id`, sorted by `order_key`.
+
+    Two deliveries that share an id but differ (an Elven retry named by its `webhook-id`, seen at
+    two receive times) keep the earlier one, so the choice depends on the set, not the order.
+    """
+    chosen: dict[str, AlertEvent] = {}
+    for event in events:
+        kept = chosen.get(event.event_id)
+        if kept is None or delivery_preference(event) < delivery_preference(kept):
+            chosen[event.event_id] = event
+    return sorted(chosen.values(), key=lambda e: e.order_key)
+
+
+def delivery_preference(event: AlertEvent) -> tuple[datetime, datetime, str]:
+    return (event.occurred_at, event.received_at, event.model_dump_json())
+
+
+def project(events: Iterable[AlertEvent]) -> Incident | None:
+    """The incident for a set of events of one aggregate; None until something opened it."""
+    return fold_events(dedupe(events)).incident

@@ -1,0 +1,1 @@
+"""The ingest gateway: an ASGI app that validates webhooks and publishes them raw to Kafka."""

@@ -1,0 +1,271 @@
+"""The gateway's routes: authenticate, limit, validate, publish raw, and answer 202 only after Kafka's ack."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
+
+from incidentflow import __version__, sources
+from incidentflow.config import Integration, Integrations, Settings
+from incidentflow.domain.envelope import RawEnvelope
+from incidentflow.gateway import guards
+from incidentflow.gateway.publisher import Publisher, PublishError
+from incidentflow.metrics.gateway import GatewayMetrics
+from incidentflow.sources.base import PayloadError
+from incidentflow.topics import Topics, ensure_topics
+
+log = logging.getLogger("incidentflow.gateway")
+
+
+@dataclass(frozen=True)
+class Route:
+    source: str
+    path: str
+    payload: type[BaseModel] | None
+    summary: str
+
+
+ROUTES = (
+    Route("elven", "/v1/ingest/elven", sources.elven.ElvenPayload, "Elven Platform incident (alarmed/resolved)"),
+    Route("native", "/v1/events", None, "Native canonical alert or change"),
+)
+
+
+class Rejected(Exception):
+    """A request answered with an error status before anything reached Kafka."""
+
+    def __init__(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+        self.status, self.body, self.headers = status, body, headers or {}
+
+
+UNAUTHORIZED = Rejected(401, {"error": "unauthorized", "detail": "unknown, revoked or missing token"})
+
+
+class Gateway:
+    """The request handling of all ingest routes, shared by every route."""
+
+    def __init__(self, settings: Settings, integrations: Integrations, publisher: Publisher) -> None:
+        self.settings = settings
+        self.integrations = integrations
+        self.publisher = publisher
+        self.topic = Topics(settings.topic_namespace).raw
+        self.metrics = GatewayMetrics()
+        self.buckets = {name: guards.TokenBucket(i.rate_limit_per_minute) for name, i in integrations.by_name.items()}
+        self.proxies = tuple(ipaddress.ip_network(c, strict=False) for c in settings.trusted_proxies)
+
+    async def ingest(self, request: Request, source: str, path_token: str | None) -> Response:
+        started = time.perf_counter()
+        request_id = uuid.uuid4().hex
+        integration: Integration | None = None
+        try:
+            integration = self._authenticate(source, path_token, request)
+            self._admit(integration, request)
+            body = await self._read(request)
+            if integration.hmac_secret and not guards.verify(request.headers, body, integration.hmac_secret, time.time()):
+                raise UNAUTHORIZED
+            envelope = self._envelope(request, source, integration, body, request_id)
+            key = await self._validate(source, envelope)
+            try:
+                await self.publisher.publish(self.topic, key, envelope.model_dump_json().encode())
+            except PublishError as error:
+                log.warning("publish failed request_id=%s integration=%s: %s", request_id, integration.name, error)
+                retry = str(self.settings.retry_after_seconds)
+                raise Rejected(503, {"error": "unavailable", "detail": "event not stored; retry"}, {"Retry-After": retry}) from None
+            response: Response = JSONResponse({"request_id": request_id, "status": "accepted"}, status_code=202)
+        except Rejected as rejected:
+            response = JSONResponse({**rejected.body, "request_id": request_id}, rejected.status, rejected.headers)
+        name = integration.name if integration else "unknown"
+        elapsed = time.perf_counter() - started
+        self.metrics.requests.labels(source, name, str(response.status_code)).inc()
+        self.metrics.latency.labels(source).observe(elapsed)
+        log.info(
+            "%s %s source=%s integration=%s status=%d request_id=%s ms=%.1f",
+            request.method, _route_template(source), source, name, response.status_code, request_id, elapsed * 1000,
+        )  # fmt: skip
+        return response
+
+    def _authenticate(self, source: str, path_token: str | None, request: Request) -> Integration:
+        token = path_token
+        if token is None:
+            scheme, _, value = request.headers.get("authorization", "").partition(" ")
+            token = value.strip() if scheme.lower() == "bearer" else None
+        integration = self.integrations.authenticate(token) if token else None
+        if integration is None or integration.source != source:
+            raise UNAUTHORIZED
+        return integration
+
+    def _admit(self, integration: Integration, request: Request) -> None:
+        peer = request.client.host if request.client else None
+        address = guards.client_address(peer, request.headers.get("x-forwarded-for"), self.proxies)
+        if not guards.allowed(address, integration.networks):
+            raise Rejected(403, {"error": "forbidden", "detail": "address not allowed for this integration"})
+        wait = self.buckets[integration.name].take(time.monotonic())
+        if wait > 0:
+            retry = str(max(1, round(wait + 0.5)))
+            raise Rejected(429, {"error": "rate_limited", "detail": "over the integration's rate limit"}, {"Retry-After": retry})
+
+    async def _read(self, request: Request) -> bytes:
+        limit = self.settings.max_body_bytes
+        too_large = Rejected(413, {"error": "too_large", "detail": f"body over {limit} bytes"})
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise too_large
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _envelope(
+        self, request: Request, source: str, integration: Integration, body: bytes, request_id: str
+    ) -> RawEnvelope:
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise Rejected(400, {"error": "malformed", "detail": "body is not UTF-8 JSON"}) from None
+        key = request.headers.get("webhook-id") or request.headers.get("idempotency-key")
+        return RawEnvelope(
+            request_id=request_id,
+            source=source,
+            integration=integration.name,
+            received_at=datetime.now(UTC),
+            idempotency_key=key[:256] if key else None,
+            labels=integration.labels,
+            default_severity=integration.default_severity,
+            body=text,
+        )
+
+    async def _validate(self, source: str, envelope: RawEnvelope) -> bytes:
+        """Run the adapter the worker will run; returns the Kafka key (the first event's identity)."""
+        try:
+            payload = sources.decode(envelope.body)
+        except sources.MalformedBody as error:
+            raise Rejected(400, {"error": "malformed", "detail": str(error)}) from None
+        try:
+            events = sources.parse(source, payload, sources.Context.of(envelope))
+        except PayloadError as error:
+            fields = [{"field": e.field, "message": e.message} for e in error.errors]
+            raise Rejected(422, {"error": "invalid", "detail": "payload failed validation", "errors": fields}) from None
+        first = events[0] if events else None
+        identity = getattr(first, "aggregate_id", None) or getattr(first, "change_id", None) or envelope.request_id
+        return str(identity).encode()
+
+
+def _route_template(source: str) -> str:
+    """The route with the token elided: tokens never reach a log line."""
+    for route in ROUTES:
+        if route.source == source:
+            return f"{route.path}/{{token}}"
+    return "/"
+
+
+def create_app(settings: Settings, integrations: Integrations, publisher: Publisher) -> FastAPI:
+    """The gateway ASGI app; `publisher` is the Kafka producer (or a fake in unit tests)."""
+    gateway = Gateway(settings, integrations, publisher)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        try:
+            await ensure_topics(settings, [gateway.topic])
+        except Exception as error:  # noqa: BLE001  # Kafka may be down at start; publishes answer 503 meanwhile
+            log.warning("could not check the raw topic at start (%s); will answer 503 until Kafka answers", error)
+        yield
+        await publisher.close()
+
+    app = FastAPI(title="incidentflow gateway", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    app.state.gateway = gateway
+
+    for route in ROUTES:
+        _add_ingest_routes(app, gateway, route)
+
+    @app.get("/healthz", tags=["operations"], summary="The process is alive")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["operations"], summary="Kafka answers", responses={503: {"description": "Kafka unreachable"}})
+    async def readyz() -> JSONResponse:
+        ok = await publisher.ready()
+        return JSONResponse({"status": "ready" if ok else "kafka unreachable"}, status_code=200 if ok else 503)
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics", response_class=Response)
+    async def metrics() -> Response:
+        return Response(generate_latest(gateway.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]  # FastAPI's documented override
+    return app
+
+
+INGEST_RESPONSES: dict[int | str, dict[str, Any]] = {
+    202: {"description": "Stored in Kafka (acks=all)", "content": {"application/json": {}}},
+    400: {"description": "Malformed JSON"},
+    401: {"description": "Unknown, revoked or missing token, or bad signature"},
+    403: {"description": "Address not allowed"},
+    413: {"description": "Body over the limit"},
+    422: {"description": "Payload failed validation; every bad field is listed"},
+    429: {"description": "Over the rate limit; see Retry-After"},
+    503: {"description": "Kafka unreachable or slow; nothing stored; see Retry-After"},
+}
+
+
+def _add_ingest_routes(app: FastAPI, gateway: Gateway, route: Route) -> None:
+    source = route.source
+
+    async def with_path_token(request: Request, token: str) -> Response:
+        return await gateway.ingest(request, source, token)
+
+    async def with_bearer(request: Request) -> Response:
+        return await gateway.ingest(request, source, None)
+
+    extra = {"x-incidentflow-source": source}
+    for path, endpoint, suffix in ((f"{route.path}/{{token}}", with_path_token, "token"), (route.path, with_bearer, "bearer")):
+        app.add_api_route(
+            path,
+            endpoint,
+            methods=["POST"],
+            summary=f"{route.summary} ({'token in path' if suffix == 'token' else 'Authorization: Bearer'})",
+            operation_id=f"ingest_{source.replace('-', '_')}_{suffix}",
+            tags=["ingest"],
+            status_code=202,
+            responses=INGEST_RESPONSES,
+            openapi_extra=extra,
+        )
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document, with each ingest route's request body described by its payload model."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    bodies: dict[str, Any] = {}
+    for route in ROUTES:
+        if route.payload is None:
+            bodies[route.source] = {"type": "object"}
+            continue
+        model_schema = route.payload.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.update(model_schema.pop("$defs", {}))
+        components[route.payload.__name__] = model_schema
+        bodies[route.source] = {"$ref": f"#/components/schemas/{route.payload.__name__}"}
+    for item in schema.get("paths", {}).values():
+        post = item.get("post")
+        if post and "x-incidentflow-source" in post:
+            source = post.pop("x-incidentflow-source")
+            post["requestBody"] = {"required": True, "content": {"application/json": {"schema": bodies[source]}}}
+    app.openapi_schema = schema
+    return schema

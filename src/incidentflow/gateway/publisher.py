@@ -1,0 +1,84 @@
+"""The gateway's Kafka producer: a 202 is answered only after this returns."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Protocol
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+log = logging.getLogger(__name__)
+
+
+class PublishError(Exception):
+    """Kafka did not acknowledge the record in time; the gateway answers 503."""
+
+
+class Publisher(Protocol):
+    async def publish(self, topic: str, key: bytes, value: bytes) -> None:
+        """Return only once the record is acknowledged by all in-sync replicas."""
+
+    async def ready(self) -> bool:
+        """True when Kafka answers now."""
+
+    async def close(self) -> None: ...
+
+
+class KafkaPublisher:
+    """acks=all on an idempotent producer, and a bound on how long a publish may take.
+
+    aiokafka's own defaults are acks=1 and no idempotence, so both are set explicitly. The
+    producer's request timeout is shorter than the bound, so a record that cannot be delivered
+    expires in the producer instead of being sent after the client was already told 503.
+    """
+
+    def __init__(self, bootstrap: str, timeout_seconds: float) -> None:
+        self._bootstrap = bootstrap
+        self._timeout = timeout_seconds
+        self._producer: AIOKafkaProducer | None = None
+        self._lock = asyncio.Lock()
+
+    async def _started(self) -> AIOKafkaProducer:
+        if self._producer is not None:
+            return self._producer
+        async with self._lock:
+            if self._producer is None:
+                producer = AIOKafkaProducer(
+                    bootstrap_servers=self._bootstrap,
+                    acks="all",
+                    enable_idempotence=True,
+                    linger_ms=1,
+                    request_timeout_ms=max(1000, int(self._timeout * 1000 * 0.8)),
+                    max_request_size=2 * 1024 * 1024,
+                    compression_type=None,
+                )
+                try:
+                    await asyncio.wait_for(producer.start(), self._timeout)
+                except (TimeoutError, KafkaError, OSError) as error:
+                    await producer.stop()
+                    raise PublishError(f"Kafka is unreachable: {type(error).__name__}") from None
+                self._producer = producer
+            return self._producer
+
+    async def publish(self, topic: str, key: bytes, value: bytes) -> None:
+        producer = await self._started()
+        try:
+            future = await asyncio.wait_for(producer.send(topic, value=value, key=key), self._timeout)
+            await asyncio.wait_for(future, self._timeout)
+        except (TimeoutError, KafkaError) as error:
+            raise PublishError(f"Kafka did not acknowledge in time: {type(error).__name__}") from None
+
+    async def ready(self) -> bool:
+        try:
+            producer = await self._started()
+            await asyncio.wait_for(producer.client.fetch_all_metadata(), min(self._timeout, 2.0))
+        except (PublishError, TimeoutError, KafkaError, OSError):
+            return False
+        return True
+
+    async def close(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None

@@ -1,0 +1,1 @@
+"""Prometheus metrics of the gateway and the worker, declared once here."""

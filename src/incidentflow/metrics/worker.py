@@ -1,0 +1,73 @@
+"""The worker's Prometheus metrics: processing counters, and MTTR and open incidents read at scrape time."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
+
+from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from incidentflow.domain import metrics
+
+
+class SeriesCollector(Collector):
+    """Reads the metric series this worker owns right now, at every scrape.
+
+    `owned` answers for the partitions assigned to this worker at the moment of the scrape, so a
+    series appears on exactly one worker and a rebalance leaves no stale series behind.
+    """
+
+    def __init__(
+        self,
+        rows: Callable[[], Iterable[tuple[bytes, bytes]]],
+        owned: Callable[[bytes], bool],
+        now: Callable[[], datetime],
+    ) -> None:
+        self._rows = rows
+        self._owned = owned
+        self._now = now
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        mttr = GaugeMetricFamily(
+            "incidentflow_mttr_seconds",
+            "Mean time to restore of incidents finally resolved in the trailing window.",
+            labels=["service", "severity", "window"],
+        )
+        resolved = GaugeMetricFamily(
+            "incidentflow_incidents_resolved",
+            "Incidents finally resolved in the trailing window (the MTTR's sample size).",
+            labels=["service", "severity", "window"],
+        )
+        open_ = GaugeMetricFamily(
+            "incidentflow_incidents_open", "Incidents open now.", labels=["service", "severity"]
+        )
+        now = self._now()
+        for key, value in list(self._rows()):
+            if not self._owned(key):
+                continue
+            state = metrics.SeriesState.model_validate_json(value)
+            open_.add_metric([state.service, state.severity], metrics.open_count(state))
+            for window, span in metrics.WINDOWS.items():
+                count, mean = metrics.mttr(state, now, span)
+                resolved.add_metric([state.service, state.severity, window], count)
+                if mean is not None:
+                    mttr.add_metric([state.service, state.severity, window], mean)
+        yield mttr
+        yield resolved
+        yield open_
+
+
+class WorkerMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.processed = Counter(
+            "incidentflow_events_processed",
+            "Records handled by the worker, by topic and outcome.",
+            ["topic", "outcome"],
+            registry=self.registry,
+        )
+
+    def add_series(self, collector: SeriesCollector) -> None:
+        self.registry.register(collector)

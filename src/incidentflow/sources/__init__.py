@@ -1,0 +1,47 @@
+"""Source adapters: one pure module per vendor format, payload -> canonical events."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from incidentflow.domain.envelope import RawEnvelope
+from incidentflow.sources import elven, native
+from incidentflow.sources.base import Adapter, Context, Event, FieldError, PayloadError
+
+ADAPTERS: dict[str, Adapter] = {
+    "elven": elven.parse,
+    "native": native.parse,
+}
+
+
+class MalformedBody(ValueError):
+    """The body is not JSON (or not UTF-8): the gateway answers 400."""
+
+
+def decode(body: bytes | str) -> Any:
+    """Decode a webhook body; runs in the gateway before any adapter."""
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        raise MalformedBody(f"body is not valid JSON: {error}") from None
+
+
+def parse(source: str, payload: Any, ctx: Context) -> list[Event]:
+    """Canonical events of one decoded body; raises PayloadError when the payload is invalid."""
+    adapter = ADAPTERS.get(source)
+    if adapter is None:
+        raise PayloadError([FieldError("source", f"unknown source {source!r}")])
+    return adapter(payload, ctx)
+
+
+def parse_envelope(envelope: RawEnvelope) -> list[Event]:
+    """The worker's normalization: the same adapter the gateway validated with, run again."""
+    try:
+        payload = decode(envelope.body)
+    except MalformedBody as error:
+        raise PayloadError([FieldError("body", str(error))]) from None
+    return parse(envelope.source, payload, Context.of(envelope))
+
+
+__all__ = ["ADAPTERS", "Context", "Event", "FieldError", "MalformedBody", "PayloadError", "decode", "parse", "parse_envelope"]

@@ -1,0 +1,92 @@
+"""What every source adapter shares: the receive context, payload errors, and the adapter signature."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from incidentflow.domain.envelope import RawEnvelope
+from incidentflow.domain.events import AlertEvent, ChangeEvent, Severity
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the gateway knows about a delivery besides its body."""
+
+    integration: str
+    source: str
+    received_at: datetime
+    request_id: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    default_severity: Severity | None = None
+    idempotency_key: str | None = None
+
+    @classmethod
+    def of(cls, envelope: RawEnvelope) -> Context:
+        return cls(
+            integration=envelope.integration,
+            source=envelope.source,
+            received_at=envelope.received_at,
+            request_id=envelope.request_id,
+            labels=envelope.labels,
+            default_severity=envelope.default_severity,
+            idempotency_key=envelope.idempotency_key,
+        )
+
+
+@dataclass(frozen=True)
+class FieldError:
+    field: str
+    message: str
+
+
+class PayloadError(ValueError):
+    """A body that is valid JSON but not a valid payload of its source; lists every bad field."""
+
+    def __init__(self, errors: list[FieldError]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(f"{e.field}: {e.message}" for e in errors))
+
+    @classmethod
+    def from_validation(cls, error: ValidationError, prefix: str = "") -> PayloadError:
+        return cls(
+            [
+                FieldError(prefix + (".".join(str(p) for p in e["loc"]) or "body"), e["msg"])
+                for e in error.errors(include_url=False)
+            ]
+        )
+
+
+class Payload(BaseModel):
+    """Base of vendor payload models: vendors add fields over time, so unknown ones are ignored."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", str_max_length=65536)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+Event = AlertEvent | ChangeEvent
+Adapter = Callable[[Any, Context], list[Event]]
+"""parse(decoded JSON body, context) -> canonical events; raises PayloadError, nothing else."""
+
+
+def validate(model: type[M], payload: Any) -> M:
+    """Validate a decoded body against a payload model, as a PayloadError on failure."""
+    if not isinstance(payload, dict):
+        raise PayloadError([FieldError("body", "must be a JSON object")])
+    try:
+        return model.model_validate(payload)
+    except ValidationError as error:
+        raise PayloadError.from_validation(error) from None
+
+
+def build_event(build: Callable[[], M]) -> M:
+    """Build a canonical event; a value the canonical model rejects becomes a PayloadError."""
+    try:
+        return build()
+    except ValidationError as error:
+        raise PayloadError.from_validation(error) from None

@@ -1,0 +1,117 @@
+"""The native format: a canonical alert or change record, as on the topics, posted over HTTP.
+
+The integration comes from the token, never from the body: a body that names another
+integration (or an `aggregate_id`/`change_id` of another integration) is rejected. The gateway
+stamps `received_at` and `request_id`; `event_id` defaults to a hash of the content.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import AwareDatetime, Field
+
+from incidentflow.domain.events import (
+    AlertAction,
+    AlertEvent,
+    ChangeEvent,
+    ChangeStatus,
+    Labels,
+    Severity,
+    aggregate_id,
+    change_id,
+    content_id,
+)
+from incidentflow.sources.base import Context, Event, FieldError, Payload, PayloadError, build_event, validate
+
+
+class _NativeCommon(Payload):
+    event_id: str | None = Field(default=None, min_length=1, max_length=512)
+    integration: str | None = None
+    source: str | None = Field(default=None, min_length=1, max_length=128)
+    occurred_at: AwareDatetime
+    received_at: AwareDatetime | None = None
+    request_id: str | None = None
+    title: str | None = None
+    description: str | None = None
+    url: str | None = None
+    labels: Labels = Field(default_factory=dict)
+
+
+class NativeAlert(_NativeCommon):
+    aggregate_id: str | None = None
+    external_aggregate_key: str = Field(min_length=1, max_length=255)
+    action: AlertAction
+    severity: Severity | None = None
+
+
+class NativeChange(_NativeCommon):
+    change_id: str | None = None
+    change_key: str | None = Field(default=None, min_length=1, max_length=255)
+    status: ChangeStatus
+
+
+def _same_integration(given: str | None, ctx: Context, field: str) -> None:
+    if given is not None and given != ctx.integration:
+        raise PayloadError([FieldError(field, f"must be {ctx.integration!r}, the token's integration")])
+
+
+def parse(payload: Any, ctx: Context) -> list[Event]:
+    if isinstance(payload, dict) and "action" in payload:
+        return [_alert(validate(NativeAlert, payload), ctx)]
+    if isinstance(payload, dict) and "status" in payload:
+        return [_change(validate(NativeChange, payload), ctx)]
+    raise PayloadError([FieldError("body", "must be an alert (with `action`) or a change (with `status`)")])
+
+
+def _alert(body: NativeAlert, ctx: Context) -> AlertEvent:
+    _same_integration(body.integration, ctx, "integration")
+    agg = aggregate_id(ctx.integration, body.external_aggregate_key)
+    if body.aggregate_id is not None and body.aggregate_id != agg:
+        raise PayloadError([FieldError("aggregate_id", f"must be {agg!r}")])
+    fields = body.model_dump(mode="json", exclude={"event_id", "received_at", "request_id"})
+    return build_event(
+        lambda: AlertEvent(
+            event_id=body.event_id or content_id("native", ctx.integration, fields),
+            aggregate_id=agg,
+            integration=ctx.integration,
+            source=body.source or "native",
+            external_aggregate_key=body.external_aggregate_key,
+            action=body.action,
+            occurred_at=body.occurred_at,
+            received_at=ctx.received_at,
+            severity=body.severity or ctx.default_severity,
+            title=body.title,
+            description=body.description,
+            url=body.url,
+            labels={**ctx.labels, **body.labels},
+            request_id=ctx.request_id,
+        )
+    )
+
+
+def _change(body: NativeChange, ctx: Context) -> ChangeEvent:
+    _same_integration(body.integration, ctx, "integration")
+    if body.change_key is None and body.change_id is None:
+        raise PayloadError([FieldError("change_key", "either change_key or change_id is required")])
+    prefix = f"{ctx.integration}:"
+    if body.change_id is not None and not body.change_id.startswith(prefix):
+        raise PayloadError([FieldError("change_id", f"must start with {prefix!r}")])
+    cid = change_id(ctx.integration, body.change_key) if body.change_key else str(body.change_id)
+    fields = body.model_dump(mode="json", exclude={"event_id", "received_at", "request_id"})
+    return build_event(
+        lambda: ChangeEvent(
+            event_id=body.event_id or content_id("native", ctx.integration, fields),
+            change_id=cid,
+            integration=ctx.integration,
+            source=body.source or "native",
+            status=body.status,
+            occurred_at=body.occurred_at,
+            received_at=ctx.received_at,
+            title=body.title,
+            description=body.description,
+            url=body.url,
+            labels={**ctx.labels, **body.labels},
+            request_id=ctx.request_id,
+        )
+    )

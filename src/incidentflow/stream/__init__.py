@@ -1,0 +1,1 @@
+"""The Faust worker: topics, agents and tables. Thin: every rule lives in `domain/`."""

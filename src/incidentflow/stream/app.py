@@ -1,0 +1,71 @@
+"""Builds the worker: the Faust app with its topics, tables, agents and the /metrics page."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import faust
+from aiokafka.partitioner import murmur2
+from prometheus_client import generate_latest
+
+from incidentflow.config import Integrations, Settings
+from incidentflow.metrics.worker import SeriesCollector, WorkerMetrics
+from incidentflow.stream import incidents, normalize, series
+from incidentflow.stream.context import Worker
+from incidentflow.topics import Topics
+
+# Prometheus' text format; aiohttp takes the charset apart from the content type (UTF-8 by default).
+EXPOSITION_TYPE = "text/plain; version=0.0.4"
+
+
+def create_worker(settings: Settings, integrations: Integrations) -> Worker:
+    """The worker for these settings; nothing connects to Kafka until it is started."""
+    app = faust.App(
+        settings.app_id,
+        broker=f"kafka://{settings.kafka_bootstrap}",
+        store=settings.store,
+        datadir=str(settings.data_dir),
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        topic_allow_declare=True,
+        key_serializer="raw",
+        value_serializer="raw",
+        web_bind=settings.web_host,
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        web_in_thread=False,
+        producer_acks=-1,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=settings.session_timeout_seconds,
+        broker_heartbeat_interval=max(0.5, settings.session_timeout_seconds / 5),
+        broker_request_timeout=max(40.0, settings.session_timeout_seconds * 3),
+        consumer_max_fetch_size=4 * 1024 * 1024,
+        table_standby_replicas=0,
+        broker_rebalance_timeout=settings.session_timeout_seconds * 2,
+        broker_commit_interval=1.0,
+        stream_wait_empty=True,
+    )
+    worker = Worker(settings=settings, integrations=integrations, app=app,
+                    names=Topics(settings.topic_namespace), metrics=WorkerMetrics())  # fmt: skip
+    normalize.register(worker)
+    incidents.register(worker)
+    series.register(worker)
+    _add_metrics_page(worker)
+    return worker
+
+
+def _add_metrics_page(worker: Worker) -> None:
+    app, settings = worker.app, worker.settings
+    changelog = worker.tables["series"].changelog_topic.get_topic_name()
+
+    def owned(key: bytes) -> bool:
+        partition = (murmur2(key) & 0x7FFFFFFF) % settings.partitions
+        return faust.types.TP(changelog, partition) in app.assignor.assigned_actives()
+
+    worker.metrics.add_series(
+        SeriesCollector(rows=lambda: worker.tables["series"].data.items(), owned=owned, now=lambda: datetime.now(UTC))
+    )
+
+    @app.page("/metrics")
+    async def metrics_page(web: faust.web.Web, request: faust.web.Request) -> faust.web.Response:
+        return web.bytes(generate_latest(worker.metrics.registry), content_type=EXPOSITION_TYPE)

@@ -1,0 +1,95 @@
+"""Topic names and their Kafka configuration, and creating them; shared by every process."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from incidentflow.config import Settings
+
+log = logging.getLogger(__name__)
+
+COMPACTED = {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1", "segment.ms": "3600000"}
+FOREVER = {"retention.ms": "-1", "retention.bytes": "-1"}
+
+
+@dataclass(frozen=True)
+class Topics:
+    """The product's topics under one namespace (default `incidentflow`)."""
+
+    namespace: str
+
+    def _name(self, suffix: str) -> str:
+        return f"{self.namespace}.{suffix}"
+
+    @property
+    def raw(self) -> str:
+        return self._name("raw")
+
+    @property
+    def alerts(self) -> str:
+        return self._name("alerts")
+
+    @property
+    def changes(self) -> str:
+        return self._name("changes")
+
+    @property
+    def incidents(self) -> str:
+        return self._name("incidents")
+
+    @property
+    def correlations(self) -> str:
+        return self._name("correlations")
+
+    @property
+    def metrics(self) -> str:
+        return self._name("metrics")
+
+    @property
+    def deadletter(self) -> str:
+        return self._name("deadletter")
+
+    @property
+    def contributions(self) -> str:
+        """Internal: incident contributions re-keyed by metric series (service|severity)."""
+        return self._name("metric-contributions")
+
+    def configs(self) -> dict[str, dict[str, str]]:
+        """Every topic with its config: raw is kept forever, state topics are compacted."""
+        return {
+            self.raw: FOREVER,
+            self.alerts: {},
+            self.changes: {},
+            self.incidents: COMPACTED,
+            self.correlations: COMPACTED,
+            self.metrics: COMPACTED,
+            self.deadletter: FOREVER,
+            self.contributions: {},
+        }
+
+
+async def ensure_topics(settings: Settings, names: list[str] | None = None) -> list[str]:
+    """Create the missing topics (all by default); returns the ones created. Existing ones are left as they are."""
+    topics = Topics(settings.topic_namespace)
+    configs = topics.configs()
+    wanted = names or list(configs)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10000)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [n for n in wanted if n not in existing]
+        if missing:
+            new = [NewTopic(n, settings.partitions, settings.replication_factor, topic_configs=configs[n]) for n in missing]
+            response = await admin.create_topics(new)
+            for topic, code, *_ in response.topic_errors:
+                # another process may have created a topic between list and create: that is fine
+                if code not in (0, TopicAlreadyExistsError.errno):
+                    raise RuntimeError(f"creating topic {topic} failed with Kafka error code {code}")
+            log.info("created topics %s", ", ".join(missing))
+        return missing
+    finally:
+        await admin.close()
