@@ -91,7 +91,7 @@ def cmd_topics(args: argparse.Namespace) -> int:
     settings = _settings()
     _setup_logging(settings.log_level)
     created = asyncio.run(ensure_topics(settings))
-    print(f"created {len(created)} topic(s): {', '.join(created) or 'none missing'}")  # noqa: T201
+    print(f"created {len(created)} topic(s): {', '.join(created) or 'none missing'}")
     return 0
 
 
@@ -104,10 +104,10 @@ def cmd_token(args: argparse.Namespace) -> int:
         sys.exit(f"incidentflow: integration {args.integration!r} is not in the integrations file; give --source")
     token = secrets.token_urlsafe(32)
     base = args.base_url.rstrip("/")
-    print(f"integration: {args.integration}")  # noqa: T201
-    print(f"token:        {token}   (shown once; store it in the sender)")  # noqa: T201
-    print(f"token_sha256: {hash_token(token)}   (put this in the integrations file)")  # noqa: T201
-    print(f"webhook URL:  {base}{ROUTE_OF_SOURCE[source]}/{token}")  # noqa: T201
+    print(f"integration: {args.integration}")
+    print(f"token:        {token}   (shown once; store it in the sender)")
+    print(f"token_sha256: {hash_token(token)}   (put this in the integrations file)")
+    print(f"webhook URL:  {base}{ROUTE_OF_SOURCE[source]}/{token}")
     return 0
 
 
@@ -115,6 +115,14 @@ def cmd_send(args: argparse.Namespace) -> int:
     from incidentflow.tools.send import send
 
     return send(args.paths, url=args.url, token=args.token, concurrency=args.concurrency, hmac_secret=args.hmac_secret)
+
+
+def cmd_schemas(args: argparse.Namespace) -> int:
+    from incidentflow.schemas import write
+
+    for name in write(args.dir):
+        print(f"wrote {args.dir / name}")
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -153,6 +161,10 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--hmac-secret", help="sign each request (Standard Webhooks)")
     send.add_argument("--concurrency", type=int, default=8, help="requests in flight (default 8)")
     send.set_defaults(func=cmd_send)
+
+    schemas = sub.add_parser("schemas", help="write the JSON Schema of every topic record")
+    schemas.add_argument("--dir", type=Path, default=Path("schemas"), help="target folder (default schemas/)")
+    schemas.set_defaults(func=cmd_schemas)
 
     demo = sub.add_parser("demo", help="post sample webhooks and show incidents and MTTR as they come back")
     demo.add_argument("--gateway-url", default="http://127.0.0.1:8080")

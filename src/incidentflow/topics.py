@@ -83,7 +83,9 @@ async def ensure_topics(settings: Settings, names: list[str] | None = None) -> l
         existing = set(await admin.list_topics())
         missing = [n for n in wanted if n not in existing]
         if missing:
-            new = [NewTopic(n, settings.partitions, settings.replication_factor, topic_configs=configs[n]) for n in missing]
+            new = [
+                NewTopic(n, settings.partitions, settings.replication_factor, topic_configs=configs[n]) for n in missing
+            ]
             response = await admin.create_topics(new)
             for topic, code, *_ in response.topic_errors:
                 # another process may have created a topic between list and create: that is fine

@@ -30,6 +30,9 @@ class Limits:
     max_compacted_ids: int = 4096
 
 
+DEFAULT_LIMITS = Limits()
+
+
 class AggregateState(BaseModel):
     """Everything the worker stores for one aggregate between events."""
 
@@ -63,7 +66,7 @@ class Applied:
         return self.outcome == "applied" and self.after is not None and self.after != self.before
 
 
-def apply(state: AggregateState, event: AlertEvent, limits: Limits = Limits()) -> Applied:
+def apply(state: AggregateState, event: AlertEvent, limits: Limits = DEFAULT_LIMITS) -> Applied:
     """Add one event to an aggregate; runs once per delivery, duplicates included."""
     before = state.incident
     ids = [e.event_id for e in state.events]

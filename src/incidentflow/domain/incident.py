@@ -60,25 +60,32 @@ class Incident(BaseModel):
 class Fold(BaseModel):
     """The running state of the fold: the incident once opened, and what waits for an open.
 
-    A resolve seen before any open (for example an Elven `resolved` whose webhook overtook its
-    `alarmed`) is held in `pending_resolve`; the first open then closes at once at its own time.
+    Resolves seen before any open (for example an Elven `resolved` whose webhook overtook its
+    `alarmed`) wait in `pending`; the first open then closes at once at its own time.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     incident: Incident | None = None
-    pending_resolve: AlertEvent | None = None
-    events_before_open: int = 0
+    pending: tuple[AlertEvent, ...] = ()
+
+
+def _latest(values: Iterable[str | None]) -> str | None:
+    found = None
+    for value in values:
+        if value is not None:
+            found = value
+    return found
 
 
 def _merge_details(incident: Incident, event: AlertEvent) -> dict[str, object]:
     """Fields every applied event refreshes: latest non-null text, merged labels, counters."""
     return {
-        "title": event.title if event.title is not None else incident.title,
-        "description": event.description if event.description is not None else incident.description,
-        "url": event.url if event.url is not None else incident.url,
+        "title": _latest((incident.title, event.title)),
+        "description": _latest((incident.description, event.description)),
+        "url": _latest((incident.url, event.url)),
         "labels": {**incident.labels, **event.labels},
-        "current_severity": event.severity if event.severity is not None else incident.current_severity,
+        "current_severity": _latest((incident.current_severity, event.severity)),
         "source": event.source,
         "last_event_at": max(incident.last_event_at, event.occurred_at),
         "event_count": incident.event_count + 1,
@@ -86,16 +93,12 @@ def _merge_details(incident: Incident, event: AlertEvent) -> dict[str, object]:
     }
 
 
-def _first_open(event: AlertEvent, fold: Fold) -> Incident:
-    pending = fold.pending_resolve
-    details = {
-        "title": event.title or (pending.title if pending else None),
-        "description": event.description or (pending.description if pending else None),
-        "url": event.url or (pending.url if pending else None),
-        "labels": {**(pending.labels if pending else {}), **event.labels},
-    }
-    episode = Episode(opened_at=event.occurred_at, resolved_at=event.occurred_at if pending else None)
-    count = fold.events_before_open + 1
+def _first_open(event: AlertEvent, pending: tuple[AlertEvent, ...]) -> Incident:
+    seen = (*pending, event)
+    labels: dict[str, str] = {}
+    for e in seen:
+        labels.update(e.labels)
+    closes_at = event.occurred_at if pending else None
     return Incident(
         aggregate_id=event.aggregate_id,
         integration=event.integration,
@@ -103,16 +106,19 @@ def _first_open(event: AlertEvent, fold: Fold) -> Incident:
         external_aggregate_key=event.external_aggregate_key,
         status="resolved" if pending else "open",
         severity=event.severity,
-        current_severity=event.severity or (pending.severity if pending else None),
+        current_severity=_latest(e.severity for e in seen),
+        title=_latest(e.title for e in seen),
+        description=_latest(e.description for e in seen),
+        url=_latest(e.url for e in seen),
+        labels=labels,
         opened_at=event.occurred_at,
-        resolved_at=episode.resolved_at,
-        episodes=(episode,),
+        resolved_at=closes_at,
+        episodes=(Episode(opened_at=event.occurred_at, resolved_at=closes_at),),
         reopen_count=0,
         time_to_restore_seconds=0.0 if pending else None,
         last_event_at=event.occurred_at,
-        event_count=count,
-        version=count,
-        **details,  # type: ignore[arg-type]  # the dict's values are typed per key above
+        event_count=len(seen),
+        version=len(seen),
     )
 
 
@@ -162,8 +168,8 @@ def evolve(fold: Fold, event: AlertEvent) -> Fold:
     incident = fold.incident
     if incident is None:
         if event.action == "resolve":
-            return Fold(pending_resolve=event, events_before_open=fold.events_before_open + 1)
-        return Fold(incident=_first_open(event, fold))
+            return Fold(pending=(*fold.pending, event))
+        return Fold(incident=_first_open(event, fold.pending))
     is_open = incident.status == "open"
     match event.action:
         case "open" | "reopen":

@@ -74,7 +74,9 @@ class Gateway:
             integration = self._authenticate(source, path_token, request)
             self._admit(integration, request)
             body = await self._read(request)
-            if integration.hmac_secret and not guards.verify(request.headers, body, integration.hmac_secret, time.time()):
+            if integration.hmac_secret and not guards.verify(
+                request.headers, body, integration.hmac_secret, time.time()
+            ):
                 raise UNAUTHORIZED
             envelope = self._envelope(request, source, integration, body, request_id)
             key = await self._validate(source, envelope)
@@ -83,7 +85,9 @@ class Gateway:
             except PublishError as error:
                 log.warning("publish failed request_id=%s integration=%s: %s", request_id, integration.name, error)
                 retry = str(self.settings.retry_after_seconds)
-                raise Rejected(503, {"error": "unavailable", "detail": "event not stored; retry"}, {"Retry-After": retry}) from None
+                raise Rejected(
+                    503, {"error": "unavailable", "detail": "event not stored; retry"}, {"Retry-After": retry}
+                ) from None
             response: Response = JSONResponse({"request_id": request_id, "status": "accepted"}, status_code=202)
         except Rejected as rejected:
             response = JSONResponse({**rejected.body, "request_id": request_id}, rejected.status, rejected.headers)
@@ -115,7 +119,9 @@ class Gateway:
         wait = self.buckets[integration.name].take(time.monotonic())
         if wait > 0:
             retry = str(max(1, round(wait + 0.5)))
-            raise Rejected(429, {"error": "rate_limited", "detail": "over the integration's rate limit"}, {"Retry-After": retry})
+            raise Rejected(
+                429, {"error": "rate_limited", "detail": "over the integration's rate limit"}, {"Retry-After": retry}
+            )
 
     async def _read(self, request: Request) -> bytes:
         limit = self.settings.max_body_bytes
@@ -188,7 +194,9 @@ def create_app(settings: Settings, integrations: Integrations, publisher: Publis
         yield
         await publisher.close()
 
-    app = FastAPI(title="incidentflow gateway", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    app = FastAPI(
+        title="incidentflow gateway", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None
+    )
     app.state.gateway = gateway
 
     for route in ROUTES:
@@ -198,7 +206,9 @@ def create_app(settings: Settings, integrations: Integrations, publisher: Publis
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["operations"], summary="Kafka answers", responses={503: {"description": "Kafka unreachable"}})
+    @app.get(
+        "/readyz", tags=["operations"], summary="Kafka answers", responses={503: {"description": "Kafka unreachable"}}
+    )
     async def readyz() -> JSONResponse:
         ok = await publisher.ready()
         return JSONResponse({"status": "ready" if ok else "kafka unreachable"}, status_code=200 if ok else 503)
@@ -233,7 +243,10 @@ def _add_ingest_routes(app: FastAPI, gateway: Gateway, route: Route) -> None:
         return await gateway.ingest(request, source, None)
 
     extra = {"x-incidentflow-source": source}
-    for path, endpoint, suffix in ((f"{route.path}/{{token}}", with_path_token, "token"), (route.path, with_bearer, "bearer")):
+    for path, endpoint, suffix in (
+        (f"{route.path}/{{token}}", with_path_token, "token"),
+        (route.path, with_bearer, "bearer"),
+    ):
         app.add_api_route(
             path,
             endpoint,

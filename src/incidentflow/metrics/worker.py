@@ -40,9 +40,7 @@ class SeriesCollector(Collector):
             "Incidents finally resolved in the trailing window (the MTTR's sample size).",
             labels=["service", "severity", "window"],
         )
-        open_ = GaugeMetricFamily(
-            "incidentflow_incidents_open", "Incidents open now.", labels=["service", "severity"]
-        )
+        open_ = GaugeMetricFamily("incidentflow_incidents_open", "Incidents open now.", labels=["service", "severity"])
         now = self._now()
         for key, value in list(self._rows()):
             if not self._owned(key):

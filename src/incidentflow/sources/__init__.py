@@ -44,4 +44,14 @@ def parse_envelope(envelope: RawEnvelope) -> list[Event]:
     return parse(envelope.source, payload, Context.of(envelope))
 
 
-__all__ = ["ADAPTERS", "Context", "Event", "FieldError", "MalformedBody", "PayloadError", "decode", "parse", "parse_envelope"]
+__all__ = [
+    "ADAPTERS",
+    "Context",
+    "Event",
+    "FieldError",
+    "MalformedBody",
+    "PayloadError",
+    "decode",
+    "parse",
+    "parse_envelope",
+]

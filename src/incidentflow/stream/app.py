@@ -67,5 +67,5 @@ def _add_metrics_page(worker: Worker) -> None:
     )
 
     @app.page("/metrics")
-    async def metrics_page(web: faust.web.Web, request: faust.web.Request) -> faust.web.Response:
-        return web.bytes(generate_latest(worker.metrics.registry), content_type=EXPOSITION_TYPE)
+    async def metrics_page(view: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+        return view.bytes(generate_latest(worker.metrics.registry), content_type=EXPOSITION_TYPE)

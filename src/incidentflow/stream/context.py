@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import base64
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Literal
 
 import faust
-from faust.types import EventT
+from faust.types import EventT, TableT
 
 from incidentflow.config import Integrations, Settings
+from incidentflow.domain.records import DeadLetterRecord
 from incidentflow.metrics.worker import WorkerMetrics
 from incidentflow.topics import Topics
 
@@ -38,7 +38,7 @@ class Worker:
     names: Topics
     metrics: WorkerMetrics
     topics: dict[str, faust.TopicT] = field(default_factory=dict)
-    tables: dict[str, faust.TableT] = field(default_factory=dict)
+    tables: dict[str, TableT[bytes, bytes]] = field(default_factory=dict)
 
     def topic(self, name: str) -> faust.TopicT:
         if name not in self.topics:
@@ -52,7 +52,7 @@ class Worker:
         data = value.encode() if isinstance(value, str) else value
         await self.topic(topic).send(key=key.encode(), value=data)
 
-    async def handle(self, event: EventT, handler: Callable[[EventT], Awaitable[str]]) -> None:
+    async def handle(self, event: EventT[bytes], handler: Callable[[EventT[bytes]], Awaitable[str]]) -> None:
         """Run one record's handler; never lets a record fail silently or kill the agent.
 
         A DeadLetter (a record that can never be handled) and any unexpected error alike are
@@ -71,27 +71,32 @@ class Worker:
             outcome = "error"
         self.metrics.processed.labels(message.topic, outcome).inc()
 
-    async def dead_letter(self, event: EventT, kind: str, reason: str) -> None:
+    async def dead_letter(self, event: EventT[bytes], kind: Literal["invalid", "error"], reason: str) -> None:
         message = event.message
-        record: dict[str, Any] = {
-            "reason": reason,
-            "kind": kind,
-            "topic": message.topic,
-            "partition": message.partition,
-            "offset": message.offset,
-            "timestamp": message.timestamp,
-            "dead_lettered_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-            **_text_or_base64("key", message.key),
-            **_text_or_base64("value", message.value),
-        }
-        key = f"{message.topic}:{message.partition}:{message.offset}"
-        await self.send(self.names.deadletter, key, json.dumps(record))
+        key, key_base64 = _text_or_base64(message.key)
+        value, value_base64 = _text_or_base64(message.value)
+        record = DeadLetterRecord(
+            reason=reason,
+            kind=kind,
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            timestamp=int(message.timestamp * 1000) if message.timestamp else None,
+            dead_lettered_at=datetime.now(UTC),
+            key=key,
+            key_base64=key_base64,
+            value=value,
+            value_base64=value_base64,
+        )
+        origin = f"{message.topic}:{message.partition}:{message.offset}"
+        await self.send(self.names.deadletter, origin, record.model_dump_json())
 
 
-def _text_or_base64(name: str, data: bytes | None) -> dict[str, str | None]:
+def _text_or_base64(data: bytes | None) -> tuple[str | None, str | None]:
+    """The bytes as text when they are UTF-8, else as base64 (second slot)."""
     if data is None:
-        return {name: None}
+        return None, None
     try:
-        return {name: data.decode("utf-8")}
+        return data.decode("utf-8"), None
     except UnicodeDecodeError:
-        return {f"{name}_base64": base64.b64encode(data).decode()}
+        return None, base64.b64encode(data).decode()

@@ -19,7 +19,7 @@ def register(worker: Worker) -> None:
     )  # fmt: skip
     worker.tables["aggregates"] = states
 
-    async def fold_one(event: EventT) -> str:
+    async def fold_one(event: EventT[bytes]) -> str:
         try:
             alert = AlertEvent.model_validate_json(event.message.value or b"")
         except ValidationError as error:

@@ -14,7 +14,7 @@ from incidentflow.stream.context import DeadLetter, Worker
 def register(worker: Worker) -> None:
     names = worker.names
 
-    async def normalize_one(event: EventT) -> str:
+    async def normalize_one(event: EventT[bytes]) -> str:
         try:
             envelope = RawEnvelope.model_validate_json(event.message.value or b"")
         except ValidationError as error:

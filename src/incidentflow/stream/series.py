@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 from faust.types import EventT, StreamT
 from pydantic import ValidationError
 
 from incidentflow.domain import metrics
+from incidentflow.domain.records import MetricRow
 from incidentflow.stream.context import DeadLetter, Worker
 
 
@@ -19,7 +18,7 @@ def register(worker: Worker) -> None:
     )  # fmt: skip
     worker.tables["series"] = series
 
-    async def record_one(event: EventT) -> str:
+    async def record_one(event: EventT[bytes]) -> str:
         try:
             contribution = metrics.Contribution.model_validate_json(event.message.value or b"")
         except ValidationError as error:
@@ -39,11 +38,10 @@ def register(worker: Worker) -> None:
             return "duplicate"
         series[key] = new.model_dump_json().encode()
         for day in sorted(days):
-            row = metrics.bucket(new, day)
-            row_key = f"mttr|{new.service}|{new.severity}|{day.isoformat()}"
-            value = {"metric": "mttr", "service": new.service, "severity": new.severity, "day": day.isoformat(),
-                     **row.model_dump()}  # fmt: skip
-            await worker.send(names.metrics, row_key, json.dumps(value))
+            bucket = metrics.bucket(new, day)
+            row = MetricRow(metric="mttr", service=new.service, severity=new.severity, day=day.isoformat(),
+                            **bucket.model_dump())  # fmt: skip
+            await worker.send(names.metrics, row.key, row.model_dump_json())
         return "applied"
 
     @worker.app.agent(worker.topic(names.contributions), name="series")

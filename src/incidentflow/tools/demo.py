@@ -56,12 +56,14 @@ async def _demo(settings: Settings, gateway_url: str, worker_url: str, token: st
         for tp in consumer.assignment():
             await consumer.position(tp)
         async with httpx.AsyncClient(timeout=30.0) as client:
-            print(f"posting {len(steps)} Elven webhooks to {gateway_url}/v1/ingest/elven/<token>")  # noqa: T201
+            print(f"posting {len(steps)} Elven webhooks to {gateway_url}/v1/ingest/elven/<token>")
             for body, pause in steps:
                 await asyncio.sleep(pause)
                 response = await client.post(f"{gateway_url}/v1/ingest/elven/{token}", json=body)
-                print(f"  {body['action']:<8} {body['external_aggregate_key']:<26} -> {response.status_code} {response.text}")  # noqa: T201
-            print("incidents from the incidents topic:")  # noqa: T201
+                print(
+                    f"  {body['action']:<8} {body['external_aggregate_key']:<26} -> {response.status_code} {response.text}"
+                )
+            print("incidents from the incidents topic:")
             wanted = {f"demo-elven:{checkout}", f"demo-elven:{payments}"}
             latest: dict[str, dict[str, object]] = {}
             deadline = time.monotonic() + 60
@@ -72,11 +74,11 @@ async def _demo(settings: Settings, gateway_url: str, worker_url: str, token: st
                         incident = json.loads(record.value or b"{}")
                         if incident.get("aggregate_id") in wanted:
                             latest[str(incident["aggregate_id"])] = incident
-                            print(_show(incident))  # noqa: T201
+                            print(_show(incident))
             if not _settled(latest, checkout):
-                print("the worker did not publish the incidents within 60 s; is it running?")  # noqa: T201
+                print("the worker did not publish the incidents within 60 s; is it running?")
                 return 1
-            print(f"MTTR from the worker's {worker_url}/metrics:")  # noqa: T201
+            print(f"MTTR from the worker's {worker_url}/metrics:")
             for _ in range(20):
                 lines = [
                     line for line in (await client.get(f"{worker_url}/metrics")).text.splitlines()
@@ -86,7 +88,7 @@ async def _demo(settings: Settings, gateway_url: str, worker_url: str, token: st
                     break
                 await asyncio.sleep(0.5)
             for line in lines:
-                print(f"  {line}")  # noqa: T201
+                print(f"  {line}")
     finally:
         await consumer.stop()
     return 0

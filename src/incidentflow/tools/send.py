@@ -33,7 +33,9 @@ def _progress(done: int, total: int, counts: Counter[str]) -> None:
     sys.stderr.flush()
 
 
-async def _send_all(files: list[Path], url: str, token: str | None, concurrency: int, hmac_secret: str | None) -> Counter[str]:
+async def _send_all(
+    files: list[Path], url: str, token: str | None, concurrency: int, hmac_secret: str | None
+) -> Counter[str]:
     counts: Counter[str] = Counter()
     queue: asyncio.Queue[Path] = asyncio.Queue()
     for f in files:
@@ -77,5 +79,5 @@ def send(paths: list[Path], url: str, token: str | None, concurrency: int, hmac_
         sys.stderr.write("incidentflow send: no JSON files found\n")
         return 2
     counts = asyncio.run(_send_all(files, url, token, concurrency, hmac_secret))
-    print("status codes: " + ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))  # noqa: T201
+    print("status codes: " + ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
     return 0 if set(counts) == {"202"} else 1

@@ -1,0 +1,68 @@
+"""The remaining topic records: metric rows, correlations and dead letters."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from incidentflow.domain.events import UtcDatetime
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class MetricRow(_Record):
+    """One day of one metric series on `incidentflow.metrics`, key `<metric>|<service>|<severity>|<day>`.
+
+    Every figure is additive (max aside, which combines with max), so any range of days and the
+    rows of any set of workers can be summed.
+    """
+
+    metric: Literal["mttr", "changes"]
+    service: str
+    severity: str = Field(description="Peak severity of the incidents; `-` for change rows.")
+    day: str = Field(description="UTC day of the event time (final resolution, or change time), YYYY-MM-DD.")
+    count: int = Field(default=0, description="Incidents finally resolved that day.")
+    sum_seconds: float = Field(default=0.0, description="Sum of their time to restore.")
+    max_seconds: float = Field(default=0.0, description="Longest of their time to restore.")
+    changes: int = Field(default=0, description="Changes whose change time fell that day.")
+    failed_changes: int = Field(default=0, description="Of those, changes with at least one live correlation.")
+
+    @property
+    def key(self) -> str:
+        return f"{self.metric}|{self.service}|{self.severity}|{self.day}"
+
+
+class Correlation(_Record):
+    """A change suspected of causing an incident, on `incidentflow.correlations`, key `aggregate_id`."""
+
+    correlation_id: str = Field(description="Stable hash of the (aggregate_id, change_id) pair.")
+    aggregate_id: str
+    change_id: str
+    incident_opened_at: UtcDatetime
+    change_occurred_at: UtcDatetime
+    delta_seconds: float = Field(description="incident_opened_at - change_occurred_at.")
+    matched_labels: dict[str, str]
+    score: float = Field(ge=0, le=1)
+    rank: int = Field(ge=1, description="1 = prime suspect among the incident's live correlations.")
+    retracted: bool = False
+
+
+class DeadLetterRecord(_Record):
+    """A record that could not be handled, on `incidentflow.deadletter`: never dropped silently."""
+
+    reason: str
+    kind: Literal["invalid", "error"] = Field(
+        description="`invalid`: can never be handled; `error`: unexpected failure."
+    )
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int | None = Field(default=None, description="Kafka timestamp of the original record (ms).")
+    dead_lettered_at: UtcDatetime
+    key: str | None = None
+    key_base64: str | None = None
+    value: str | None = Field(default=None, description="The original value, when it is UTF-8.")
+    value_base64: str | None = Field(default=None, description="The original value otherwise.")

@@ -1,0 +1,37 @@
+"""Building canonical events tersely in tests."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from incidentflow.domain.events import AlertAction, AlertEvent, Severity
+
+T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+
+
+def alert(
+    action: AlertAction,
+    minute: float,
+    *,
+    key: str = "db-1",
+    integration: str = "acme",
+    event_id: str | None = None,
+    severity: Severity | None = None,
+    labels: dict[str, str] | None = None,
+    title: str | None = None,
+    received_minute: float | None = None,
+) -> AlertEvent:
+    at = T0 + timedelta(minutes=minute)
+    return AlertEvent(
+        event_id=event_id or f"{action}-{minute}-{severity}-{title}",
+        aggregate_id=f"{integration}:{key}",
+        integration=integration,
+        source="native",
+        external_aggregate_key=key,
+        action=action,
+        occurred_at=at,
+        received_at=T0 + timedelta(minutes=received_minute if received_minute is not None else minute),
+        severity=severity,
+        title=title,
+        labels=labels or {},
+    )

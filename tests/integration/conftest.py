@@ -1,0 +1,229 @@
+"""A real Kafka broker for the integration suite, and real gateway and worker processes on it.
+
+The broker, in order of preference: INCIDENTFLOW_KAFKA_BOOTSTRAP (an existing broker; `make test`
+sets it to the one it started), else the local KRaft broker of deploy/kafka (Java and Maven),
+else testcontainers (a Docker engine). When none is possible the suite fails with one message:
+it never skips Kafka silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+REPO = Path(__file__).resolve().parents[2]
+KAFKA_SH = REPO / "deploy" / "kafka" / "kafka.sh"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _answers(bootstrap: str, timeout: float = 5.0) -> bool:
+    host, _, port = bootstrap.split(",")[0].rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _docker_engine() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    return subprocess.run(["docker", "info"], capture_output=True, timeout=20).returncode == 0
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    given = os.environ.get("INCIDENTFLOW_KAFKA_BOOTSTRAP")
+    if given:
+        if not _answers(given):
+            pytest.fail(f"INCIDENTFLOW_KAFKA_BOOTSTRAP={given} does not answer", pytrace=False)
+        yield given
+        return
+    if shutil.which("java") and shutil.which("mvn"):
+        port = free_port()
+        home = tempfile.mkdtemp(prefix="incidentflow-kafka-")
+        env = {**os.environ, "INCIDENTFLOW_KAFKA_PORT": str(port), "INCIDENTFLOW_KAFKA_HOME": home}
+        subprocess.run([str(KAFKA_SH), "up"], env=env, check=True)
+        try:
+            yield f"127.0.0.1:{port}"
+        finally:
+            subprocess.run([str(KAFKA_SH), "down"], env=env, check=False)
+            shutil.rmtree(home, ignore_errors=True)
+        return
+    if _docker_engine():
+        from testcontainers.kafka import KafkaContainer
+
+        with KafkaContainer("apache/kafka:4.1.2").with_kraft() as container:
+            yield container.get_bootstrap_server()
+        return
+    pytest.fail(
+        "no Kafka broker for the integration tests: set INCIDENTFLOW_KAFKA_BOOTSTRAP to a broker, "
+        "or install Java 17+ and Maven (deploy/kafka fetches Apache Kafka), or run a Docker engine",
+        pytrace=False,
+    )
+
+
+@dataclass
+class Process:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    def stop(self, sig: int = 15, timeout: float = 20.0) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(sig)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+
+
+@dataclass
+class Stack:
+    """Gateway and workers of one test, on a topic namespace of its own."""
+
+    bootstrap: str
+    namespace: str
+    workdir: Path
+    integrations_file: Path
+    partitions: int
+    gateway_port: int = 0
+    processes: list[Process] = field(default_factory=list)
+    worker_ports: list[int] = field(default_factory=list)
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://127.0.0.1:{self.gateway_port}"
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return {
+            **os.environ,
+            "INCIDENTFLOW_KAFKA_BOOTSTRAP": self.bootstrap,
+            "INCIDENTFLOW_TOPIC_NAMESPACE": self.namespace,
+            "INCIDENTFLOW_INTEGRATIONS_FILE": str(self.integrations_file),
+            "INCIDENTFLOW_PARTITIONS": str(self.partitions),
+            "INCIDENTFLOW_APP_ID": f"{self.namespace}-app",
+            "INCIDENTFLOW_SESSION_TIMEOUT_SECONDS": "6",
+            "INCIDENTFLOW_LOG_LEVEL": "info",
+            **extra,
+        }
+
+    def _spawn(self, name: str, command: str, env: dict[str, str]) -> Process:
+        log = self.workdir / f"{name}.log"
+        popen = subprocess.Popen(
+            [sys.executable, "-m", "incidentflow.cli", command],
+            env=env,
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+            cwd=self.workdir,
+        )
+        process = Process(name, popen, log)
+        self.processes.append(process)
+        return process
+
+    def start_gateway(self, **extra: str) -> Process:
+        self.gateway_port = free_port()
+        process = self._spawn("gateway", "gateway", self.env(INCIDENTFLOW_GATEWAY_PORT=str(self.gateway_port), **extra))
+        wait_http(f"{self.gateway_url}/healthz", process)
+        return process
+
+    def start_worker(self, index: int = 0, **extra: str) -> Process:
+        port = free_port()
+        self.worker_ports.append(port)
+        data = self.workdir / f"worker-{index}-data"
+        env = self.env(INCIDENTFLOW_WEB_PORT=str(port), INCIDENTFLOW_DATA_DIR=str(data), **extra)
+        process = self._spawn(f"worker-{index}", "worker", env)
+        wait_http(f"http://127.0.0.1:{port}/metrics", process, timeout=90)
+        return process
+
+    def logs(self) -> str:
+        return "\n".join(f"===== {p.name} =====\n{p.log.read_text(errors='replace')}" for p in self.processes)
+
+
+def wait_http(url: str, process: Process, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.popen.poll() is not None:
+            raise AssertionError(
+                f"{process.name} exited with {process.popen.returncode}:\n{process.log.read_text()[-4000:]}"
+            )
+        try:
+            if httpx.get(url, timeout=2).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"{process.name} did not answer at {url} within {timeout}s")
+
+
+@pytest.fixture
+def stack_factory(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Callable[..., Stack]]:
+    stacks: list[Stack] = []
+
+    def make(integrations_yaml: str, partitions: int = 4) -> Stack:
+        path = tmp_path / "integrations.yaml"
+        path.write_text(integrations_yaml)
+        namespace = f"it-{uuid.uuid4().hex[:10]}"
+        stack = Stack(kafka_bootstrap, namespace, tmp_path, path, partitions)
+        stacks.append(stack)
+        return stack
+
+    yield make
+    for stack in stacks:
+        for process in reversed(stack.processes):
+            process.stop()
+
+
+def read_topic(bootstrap: str, topic: str, until: Callable[[list[Any]], bool], timeout: float = 60.0) -> list[Any]:
+    """Every record of `topic` from the start, read until `until(records)` holds or the timeout passes."""
+
+    async def run() -> list[Any]:
+        consumer = AIOKafkaConsumer(
+            topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None, enable_auto_commit=False
+        )
+        await consumer.start()
+        records: list[Any] = []
+        try:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                batch = await consumer.getmany(timeout_ms=500)
+                for items in batch.values():
+                    records.extend(items)
+                if until(records):
+                    break
+        finally:
+            await consumer.stop()
+        return records
+
+    return asyncio.run(run())
+
+
+def scrape(url: str) -> dict[str, float]:
+    """Prometheus text as {'name{labels}': value}, label order as exposed."""
+    samples: dict[str, float] = {}
+    for line in httpx.get(url, timeout=5).text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples

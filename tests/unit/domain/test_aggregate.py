@@ -1,0 +1,57 @@
+"""The stored aggregate state: incremental application, duplicates, and the compaction horizon."""
+
+from __future__ import annotations
+
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from incidentflow.domain.aggregate import DEFAULT_LIMITS, AggregateState, Limits, apply
+from incidentflow.domain.events import AlertEvent
+from incidentflow.domain.incident import project
+from tests.factories import alert
+from tests.unit.domain.test_incident import event_sets
+
+
+def deliver(events: list[AlertEvent], limits: Limits = DEFAULT_LIMITS) -> tuple[AggregateState, list[str]]:
+    state = AggregateState()
+    outcomes = []
+    for event in events:
+        applied = apply(state, event, limits)
+        state = applied.state
+        outcomes.append(applied.outcome)
+    return state, outcomes
+
+
+@settings(max_examples=300, deadline=None)
+@given(event_sets(), st.randoms(use_true_random=False))
+def test_any_arrival_order_gives_the_projection(events: list[AlertEvent], rnd: random.Random) -> None:
+    delivered = events + events[: len(events) // 2]
+    rnd.shuffle(delivered)
+    state, _ = deliver(delivered)
+    assert state.incident == project(events)
+
+
+def test_duplicate_is_reported_and_changes_nothing() -> None:
+    state, outcomes = deliver([alert("open", 0), alert("resolve", 5), alert("open", 0)])
+    assert outcomes == ["applied", "applied", "duplicate"]
+    assert state.incident is not None and state.incident.event_count == 2
+
+
+def test_state_stays_bounded_and_in_order_history_still_folds_exactly() -> None:
+    events = [alert("heartbeat" if i % 2 else "open", i, event_id=f"e{i}") for i in range(100)]
+    events.append(alert("resolve", 100, event_id="end"))
+    state, outcomes = deliver(events, Limits(max_events=16, max_compacted_ids=32))
+    assert set(outcomes) == {"applied"}
+    assert len(state.events) <= 16 and len(state.compacted_ids) <= 32
+    assert state.incident == project(events)
+
+
+def test_events_older_than_the_horizon_are_refused_not_misapplied() -> None:
+    events = [alert("open", i, event_id=f"e{i}") for i in range(1, 40)]
+    state, _ = deliver(events, Limits(max_events=8, max_compacted_ids=64))
+    late = apply(state, alert("resolve", 0.5, event_id="late"), Limits(max_events=8))
+    again = apply(state, events[0], Limits(max_events=8))
+    assert (late.outcome, again.outcome) == ("too_late", "duplicate")
+    assert late.state == state

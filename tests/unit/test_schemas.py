@@ -1,0 +1,17 @@
+"""The checked-in schemas/ match the models; a change to a record model must regenerate them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from incidentflow.schemas import generate
+
+SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
+
+
+def test_checked_in_schemas_match_the_models() -> None:
+    generated = generate()
+    on_disk = {p.name: p.read_text() for p in SCHEMAS.glob("*.schema.json")}
+    assert on_disk.keys() == generated.keys(), "run `incidentflow schemas` and commit schemas/"
+    for name, text in generated.items():
+        assert on_disk[name] == text, f"{name} drifted from the models: run `incidentflow schemas`"
