@@ -40,6 +40,12 @@ class Route:
 
 ROUTES = (
     Route("elven", "/v1/ingest/elven", sources.elven.ElvenPayload, "Elven Platform incident (alarmed/resolved)"),
+    Route("sleuth", "/v1/ingest/sleuth", sources.sleuth.SleuthPayload, "Sleuth custom incident impact"),
+    Route("uptrends", "/v1/ingest/uptrends", None, "Uptrends alert (Alert, Reminder, Ok)"),
+    Route("flashduty-alert", "/v1/ingest/flashduty/alert", sources.flashduty.FlashdutyAlert, "Flashduty alert event"),
+    Route(
+        "flashduty-change", "/v1/ingest/flashduty/change", sources.flashduty.FlashdutyChange, "Flashduty change event"
+    ),
     Route("native", "/v1/events", None, "Native canonical alert or change"),
 )
 

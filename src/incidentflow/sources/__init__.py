@@ -6,11 +6,15 @@ import json
 from typing import Any
 
 from incidentflow.domain.envelope import RawEnvelope
-from incidentflow.sources import elven, native
+from incidentflow.sources import elven, flashduty, native, sleuth, uptrends
 from incidentflow.sources.base import Adapter, Context, Event, FieldError, PayloadError
 
 ADAPTERS: dict[str, Adapter] = {
     "elven": elven.parse,
+    "sleuth": sleuth.parse,
+    "uptrends": uptrends.parse,
+    "flashduty-alert": flashduty.parse_alert,
+    "flashduty-change": flashduty.parse_change,
     "native": native.parse,
 }
 

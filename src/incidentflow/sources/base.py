@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -82,6 +82,16 @@ def validate(model: type[M], payload: Any) -> M:
         return model.model_validate(payload)
     except ValidationError as error:
         raise PayloadError.from_validation(error) from None
+
+
+def as_utc(value: datetime) -> datetime:
+    """Vendor times without a zone are UTC (Sleuth and Uptrends send `...Utc` values that way)."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def from_unix(seconds: float) -> datetime:
+    """A Unix time in seconds as a UTC datetime."""
+    return datetime.fromtimestamp(seconds, tz=UTC)
 
 
 def build_event(build: Callable[[], M]) -> M:

@@ -1,0 +1,138 @@
+"""Flashduty: the standard alert event and the custom change event."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from incidentflow.domain.events import (
+    AlertAction,
+    AlertEvent,
+    ChangeEvent,
+    ChangeStatus,
+    Severity,
+    aggregate_id,
+    change_id,
+    content_id,
+)
+from incidentflow.sources.base import (
+    Context,
+    Event,
+    FieldError,
+    Payload,
+    PayloadError,
+    build_event,
+    from_unix,
+    validate,
+)
+
+SEVERITIES: dict[str, Severity | None] = {
+    "Critical": "critical",
+    "Warning": "moderate",
+    "Info": "informational",
+    "Ok": None,
+}
+STATUSES: dict[str, ChangeStatus] = {
+    "Planned": "planned",
+    "Ready": "ready",
+    "Processing": "processing",
+    "Canceled": "canceled",
+    "Done": "done",
+}
+# Unix seconds between 1970 and 9999: anything else is not a plausible event time.
+EventTime = Field(default=None, ge=0, le=253402300799, description="Unix seconds; defaults to receive time.")
+FlashdutyLabels = dict[
+    Any,  # keys are checked below, so one message can name every bad label
+    Any,
+]
+
+
+def _labels(raw: dict[Any, Any]) -> dict[str, str]:
+    errors = []
+    if len(raw) > 50:
+        errors.append(FieldError("labels", "at most 50 labels"))
+    for key, value in raw.items():
+        if not isinstance(key, str) or not 1 <= len(key) <= 128:
+            errors.append(FieldError(f"labels.{key}", "label keys are 1 to 128 characters"))
+        elif not isinstance(value, str) or len(value) > 2048:
+            errors.append(FieldError(f"labels.{key}", "label values are strings of at most 2048 characters"))
+    if errors:
+        raise PayloadError(errors)
+    return dict(raw)
+
+
+class FlashdutyAlert(Payload):
+    title_rule: str = Field(min_length=1, max_length=512)
+    event_status: Literal["Critical", "Warning", "Info", "Ok"]
+    alert_key: str | None = Field(default=None, min_length=1, max_length=255)
+    event_time: float | None = EventTime
+    description: str | None = None
+    labels: FlashdutyLabels = Field(default_factory=dict)
+
+
+class FlashdutyChange(Payload):
+    title: str = Field(min_length=1, max_length=512)
+    change_key: str = Field(min_length=1, max_length=255)
+    change_status: Literal["Planned", "Ready", "Processing", "Canceled", "Done"]
+    event_time: float | None = EventTime
+    description: str | None = None
+    link: str | None = None
+    labels: FlashdutyLabels = Field(default_factory=dict)
+
+
+def parse_alert(payload: Any, ctx: Context) -> list[Event]:
+    """Critical/Warning/Info open (or raise) the alert; Ok resolves it and needs its `alert_key`.
+
+    Without `alert_key`, the key is a hash of `title_rule` and the labels, as Flashduty merges
+    such events itself.
+    """
+    body = validate(FlashdutyAlert, payload)
+    labels = _labels(body.labels)
+    if body.event_status == "Ok" and body.alert_key is None:
+        raise PayloadError([FieldError("alert_key", "required to recover (event_status Ok)")])
+    key = body.alert_key or content_id("flashduty", body.title_rule, labels)
+    occurred = from_unix(body.event_time) if body.event_time is not None else ctx.received_at
+    action: AlertAction = "resolve" if body.event_status == "Ok" else "open"
+    event = build_event(
+        lambda: AlertEvent(
+            event_id=content_id("flashduty-alert", ctx.integration, body.model_dump(mode="json"), occurred),
+            aggregate_id=aggregate_id(ctx.integration, key),
+            integration=ctx.integration,
+            source="flashduty-alert",
+            external_aggregate_key=key,
+            action=action,
+            occurred_at=occurred,
+            received_at=ctx.received_at,
+            severity=SEVERITIES[body.event_status] if action == "open" else None,
+            title=body.title_rule,
+            description=body.description,
+            labels={**ctx.labels, **labels},
+            request_id=ctx.request_id,
+        )
+    )
+    return [event]
+
+
+def parse_change(payload: Any, ctx: Context) -> list[Event]:
+    """One status of one change; several events with the same `change_key` are one change."""
+    body = validate(FlashdutyChange, payload)
+    labels = _labels(body.labels)
+    occurred = from_unix(body.event_time) if body.event_time is not None else ctx.received_at
+    event = build_event(
+        lambda: ChangeEvent(
+            event_id=content_id("flashduty-change", ctx.integration, body.model_dump(mode="json"), occurred),
+            change_id=change_id(ctx.integration, body.change_key),
+            integration=ctx.integration,
+            source="flashduty-change",
+            status=STATUSES[body.change_status],
+            occurred_at=occurred,
+            received_at=ctx.received_at,
+            title=body.title,
+            description=body.description,
+            url=body.link,
+            labels={**ctx.labels, **labels},
+            request_id=ctx.request_id,
+        )
+    )
+    return [event]
