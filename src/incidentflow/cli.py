@@ -120,8 +120,8 @@ def cmd_send(args: argparse.Namespace) -> int:
 def cmd_schemas(args: argparse.Namespace) -> int:
     from incidentflow.schemas import write
 
-    for name in write(args.dir):
-        print(f"wrote {args.dir / name}")
+    for path in write(args.dir, args.openapi):
+        print(f"wrote {path}")
     return 0
 
 
@@ -162,8 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--concurrency", type=int, default=8, help="requests in flight (default 8)")
     send.set_defaults(func=cmd_send)
 
-    schemas = sub.add_parser("schemas", help="write the JSON Schema of every topic record")
+    schemas = sub.add_parser("schemas", help="write the JSON Schema of every topic record and the OpenAPI document")
     schemas.add_argument("--dir", type=Path, default=Path("schemas"), help="target folder (default schemas/)")
+    schemas.add_argument("--openapi", type=Path, default=Path("docs/openapi.json"), help="default docs/openapi.json")
     schemas.set_defaults(func=cmd_schemas)
 
     demo = sub.add_parser("demo", help="post sample webhooks and show incidents and MTTR as they come back")

@@ -33,8 +33,19 @@ def generate() -> dict[str, str]:
     return files
 
 
-def write(directory: Path) -> list[str]:
+def openapi_text() -> str:
+    from incidentflow.gateway.app import openapi_document
+
+    return json.dumps(openapi_document(), indent=2, sort_keys=True) + "\n"
+
+
+def write(directory: Path, openapi: Path) -> list[Path]:
+    """Write the topic schemas into `directory` and the gateway's OpenAPI document to `openapi`."""
     directory.mkdir(parents=True, exist_ok=True)
+    written = []
     for name, text in generate().items():
         (directory / name).write_text(text)
-    return sorted(generate())
+        written.append(directory / name)
+    openapi.parent.mkdir(parents=True, exist_ok=True)
+    openapi.write_text(openapi_text())
+    return [*written, openapi]

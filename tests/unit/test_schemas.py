@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from incidentflow.schemas import generate
+from incidentflow.schemas import generate, openapi_text
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 
@@ -15,3 +15,8 @@ def test_checked_in_schemas_match_the_models() -> None:
     assert on_disk.keys() == generated.keys(), "run `incidentflow schemas` and commit schemas/"
     for name, text in generated.items():
         assert on_disk[name] == text, f"{name} drifted from the models: run `incidentflow schemas`"
+
+
+def test_checked_in_openapi_document_matches_the_gateway() -> None:
+    on_disk = (SCHEMAS.parent / "docs" / "openapi.json").read_text()
+    assert on_disk == openapi_text(), "docs/openapi.json drifted: run `incidentflow schemas`"

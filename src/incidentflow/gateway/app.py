@@ -10,13 +10,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import FastAPI, Request, Response
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from incidentflow import __version__, sources
 from incidentflow.config import Integration, Integrations, Settings
@@ -34,19 +34,25 @@ log = logging.getLogger("incidentflow.gateway")
 class Route:
     source: str
     path: str
-    payload: type[BaseModel] | None
+    payload: type[BaseModel] | tuple[type[BaseModel], ...] | dict[str, Any]
+    """The documented body: a model, one of several models, or a JSON Schema."""
     summary: str
 
 
 ROUTES = (
     Route("elven", "/v1/ingest/elven", sources.elven.ElvenPayload, "Elven Platform incident (alarmed/resolved)"),
     Route("sleuth", "/v1/ingest/sleuth", sources.sleuth.SleuthPayload, "Sleuth custom incident impact"),
-    Route("uptrends", "/v1/ingest/uptrends", None, "Uptrends alert (Alert, Reminder, Ok)"),
+    Route("uptrends", "/v1/ingest/uptrends", sources.uptrends.TEMPLATE_SCHEMA, "Uptrends alert (Alert, Reminder, Ok)"),
     Route("flashduty-alert", "/v1/ingest/flashduty/alert", sources.flashduty.FlashdutyAlert, "Flashduty alert event"),
     Route(
         "flashduty-change", "/v1/ingest/flashduty/change", sources.flashduty.FlashdutyChange, "Flashduty change event"
     ),
-    Route("native", "/v1/events", None, "Native canonical alert or change"),
+    Route(
+        "native",
+        "/v1/events",
+        (sources.native.NativeAlert, sources.native.NativeChange),
+        "Native canonical alert or change",
+    ),
 )
 
 
@@ -208,7 +214,7 @@ def create_app(settings: Settings, integrations: Integrations, publisher: Publis
     for route in ROUTES:
         _add_ingest_routes(app, gateway, route)
 
-    @app.get("/healthz", tags=["operations"], summary="The process is alive")
+    @app.get("/healthz", tags=["operations"], summary="The process is alive", response_model=dict[str, str])
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
@@ -227,15 +233,33 @@ def create_app(settings: Settings, integrations: Integrations, publisher: Publis
     return app
 
 
+class Accepted(BaseModel):
+    request_id: str
+    status: Literal["accepted"]
+
+
+class BadField(BaseModel):
+    field: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    error: str
+    detail: str
+    request_id: str
+    errors: list[BadField] | None = Field(default=None, description="Every bad field (422 only).")
+
+
+RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying", "schema": {"type": "integer"}}}
 INGEST_RESPONSES: dict[int | str, dict[str, Any]] = {
-    202: {"description": "Stored in Kafka (acks=all)", "content": {"application/json": {}}},
-    400: {"description": "Malformed JSON"},
-    401: {"description": "Unknown, revoked or missing token, or bad signature"},
-    403: {"description": "Address not allowed"},
-    413: {"description": "Body over the limit"},
-    422: {"description": "Payload failed validation; every bad field is listed"},
-    429: {"description": "Over the rate limit; see Retry-After"},
-    503: {"description": "Kafka unreachable or slow; nothing stored; see Retry-After"},
+    202: {"description": "Stored in Kafka (acks=all)", "model": Accepted},
+    400: {"description": "Malformed JSON", "model": ErrorBody},
+    401: {"description": "Unknown, revoked or missing token, or bad signature", "model": ErrorBody},
+    403: {"description": "Address not allowed", "model": ErrorBody},
+    413: {"description": "Body over the limit", "model": ErrorBody},
+    422: {"description": "Payload failed validation; every bad field is listed", "model": ErrorBody},
+    429: {"description": "Over the rate limit", "model": ErrorBody, "headers": RETRY_AFTER},
+    503: {"description": "Kafka unreachable or slow; nothing stored", "model": ErrorBody, "headers": RETRY_AFTER},
 }
 
 
@@ -261,9 +285,28 @@ def _add_ingest_routes(app: FastAPI, gateway: Gateway, route: Route) -> None:
             operation_id=f"ingest_{source.replace('-', '_')}_{suffix}",
             tags=["ingest"],
             status_code=202,
+            response_model=None,
             responses=INGEST_RESPONSES,
             openapi_extra=extra,
         )
+
+
+class _NoKafka:
+    """A publisher for building the app without Kafka (the OpenAPI document)."""
+
+    async def publish(self, topic: str, key: bytes, value: bytes) -> None:
+        raise PublishError("no Kafka")
+
+    async def ready(self) -> bool:
+        return False
+
+    async def close(self) -> None:
+        pass
+
+
+def openapi_document() -> dict[str, Any]:
+    """The gateway's OpenAPI document, as served at /openapi.json (checked in as docs/openapi.json)."""
+    return create_app(Settings(), Integrations({}), _NoKafka()).openapi()
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
@@ -273,14 +316,21 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     bodies: dict[str, Any] = {}
-    for route in ROUTES:
-        if route.payload is None:
-            bodies[route.source] = {"type": "object"}
-            continue
-        model_schema = route.payload.model_json_schema(ref_template="#/components/schemas/{model}")
+
+    def ref(model: type[BaseModel]) -> dict[str, str]:
+        model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         components.update(model_schema.pop("$defs", {}))
-        components[route.payload.__name__] = model_schema
-        bodies[route.source] = {"$ref": f"#/components/schemas/{route.payload.__name__}"}
+        components[model.__name__] = model_schema
+        return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+    for route in ROUTES:
+        if isinstance(route.payload, dict):
+            components[route.payload["title"]] = route.payload
+            bodies[route.source] = {"$ref": f"#/components/schemas/{route.payload['title']}"}
+        elif isinstance(route.payload, tuple):
+            bodies[route.source] = {"oneOf": [ref(model) for model in route.payload]}
+        else:
+            bodies[route.source] = ref(route.payload)
     for item in schema.get("paths", {}).values():
         post = item.get("post")
         if post and "x-incidentflow-source" in post:

@@ -63,10 +63,12 @@ class KafkaPublisher:
             return self._producer
 
     async def publish(self, topic: str, key: bytes, value: bytes) -> None:
-        producer = await self._started()
         try:
-            future = await asyncio.wait_for(producer.send(topic, value=value, key=key), self._timeout)
-            await asyncio.wait_for(future, self._timeout)
+            # One deadline for starting, queueing (which waits for metadata) and the ack together.
+            async with asyncio.timeout(self._timeout):
+                producer = await self._started()
+                future = await producer.send(topic, value=value, key=key)
+                await future
         except (TimeoutError, KafkaError) as error:
             raise PublishError(f"Kafka did not acknowledge in time: {type(error).__name__}") from None
 

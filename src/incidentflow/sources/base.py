@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, ValidationError
 
 from incidentflow.domain.envelope import RawEnvelope
 from incidentflow.domain.events import AlertEvent, ChangeEvent, Severity
@@ -62,9 +62,30 @@ class PayloadError(ValueError):
 
 
 class Payload(BaseModel):
-    """Base of vendor payload models: vendors add fields over time, so unknown ones are ignored."""
+    """Base of vendor payload models: strict types (no "1" for 1, no 0 for a date), unknown fields ignored.
 
-    model_config = ConfigDict(frozen=True, extra="ignore", str_max_length=65536)
+    Vendors add fields over time, so fields we do not read are ignored; fields we read must have
+    exactly the JSON type the OpenAPI document gives them.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore", strict=True, str_max_length=65536)
+
+
+def _iso_string(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError("must be an ISO 8601 date-time") from None
+    if isinstance(value, datetime):
+        return value
+    raise ValueError("must be an ISO 8601 date-time string")
+
+
+Timestamp = Annotated[datetime, BeforeValidator(_iso_string)]
+"""A date-time given as an ISO 8601 string; without a zone it is read as UTC by `as_utc`."""
+AwareTimestamp = Annotated[AwareDatetime, BeforeValidator(_iso_string)]
+"""A date-time given as an ISO 8601 string with its zone."""
 
 
 M = TypeVar("M", bound=BaseModel)

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
 
 from incidentflow.domain.events import (
     AlertAction,
     AlertEvent,
     ChangeEvent,
     ChangeStatus,
+    Labels,
     Severity,
     aggregate_id,
     change_id,
@@ -42,30 +44,20 @@ STATUSES: dict[str, ChangeStatus] = {
 }
 # Unix seconds between 1970 and 9999: anything else is not a plausible event time.
 EventTime = Field(default=None, ge=0, le=253402300799, description="Unix seconds; defaults to receive time.")
-FlashdutyLabels = dict[
-    Any,  # keys are checked below, so one message can name every bad label
-    Any,
-]
-
-
-def _labels(raw: dict[Any, Any]) -> dict[str, str]:
-    errors = []
-    if len(raw) > 50:
-        errors.append(FieldError("labels", "at most 50 labels"))
-    for key, value in raw.items():
-        if not isinstance(key, str) or not 1 <= len(key) <= 128:
-            errors.append(FieldError(f"labels.{key}", "label keys are 1 to 128 characters"))
-        elif not isinstance(value, str) or len(value) > 2048:
-            errors.append(FieldError(f"labels.{key}", "label values are strings of at most 2048 characters"))
-    if errors:
-        raise PayloadError(errors)
-    return dict(raw)
+FlashdutyLabels = Annotated[Labels, Field(max_length=50, description="At most 50 labels.")]
 
 
 class FlashdutyAlert(Payload):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "if": {"properties": {"event_status": {"const": "Ok"}}, "required": ["event_status"]},
+            "then": {"required": ["alert_key"]},
+        }
+    )
+
     title_rule: str = Field(min_length=1, max_length=512)
     event_status: Literal["Critical", "Warning", "Info", "Ok"]
-    alert_key: str | None = Field(default=None, min_length=1, max_length=255)
+    alert_key: Annotated[str, Field(min_length=1, max_length=255)] | SkipJsonSchema[None] = None
     event_time: float | None = EventTime
     description: str | None = None
     labels: FlashdutyLabels = Field(default_factory=dict)
@@ -88,7 +80,7 @@ def parse_alert(payload: Any, ctx: Context) -> list[Event]:
     such events itself.
     """
     body = validate(FlashdutyAlert, payload)
-    labels = _labels(body.labels)
+    labels = body.labels
     if body.event_status == "Ok" and body.alert_key is None:
         raise PayloadError([FieldError("alert_key", "required to recover (event_status Ok)")])
     key = body.alert_key or content_id("flashduty", body.title_rule, labels)
@@ -117,7 +109,7 @@ def parse_alert(payload: Any, ctx: Context) -> list[Event]:
 def parse_change(payload: Any, ctx: Context) -> list[Event]:
     """One status of one change; several events with the same `change_key` are one change."""
     body = validate(FlashdutyChange, payload)
-    labels = _labels(body.labels)
+    labels = body.labels
     occurred = from_unix(body.event_time) if body.event_time is not None else ctx.received_at
     event = build_event(
         lambda: ChangeEvent(

@@ -7,9 +7,10 @@ stamps `received_at` and `request_id`; `event_id` defaults to a hash of the cont
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import AwareDatetime, Field
+from pydantic import ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
 
 from incidentflow.domain.events import (
     AlertAction,
@@ -22,16 +23,28 @@ from incidentflow.domain.events import (
     change_id,
     content_id,
 )
-from incidentflow.sources.base import Context, Event, FieldError, Payload, PayloadError, build_event, validate
+from incidentflow.sources.base import (
+    AwareTimestamp,
+    Context,
+    Event,
+    FieldError,
+    Payload,
+    PayloadError,
+    build_event,
+    validate,
+)
 
 
 class _NativeCommon(Payload):
+    # Fields a canonical record carries that the gateway owns: accepted when consistent with the
+    # token, overwritten (received_at, request_id), and left out of the documented schema.
+    integration: SkipJsonSchema[str | None] = None
+    received_at: SkipJsonSchema[AwareTimestamp | None] = None
+    request_id: SkipJsonSchema[str | None] = None
+
     event_id: str | None = Field(default=None, min_length=1, max_length=512)
-    integration: str | None = None
     source: str | None = Field(default=None, min_length=1, max_length=128)
-    occurred_at: AwareDatetime
-    received_at: AwareDatetime | None = None
-    request_id: str | None = None
+    occurred_at: AwareTimestamp
     title: str | None = None
     description: str | None = None
     url: str | None = None
@@ -39,15 +52,19 @@ class _NativeCommon(Payload):
 
 
 class NativeAlert(_NativeCommon):
-    aggregate_id: str | None = None
+    aggregate_id: SkipJsonSchema[str | None] = None
     external_aggregate_key: str = Field(min_length=1, max_length=255)
     action: AlertAction
     severity: Severity | None = None
 
 
 class NativeChange(_NativeCommon):
-    change_id: str | None = None
-    change_key: str | None = Field(default=None, min_length=1, max_length=255)
+    # A canonical record names its change by `change_id`; a producer posting by hand gives
+    # `change_key`. The document asks for `change_key`.
+    model_config = ConfigDict(json_schema_extra={"required": ["change_key", "occurred_at", "status"]})
+
+    change_id: SkipJsonSchema[str | None] = None
+    change_key: Annotated[str, Field(min_length=1, max_length=255)] | SkipJsonSchema[None] = None
     status: ChangeStatus
 
 

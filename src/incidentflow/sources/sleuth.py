@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from incidentflow.domain.events import AlertAction, AlertEvent, aggregate_id, content_id
-from incidentflow.sources.base import Context, Event, Payload, as_utc, build_event, validate
+from incidentflow.sources.base import Context, Event, Payload, Timestamp, as_utc, build_event, validate
 
 ACTIONS: dict[str, AlertAction] = {"triggered": "open", "resolved": "resolve", "reopened": "reopen"}
 CURRENT = "current"
@@ -18,8 +18,8 @@ CURRENT = "current"
 class SleuthPayload(Payload):
     type: Literal["triggered", "resolved", "reopened"]
     id: str | None = Field(default=None, min_length=1, max_length=255)
-    date: datetime | None = Field(default=None, description="When it happened (ISO 8601); defaults to receive time.")
-    ended_date: datetime | None = Field(default=None, description="Backfills the resolution of a past incident.")
+    date: Timestamp | None = Field(default=None, description="When it happened (ISO 8601); defaults to receive time.")
+    ended_date: Timestamp | None = Field(default=None, description="Backfills the resolution of a past incident.")
     title: str | None = None
     url: str | None = None
 

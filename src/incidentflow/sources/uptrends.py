@@ -7,13 +7,22 @@ or as flat keys (`"@alert.type"` or `"alert.type"`), with names matched case-ins
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import Field
 
 from incidentflow.domain.events import AlertAction, AlertEvent, aggregate_id, content_id
-from incidentflow.sources.base import Context, Event, Payload, as_utc, build_event, validate
+from incidentflow.sources.base import (
+    Context,
+    Event,
+    FieldError,
+    Payload,
+    PayloadError,
+    Timestamp,
+    as_utc,
+    build_event,
+    validate,
+)
 
 ACTIONS: dict[str, AlertAction] = {"alert": "open", "error": "open", "reminder": "heartbeat", "ok": "resolve"}
 
@@ -23,8 +32,8 @@ class UptrendsAlert(Payload):
 
     alert_type: Literal["Alert", "Error", "Reminder", "Ok"] = Field(alias="alert.type")
     incident_key: str = Field(alias="incident.key", min_length=1, max_length=255)
-    timestamp_utc: datetime = Field(alias="alert.timestamputc")
-    first_error_utc: datetime | None = Field(default=None, alias="alert.firsterrorutc")
+    timestamp_utc: Timestamp = Field(alias="alert.timestamputc")
+    first_error_utc: Timestamp | None = Field(default=None, alias="alert.firsterrorutc")
     alert_guid: str | None = Field(default=None, alias="alert.alertguid")
     description: str | None = Field(default=None, alias="alert.description")
     downtime_duration: str | None = Field(default=None, alias="alert.downtimeduration")
@@ -34,16 +43,57 @@ class UptrendsAlert(Payload):
     monitor_url: str | None = Field(default=None, alias="monitor.url")
 
 
-def flatten(payload: Any, prefix: str = "") -> dict[str, Any]:
-    """`{"Alert": {"Type": "Ok"}}` and `{"@alert.type": "Ok"}` both as `{"alert.type": "Ok"}`."""
-    if not isinstance(payload, dict):
-        return {prefix: payload} if prefix else {}
+_TIME = {"type": "string", "format": "date-time"}
+_TEXT = {"type": ["string", "null"]}
+TEMPLATE_SCHEMA: dict[str, Any] = {
+    "title": "UptrendsAlert",
+    "description": "Uptrends' default JSON template of alerting variables (flat `@alert.type` keys work too); "
+    "variables not listed are accepted and ignored.",
+    "type": "object",
+    "required": ["Alert", "Incident"],
+    "properties": {
+        "Alert": {
+            "type": "object",
+            "required": ["Type", "TimestampUtc"],
+            "properties": {
+                "Type": {"enum": ["Alert", "Error", "Reminder", "Ok"]},
+                "TimestampUtc": _TIME,
+                "FirstErrorUtc": {"anyOf": [_TIME, {"type": "null"}]},
+                "AlertGuid": _TEXT,
+                "Description": _TEXT,
+                "DowntimeDuration": _TEXT,
+            },
+        },
+        "Incident": {
+            "type": "object",
+            "required": ["Key"],
+            "properties": {"Key": {"type": "string", "minLength": 1, "maxLength": 255}},
+        },
+        "Monitor": {
+            "type": "object",
+            "properties": {"MonitorGuid": _TEXT, "Name": _TEXT, "Type": _TEXT, "Url": _TEXT},
+        },
+        "AlertDefinition": {"type": "object"},
+        "EscalationLevel": {"type": "object"},
+    },
+}
+"""The documented request body (OpenAPI); every variable of the template is accepted at run time."""
+
+
+GROUPS = ("alert", "incident", "monitor", "alertdefinition", "escalationlevel")
+
+
+def flatten(payload: dict[Any, Any]) -> dict[str, Any]:
+    """`{"Alert": {"Type": "Ok"}}` and `{"@alert.type": "Ok"}` both as `{"alert.type": "Ok"}`.
+
+    Variables sit one level inside their group (`@alert.type`), so only groups are opened; what
+    sits below a variable stays as its value and is type-checked like any other.
+    """
     flat: dict[str, Any] = {}
     for key, value in payload.items():
-        name = f"{prefix}.{key}" if prefix else str(key)
-        name = name.lstrip("@").lower()
-        if isinstance(value, dict):
-            flat.update(flatten(value, name))
+        name = str(key).lstrip("@").lower()
+        if name in GROUPS and isinstance(value, dict):
+            flat.update({f"{name}.{str(k).lower()}": v for k, v in value.items()})
         else:
             flat[name] = value
     return flat
@@ -51,6 +101,12 @@ def flatten(payload: Any, prefix: str = "") -> dict[str, Any]:
 
 def parse(payload: Any, ctx: Context) -> list[Event]:
     """An Alert opens at `firstErrorUtc`; a Reminder is a heartbeat and an Ok resolves, at `timestampUtc`."""
+    if isinstance(payload, dict):
+        groups = [
+            str(k) for k, v in payload.items() if str(k).lstrip("@").lower() in GROUPS and not isinstance(v, dict)
+        ]
+        if groups:
+            raise PayloadError([FieldError(name, "must be an object of alerting variables") for name in groups])
     body = validate(UptrendsAlert, flatten(payload) if isinstance(payload, dict) else payload)
     action = ACTIONS[body.alert_type.lower()]
     occurred = as_utc(body.timestamp_utc)
