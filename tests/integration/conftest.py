@@ -227,3 +227,39 @@ def scrape(url: str) -> dict[str, float]:
             name, _, value = line.rpartition(" ")
             samples[name] = float(value)
     return samples
+
+
+@dataclass
+class OwnBroker:
+    """A broker this test may stop and start: the local KRaft broker of deploy/kafka, data kept across restarts."""
+
+    port: int
+    home: str
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _run(self, action: str) -> None:
+        env = {**os.environ, "INCIDENTFLOW_KAFKA_PORT": str(self.port), "INCIDENTFLOW_KAFKA_HOME": self.home,
+               "INCIDENTFLOW_KAFKA_KEEP": "1", "INCIDENTFLOW_KAFKA_HEAP": "512m"}  # fmt: skip
+        subprocess.run([str(KAFKA_SH), action], env=env, check=True, capture_output=True)
+
+    def start(self) -> None:
+        self._run("up")
+
+    def stop(self) -> None:
+        self._run("down")
+
+
+@pytest.fixture
+def own_broker() -> Iterator[OwnBroker]:
+    if not (shutil.which("java") and shutil.which("mvn")):
+        pytest.fail("this test stops and restarts a broker of its own: it needs Java 17+ and Maven", pytrace=False)
+    broker = OwnBroker(free_port(), tempfile.mkdtemp(prefix="incidentflow-own-kafka-"))
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+        shutil.rmtree(broker.home, ignore_errors=True)

@@ -7,9 +7,21 @@ import logging
 from typing import Protocol
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import (
+    InvalidProducerEpoch,
+    InvalidProducerIdMapping,
+    KafkaError,
+    OutOfOrderSequenceNumber,
+    ProducerFenced,
+    UnknownProducerId,
+)
 
 log = logging.getLogger(__name__)
+
+# After these the producer's idempotence state is broken for good (for example batches that
+# expired while the broker was away left a gap in its sequence numbers): only a new producer,
+# with a new producer id, can publish again.
+FATAL = (OutOfOrderSequenceNumber, UnknownProducerId, InvalidProducerEpoch, InvalidProducerIdMapping, ProducerFenced)
 
 
 class PublishError(Exception):
@@ -39,6 +51,7 @@ class KafkaPublisher:
         self._timeout = timeout_seconds
         self._producer: AIOKafkaProducer | None = None
         self._lock = asyncio.Lock()
+        self._stopping: set[asyncio.Future[None]] = set()
 
     async def _started(self) -> AIOKafkaProducer:
         if self._producer is not None:
@@ -69,8 +82,20 @@ class KafkaPublisher:
                 producer = await self._started()
                 future = await producer.send(topic, value=value, key=key)
                 await future
+        except FATAL as error:
+            self._retire()
+            raise PublishError(f"Kafka refused the record ({type(error).__name__}); producer restarted") from None
         except (TimeoutError, KafkaError) as error:
             raise PublishError(f"Kafka did not acknowledge in time: {type(error).__name__}") from None
+
+    def _retire(self) -> None:
+        """Drop the current producer; the next publish starts a new one. Stopping it runs in the background."""
+        old, self._producer = self._producer, None
+        if old is not None:
+            log.warning("restarting the Kafka producer after a fatal idempotence error")
+            task = asyncio.ensure_future(asyncio.wait_for(old.stop(), 30))
+            self._stopping.add(task)
+            task.add_done_callback(self._stopping.discard)
 
     async def ready(self) -> bool:
         try:
