@@ -79,8 +79,38 @@ def cmd_worker(args: argparse.Namespace) -> int:
     settings = _settings()
     _setup_logging(settings.log_level)
     integrations = _load(settings)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
     asyncio.run(ensure_topics(settings))
     worker = create_worker(settings, integrations)
+    FaustWorker(worker.app, loglevel=settings.log_level.upper(), quiet=True).execute_from_commandline()
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from faust.worker import Worker as FaustWorker
+
+    from incidentflow.stream import progress
+    from incidentflow.stream.app import create_worker
+    from incidentflow.topics import Topics, ensure_topics
+
+    live = _settings()
+    _setup_logging(live.log_level)
+    if args.into == live.topic_namespace:
+        sys.exit("incidentflow replay: --into must name a new namespace, not the live one")
+    settings = live.model_copy(
+        update={
+            "topic_namespace": args.into,
+            "raw_topic": Topics.of(live).raw,
+            "app_id": args.app_id or f"{args.into}-app",
+            "data_dir": live.data_dir / args.into,
+        }
+    )
+    integrations = _load(settings)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    asyncio.run(ensure_topics(settings))
+    worker = create_worker(settings, integrations)
+    progress.register(worker, exit_when_caught_up=not args.keep_running)
+    print(f"replaying {settings.raw_topic} into {args.into}.* as application {settings.app_id}", file=sys.stderr)
     FaustWorker(worker.app, loglevel=settings.log_level.upper(), quiet=True).execute_from_commandline()
     return 0
 
@@ -145,6 +175,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("gateway", help="run the ingest gateway (HTTP -> incidentflow.raw)").set_defaults(func=cmd_gateway)
     sub.add_parser("worker", help="run a stream worker (normalize, fold, metrics)").set_defaults(func=cmd_worker)
     sub.add_parser("topics", help="create the missing topics with their configuration").set_defaults(func=cmd_topics)
+
+    replay = sub.add_parser(
+        "replay",
+        help="rebuild every aggregate from the raw topic as a new application version, into a new namespace",
+        description="Reads <namespace>.raw from the start with a new consumer group and new tables, and writes "
+        "canonical events, incidents and metrics under the new namespace. Prints progress, says when it has "
+        "caught up, and stops (unless --keep-running).",
+    )
+    replay.add_argument("--into", required=True, help="the new topic namespace, e.g. incidentflow-v2")
+    replay.add_argument("--app-id", help="the new application id (default <into>-app)")
+    replay.add_argument("--keep-running", action="store_true", help="go on as a live worker after catching up")
+    replay.set_defaults(func=cmd_replay)
 
     token = sub.add_parser("token", help="create a token for an integration")
     token_sub = token.add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     integrations_file: Path | None = None
     topic_namespace: str = Field(default="incidentflow", pattern=r"^[A-Za-z0-9._-]+$")
     """Prefix of every topic (`<namespace>.raw`, ...): lets several deployments share a cluster."""
+    raw_topic: str | None = None
+    """Read raw envelopes from this topic instead of `<namespace>.raw` (what `incidentflow replay` sets)."""
     partitions: int = Field(default=8, ge=1, le=1024)
     replication_factor: int = Field(default=1, ge=1)
 

@@ -21,13 +21,19 @@ class Topics:
     """The product's topics under one namespace (default `incidentflow`)."""
 
     namespace: str
+    raw_source: str | None = None
+    """Where raw envelopes are read from, when not `<namespace>.raw` (a replay into a new namespace)."""
+
+    @classmethod
+    def of(cls, settings: Settings) -> Topics:
+        return cls(settings.topic_namespace, settings.raw_topic)
 
     def _name(self, suffix: str) -> str:
         return f"{self.namespace}.{suffix}"
 
     @property
     def raw(self) -> str:
-        return self._name("raw")
+        return self.raw_source or self._name("raw")
 
     @property
     def alerts(self) -> str:
@@ -74,7 +80,7 @@ class Topics:
 
 async def ensure_topics(settings: Settings, names: list[str] | None = None) -> list[str]:
     """Create the missing topics (all by default); returns the ones created. Existing ones are left as they are."""
-    topics = Topics(settings.topic_namespace)
+    topics = Topics.of(settings)
     configs = topics.configs()
     wanted = names or list(configs)
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10000)

@@ -74,7 +74,7 @@ class Gateway:
         self.settings = settings
         self.integrations = integrations
         self.publisher = publisher
-        self.topic = Topics(settings.topic_namespace).raw
+        self.topic = Topics.of(settings).raw
         self.metrics = GatewayMetrics()
         self.buckets = {name: guards.TokenBucket(i.rate_limit_per_minute) for name, i in integrations.by_name.items()}
         self.proxies = tuple(ipaddress.ip_network(c, strict=False) for c in settings.trusted_proxies)

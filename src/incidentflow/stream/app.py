@@ -46,7 +46,7 @@ def create_worker(settings: Settings, integrations: Integrations) -> Worker:
         stream_wait_empty=True,
     )
     worker = Worker(settings=settings, integrations=integrations, app=app,
-                    names=Topics(settings.topic_namespace), metrics=WorkerMetrics())  # fmt: skip
+                    names=Topics.of(settings), metrics=WorkerMetrics())  # fmt: skip
     normalize.register(worker)
     incidents.register(worker)
     series.register(worker)
