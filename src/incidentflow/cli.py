@@ -9,8 +9,12 @@ import secrets
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
+
+if TYPE_CHECKING:
+    import faust
 
 from incidentflow import __version__
 from incidentflow.config import ConfigError, Integrations, Settings, hash_token, load_integrations
@@ -70,9 +74,20 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_worker(args: argparse.Namespace) -> int:
+def _run_worker(app: faust.App, settings: Settings) -> None:
+    """Run a Faust app until SIGTERM/SIGINT, without Faust's terminal spinner.
+
+    At WARNING and above the spinner sets the root logger to DEBUG so that it spins on every
+    record, which makes every library build (and drop) DEBUG records: a tenth of a busy worker.
+    """
     from faust.worker import Worker as FaustWorker
 
+    worker = FaustWorker(app, loglevel=settings.log_level.upper(), quiet=True)
+    worker.spinner = None
+    worker.execute_from_commandline()
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
     from incidentflow.stream.app import create_worker
     from incidentflow.topics import ensure_topics
 
@@ -81,14 +96,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
     integrations = _load(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     asyncio.run(ensure_topics(settings))
-    worker = create_worker(settings, integrations)
-    FaustWorker(worker.app, loglevel=settings.log_level.upper(), quiet=True).execute_from_commandline()
+    _run_worker(create_worker(settings, integrations).app, settings)
     return 0
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from faust.worker import Worker as FaustWorker
-
     from incidentflow.stream import progress
     from incidentflow.stream.app import create_worker
     from incidentflow.topics import Topics, ensure_topics
@@ -111,7 +123,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     worker = create_worker(settings, integrations)
     progress.register(worker, exit_when_caught_up=not args.keep_running)
     print(f"replaying {settings.raw_topic} into {args.into}.* as application {settings.app_id}", file=sys.stderr)
-    FaustWorker(worker.app, loglevel=settings.log_level.upper(), quiet=True).execute_from_commandline()
+    _run_worker(worker.app, settings)
     return 0
 
 

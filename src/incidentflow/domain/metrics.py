@@ -2,12 +2,16 @@
 
 A series keeps one `Member` per incident, replaced whole by newer versions, so applying a
 contribution is idempotent and a reopen, a late event or a severity change retracts the old
-contribution exactly. Daily buckets and trailing windows are sums over members, which is why
-they equal a batch recomputation over the final incidents.
+contribution exactly. Resolutions are filed in one `DayBucket` per series and UTC day, and the
+`SeriesIndex` counts open incidents: each contribution touches one member, at most two buckets
+and the index, whatever the size of the series. Daily figures and trailing windows are sums over
+buckets, which is why they equal a batch recomputation over the final incidents.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Literal
 
@@ -48,8 +52,17 @@ class Contribution(BaseModel):
         return series_key(self.service, self.severity)
 
 
+def _view(incident: Incident) -> tuple[object, ...]:
+    return (*series_of(incident), incident.status, incident.resolved_at, incident.time_to_restore_seconds)
+
+
 def contributions(before: Incident | None, after: Incident) -> list[Contribution]:
-    """Runs after every change of an incident: its contribution now, and a withdrawal if it moved series."""
+    """Runs after every change of an incident: its contribution now, and a withdrawal if it moved series.
+
+    A change that leaves the metric view as it was (a heartbeat, a new title) contributes nothing.
+    """
+    if before is not None and _view(before) == _view(after):
+        return []
     service, severity = series_of(after)
     result = [
         Contribution(
@@ -78,6 +91,8 @@ def contributions(before: Incident | None, after: Incident) -> list[Contribution
 
 
 class Member(BaseModel):
+    """Where one incident stands in one series, as of `version`."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     version: int
@@ -90,15 +105,28 @@ class Member(BaseModel):
     def restored(self) -> bool:
         return self.present and self.status == "resolved" and self.resolved_at is not None
 
+    @property
+    def open(self) -> bool:
+        return self.present and self.status == "open"
 
-class SeriesState(BaseModel):
-    """The members of one (service, severity) series, stored in the worker's metric table."""
+
+class DayBucket(BaseModel):
+    """The incidents of one series finally resolved on one UTC day: aggregate_id -> (resolved_at, seconds)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    resolutions: dict[str, tuple[UtcDatetime, float]] = Field(default_factory=dict)
+
+
+class SeriesIndex(BaseModel):
+    """What a scrape needs first about a series: its open incidents and the days that have resolutions."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     service: str
     severity: str
-    members: dict[str, Member] = Field(default_factory=dict)
+    open: int = 0
+    days: tuple[date, ...] = ()
 
 
 class Bucket(BaseModel):
@@ -111,11 +139,20 @@ class Bucket(BaseModel):
     max_seconds: float = 0.0
 
 
-def record(state: SeriesState, contribution: Contribution) -> tuple[SeriesState, set[date]]:
-    """Apply a contribution; returns the new state and the resolution days whose bucket changed."""
-    old = state.members.get(contribution.aggregate_id)
+@dataclass(frozen=True)
+class Move:
+    """What one contribution changes in its series: the member, the open count, and at most two day buckets."""
+
+    member: Member
+    open_delta: int
+    leave_day: date | None
+    enter_day: date | None
+
+
+def move(old: Member | None, contribution: Contribution) -> Move | None:
+    """Runs for every contribution; None when it is stale (an older version) or changes nothing."""
     if old is not None and old.version > contribution.version:
-        return state, set()
+        return None
     new = Member(
         version=contribution.version,
         present=contribution.present,
@@ -124,31 +161,41 @@ def record(state: SeriesState, contribution: Contribution) -> tuple[SeriesState,
         time_to_restore_seconds=contribution.time_to_restore_seconds,
     )
     if old == new:
-        return state, set()
-    days = {m.resolved_at.date() for m in (old, new) if m is not None and m.restored and m.resolved_at}
-    members = {**state.members, contribution.aggregate_id: new}
-    return state.model_copy(update={"members": members}), days
+        return None
+    return Move(
+        member=new,
+        open_delta=int(new.open) - int(old is not None and old.open),
+        leave_day=old.resolved_at.date() if old is not None and old.restored and old.resolved_at else None,
+        enter_day=new.resolved_at.date() if new.restored and new.resolved_at else None,
+    )
 
 
-def _restored(state: SeriesState) -> list[tuple[datetime, float]]:
-    return [
-        (m.resolved_at, m.time_to_restore_seconds or 0.0)
-        for m in state.members.values()
-        if m.restored and m.resolved_at is not None
-    ]
+def leave(bucket: DayBucket, aggregate_id: str) -> DayBucket:
+    return DayBucket(resolutions={k: v for k, v in bucket.resolutions.items() if k != aggregate_id})
 
 
-def bucket(state: SeriesState, day: date) -> Bucket:
-    """The day's figures: incidents whose final resolution fell on that UTC day."""
-    seconds = [s for at, s in _restored(state) if at.date() == day]
+def enter(bucket: DayBucket, aggregate_id: str, resolved_at: datetime, seconds: float) -> DayBucket:
+    return DayBucket(resolutions={**bucket.resolutions, aggregate_id: (resolved_at, seconds)})
+
+
+def with_day(index: SeriesIndex, day: date | None, open_delta: int) -> SeriesIndex:
+    days = index.days if day is None or day in index.days else tuple(sorted((*index.days, day)))
+    return index.model_copy(update={"open": index.open + open_delta, "days": days})
+
+
+def figures(bucket: DayBucket) -> Bucket:
+    """The day's additive figures (what `incidentflow.metrics` carries)."""
+    seconds = [s for _, s in bucket.resolutions.values()]
     return Bucket(count=len(seconds), sum_seconds=sum(seconds), max_seconds=max(seconds, default=0.0))
 
 
-def mttr(state: SeriesState, now: datetime, window: timedelta) -> tuple[int, float | None]:
+def window_days(now: datetime, window: timedelta) -> list[date]:
+    """The UTC days a trailing window touches."""
+    first, last = (now - window).date(), now.date()
+    return [first + timedelta(days=i) for i in range((last - first).days + 1)]
+
+
+def mttr(buckets: Iterable[DayBucket], now: datetime, window: timedelta) -> tuple[int, float | None]:
     """(incidents, mean time to restore) of incidents finally resolved in (now - window, now]."""
-    seconds = [s for at, s in _restored(state) if now - window < at <= now]
+    seconds = [s for b in buckets for at, s in b.resolutions.values() if now - window < at <= now]
     return len(seconds), (sum(seconds) / len(seconds) if seconds else None)
-
-
-def open_count(state: SeriesState) -> int:
-    return sum(1 for m in state.members.values() if m.present and m.status == "open")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from datetime import datetime
+from datetime import date, datetime
 
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import GaugeMetricFamily
@@ -21,11 +21,13 @@ class SeriesCollector(Collector):
 
     def __init__(
         self,
-        rows: Callable[[], Iterable[tuple[bytes, bytes]]],
+        index: Callable[[], Iterable[tuple[bytes, bytes]]],
+        day: Callable[[str, date], metrics.DayBucket],
         owned: Callable[[bytes], bool],
         now: Callable[[], datetime],
     ) -> None:
-        self._rows = rows
+        self._index = index
+        self._day = day
         self._owned = owned
         self._now = now
 
@@ -42,16 +44,21 @@ class SeriesCollector(Collector):
         )
         open_ = GaugeMetricFamily("incidentflow_incidents_open", "Incidents open now.", labels=["service", "severity"])
         now = self._now()
-        for key, value in list(self._rows()):
+        longest = max(metrics.WINDOWS.values())
+        for key, value in list(self._index()):
             if not self._owned(key):
                 continue
-            state = metrics.SeriesState.model_validate_json(value)
-            open_.add_metric([state.service, state.severity], metrics.open_count(state))
+            index = metrics.SeriesIndex.model_validate_json(value)
+            series = key.decode()
+            open_.add_metric([index.service, index.severity], index.open)
+            recent = set(metrics.window_days(now, longest))
+            buckets = {day: self._day(series, day) for day in index.days if day in recent}
             for window, span in metrics.WINDOWS.items():
-                count, mean = metrics.mttr(state, now, span)
-                resolved.add_metric([state.service, state.severity, window], count)
+                days = set(metrics.window_days(now, span))
+                count, mean = metrics.mttr((b for d, b in buckets.items() if d in days), now, span)
+                resolved.add_metric([index.service, index.severity, window], count)
                 if mean is not None:
-                    mttr.add_metric([state.service, state.severity, window], mean)
+                    mttr.add_metric([index.service, index.severity, window], mean)
         yield mttr
         yield resolved
         yield open_

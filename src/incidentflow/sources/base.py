@@ -74,9 +74,11 @@ class Payload(BaseModel):
 def _iso_string(value: Any) -> Any:
     if isinstance(value, str):
         try:
-            return datetime.fromisoformat(value)
-        except ValueError:
-            raise ValueError("must be an ISO 8601 date-time") from None
+            parsed = datetime.fromisoformat(value)
+            # in UTC now, so that a date at the edge of the calendar fails here, as a 422
+            return parsed.astimezone(UTC) if parsed.tzinfo is not None else parsed
+        except (ValueError, OverflowError):
+            raise ValueError("must be an ISO 8601 date-time within years 1 to 9999 in UTC") from None
     if isinstance(value, datetime):
         return value
     raise ValueError("must be an ISO 8601 date-time string")

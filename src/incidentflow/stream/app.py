@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 import faust
 from aiokafka.partitioner import murmur2
 from prometheus_client import generate_latest
 
 from incidentflow.config import Integrations, Settings
+from incidentflow.domain import metrics
 from incidentflow.metrics.worker import SeriesCollector, WorkerMetrics
 from incidentflow.stream import incidents, normalize, series
 from incidentflow.stream.context import Worker
+from incidentflow.stream.series import day_key as series_day_key
 from incidentflow.topics import Topics
 
 # Prometheus' text format; aiohttp takes the charset apart from the content type (UTF-8 by default).
@@ -56,14 +58,19 @@ def create_worker(settings: Settings, integrations: Integrations) -> Worker:
 
 def _add_metrics_page(worker: Worker) -> None:
     app, settings = worker.app, worker.settings
-    changelog = worker.tables["series"].changelog_topic.get_topic_name()
+    changelog = worker.tables["series-index"].changelog_topic.get_topic_name()
+    index, days = worker.tables["series-index"], worker.tables["series-days"]
+
+    def day(series: str, on: date) -> metrics.DayBucket:
+        stored = days.get(series_day_key(series, on))
+        return metrics.DayBucket.model_validate_json(stored) if stored else metrics.DayBucket()
 
     def owned(key: bytes) -> bool:
         partition = (murmur2(key) & 0x7FFFFFFF) % settings.partitions
         return faust.types.TP(changelog, partition) in app.assignor.assigned_actives()
 
     worker.metrics.add_series(
-        SeriesCollector(rows=lambda: worker.tables["series"].data.items(), owned=owned, now=lambda: datetime.now(UTC))
+        SeriesCollector(index=lambda: index.data.items(), day=day, owned=owned, now=lambda: datetime.now(UTC))
     )
 
     @app.page("/metrics")

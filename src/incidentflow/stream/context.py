@@ -19,6 +19,11 @@ from incidentflow.topics import Topics
 
 log = logging.getLogger("incidentflow.worker")
 
+# RocksDB's defaults (64 MiB memtables, three per table and partition, a 2 GiB block cache) are
+# sized for a database server, not a worker beside production: these bound memory to tens of MiB.
+ROCKSDB_OPTIONS = {"write_buffer_size": 8 * 1024**2, "max_write_buffer_number": 2, "block_cache_size": 64 * 1024**2,
+                   "block_cache_compressed_size": 16 * 1024**2}  # fmt: skip
+
 
 class DeadLetter(Exception):
     """Raised by a handler for a record it cannot use; the record goes to the dead-letter topic."""
@@ -47,6 +52,15 @@ class Worker:
                 partitions=self.settings.partitions,
             )  # fmt: skip
         return self.topics[name]
+
+    def table(self, name: str, help_: str) -> TableT[bytes, bytes]:
+        """A table of raw bytes (values are JSON of domain models), co-partitioned with the agent that writes it."""
+        table: TableT[bytes, bytes] = self.app.Table(
+            name, key_type=bytes, value_type=bytes, partitions=self.settings.partitions, help=help_,
+            options=ROCKSDB_OPTIONS,
+        )  # fmt: skip
+        self.tables[name] = table
+        return table
 
     async def send(self, topic: str, key: str, value: str | bytes) -> None:
         data = value.encode() if isinstance(value, str) else value

@@ -13,11 +13,7 @@ from incidentflow.stream.context import DeadLetter, Worker
 def register(worker: Worker) -> None:
     names = worker.names
     limits = aggregate.Limits(max_events=worker.settings.max_events_per_aggregate)
-    states = worker.app.Table(
-        "aggregates", key_type=bytes, value_type=bytes,
-        partitions=worker.settings.partitions, help="AggregateState JSON by aggregate_id",
-    )  # fmt: skip
-    worker.tables["aggregates"] = states
+    states = worker.table("aggregates", "AggregateState JSON by aggregate_id")
 
     async def fold_one(event: EventT[bytes]) -> str:
         try:

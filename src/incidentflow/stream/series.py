@@ -1,6 +1,8 @@
-"""Metric series: incident contributions -> one table row per (service, severity) -> `incidentflow.metrics`."""
+"""Metric series: incident contributions, keyed by `service|severity` -> members, day buckets, index -> `incidentflow.metrics`."""
 
 from __future__ import annotations
+
+from datetime import date
 
 from faust.types import EventT, StreamT
 from pydantic import ValidationError
@@ -10,42 +12,67 @@ from incidentflow.domain.records import MetricRow
 from incidentflow.stream.context import DeadLetter, Worker
 
 
+def day_key(series: str, day: date) -> bytes:
+    return f"{series}|{day.isoformat()}".encode()
+
+
 def register(worker: Worker) -> None:
     names = worker.names
-    series = worker.app.Table(
-        "series", key_type=bytes, value_type=bytes,
-        partitions=worker.settings.partitions, help="SeriesState JSON by service|severity",
-    )  # fmt: skip
-    worker.tables["series"] = series
+
+    # All three are written while handling a contribution, so they live in the partition of its
+    # series (the contributions topic is keyed by series): a series has exactly one owner.
+    members = worker.table("series-members", "Member JSON by series|aggregate_id")
+    days = worker.table("series-days", "DayBucket JSON by series|YYYY-MM-DD")
+    index = worker.table("series-index", "SeriesIndex JSON by series")
 
     async def record_one(event: EventT[bytes]) -> str:
         try:
             contribution = metrics.Contribution.model_validate_json(event.message.value or b"")
         except ValidationError as error:
             raise DeadLetter(f"not a metric contribution: {error}") from None
-        if event.message.key != contribution.series.encode():
-            await worker.send(names.contributions, contribution.series, event.message.value or b"")
+        series = contribution.series
+        if event.message.key != series.encode():
+            await worker.send(names.contributions, series, event.message.value or b"")
             return "rekeyed"
-        key = contribution.series.encode()
-        stored = series.get(key)
-        state = (
-            metrics.SeriesState.model_validate_json(stored)
-            if stored
-            else metrics.SeriesState(service=contribution.service, severity=contribution.severity)
-        )
-        new, days = metrics.record(state, contribution)
-        if new is state:
+        member_key = f"{series}|{contribution.aggregate_id}".encode()
+        stored = members.get(member_key)
+        move = metrics.move(metrics.Member.model_validate_json(stored) if stored else None, contribution)
+        if move is None:
             return "duplicate"
-        series[key] = new.model_dump_json().encode()
-        for day in sorted(days):
-            bucket = metrics.bucket(new, day)
-            row = MetricRow(metric="mttr", service=new.service, severity=new.severity, day=day.isoformat(),
-                            **bucket.model_dump())  # fmt: skip
+        members[member_key] = move.member.model_dump_json().encode()
+        changed: dict[date, metrics.DayBucket] = {}
+        if move.leave_day is not None:
+            changed[move.leave_day] = metrics.leave(
+                _bucket(days.get(day_key(series, move.leave_day))), contribution.aggregate_id
+            )
+        if move.enter_day is not None and move.member.resolved_at is not None:
+            current = changed.get(move.enter_day) or _bucket(days.get(day_key(series, move.enter_day)))
+            seconds = move.member.time_to_restore_seconds or 0.0
+            changed[move.enter_day] = metrics.enter(
+                current, contribution.aggregate_id, move.member.resolved_at, seconds
+            )
+        stored_index = index.get(series.encode())
+        current_index = (
+            metrics.SeriesIndex.model_validate_json(stored_index)
+            if stored_index
+            else metrics.SeriesIndex(service=contribution.service, severity=contribution.severity)
+        )
+        index[series.encode()] = (
+            metrics.with_day(current_index, move.enter_day, move.open_delta).model_dump_json().encode()
+        )
+        for day, bucket in sorted(changed.items()):
+            days[day_key(series, day)] = bucket.model_dump_json().encode()
+            row = MetricRow(metric="mttr", service=contribution.service, severity=contribution.severity,
+                            day=day.isoformat(), **metrics.figures(bucket).model_dump())  # fmt: skip
             await worker.send(names.metrics, row.key, row.model_dump_json())
         return "applied"
 
     @worker.app.agent(worker.topic(names.contributions), name="series")
     async def record(stream: StreamT[bytes]) -> None:
-        """Runs for every incident contribution: keeps its series and publishes changed day buckets."""
+        """Runs for every incident contribution: moves it within its series and publishes changed day buckets."""
         async for event in stream.events():
             await worker.handle(event, record_one)
+
+
+def _bucket(stored: bytes | None) -> metrics.DayBucket:
+    return metrics.DayBucket.model_validate_json(stored) if stored else metrics.DayBucket()

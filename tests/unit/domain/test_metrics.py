@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import random
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -11,11 +12,39 @@ from hypothesis import strategies as st
 from incidentflow.domain import metrics
 from incidentflow.domain.aggregate import AggregateState, apply
 from incidentflow.domain.events import AlertEvent
+from incidentflow.domain.incident import project
 from tests.factories import T0, alert
 from tests.oracle import incident_dict, recompute_incident, recompute_mttr, recompute_open
 
 
-def run(deliveries: list[AlertEvent], rnd: random.Random) -> dict[str, metrics.SeriesState]:
+@dataclass
+class Series:
+    """The three stores of one series, as the series agent keeps them (tables there, dicts here)."""
+
+    index: metrics.SeriesIndex
+    members: dict[str, metrics.Member] = field(default_factory=dict)
+    days: dict[date, metrics.DayBucket] = field(default_factory=dict)
+
+    def record(self, c: metrics.Contribution) -> None:
+        move = metrics.move(self.members.get(c.aggregate_id), c)
+        if move is None:
+            return
+        self.members[c.aggregate_id] = move.member
+        if move.leave_day is not None:
+            self.days[move.leave_day] = metrics.leave(
+                self.days.get(move.leave_day, metrics.DayBucket()), c.aggregate_id
+            )
+        if move.enter_day is not None and move.member.resolved_at is not None:
+            bucket = self.days.get(move.enter_day, metrics.DayBucket())
+            seconds = move.member.time_to_restore_seconds or 0.0
+            self.days[move.enter_day] = metrics.enter(bucket, c.aggregate_id, move.member.resolved_at, seconds)
+        self.index = metrics.with_day(self.index, move.enter_day, move.open_delta)
+
+    def mttr(self, now: datetime, window: timedelta) -> tuple[int, float | None]:
+        return metrics.mttr(self.days.values(), now, window)
+
+
+def run(deliveries: list[AlertEvent], rnd: random.Random) -> dict[str, Series]:
     """Fold deliveries per aggregate and feed every contribution (some twice, shuffled per series) to series."""
     states: dict[str, AggregateState] = {}
     per_series: dict[str, list[metrics.Contribution]] = {}
@@ -25,12 +54,12 @@ def run(deliveries: list[AlertEvent], rnd: random.Random) -> dict[str, metrics.S
         if applied.changed and applied.after is not None:
             for c in metrics.contributions(applied.before, applied.after):
                 per_series.setdefault(c.series, []).append(c)
-    series: dict[str, metrics.SeriesState] = {}
+    series: dict[str, Series] = {}
     for key, items in per_series.items():
         replayed = items + [rnd.choice(items) for _ in range(len(items) // 2)]  # at-least-once redelivery
-        state = metrics.SeriesState(service=items[0].service, severity=items[0].severity)
+        state = Series(metrics.SeriesIndex(service=items[0].service, severity=items[0].severity))
         for c in replayed:
-            state, _ = metrics.record(state, c)
+            state.record(c)
         series[key] = state
     return series
 
@@ -68,33 +97,33 @@ def test_series_equal_batch_recomputation(events: list[AlertEvent], rnd: random.
     now = T0 + timedelta(days=3)
     for window in metrics.WINDOWS.values():
         got = {
-            (s.service, s.severity): mean
+            (s.index.service, s.index.severity): mean
             for s in series.values()
-            for _, mean in [metrics.mttr(s, now, window)]
+            for _, mean in [s.mttr(now, window)]
             if mean is not None
         }
         expected = recompute_mttr(final, now, window)
         assert got.keys() == expected.keys()
         for k, v in expected.items():
             assert abs(got[k] - v) < 1e-6
-    opened = {(s.service, s.severity): metrics.open_count(s) for s in series.values() if metrics.open_count(s)}
+    opened = {(s.index.service, s.index.severity): s.index.open for s in series.values() if s.index.open}
     assert opened == recompute_open(final)
 
 
 def test_a_reopen_withdraws_the_earlier_resolution_until_it_resolves_again() -> None:
     events = [alert("open", 0, severity="high"), alert("resolve", 30, severity="high"), alert("reopen", 60)]
     series = run(events[:2], random.Random(1))
-    assert metrics.mttr(series["unknown|high"], T0 + timedelta(hours=2), timedelta(days=1)) == (1, 1800.0)
+    assert series["unknown|high"].mttr(T0 + timedelta(hours=2), timedelta(days=1)) == (1, 1800.0)
     series = run(events, random.Random(1))
-    assert metrics.mttr(series["unknown|high"], T0 + timedelta(hours=2), timedelta(days=1)) == (0, None)
-    assert metrics.open_count(series["unknown|high"]) == 1
+    assert series["unknown|high"].mttr(T0 + timedelta(hours=2), timedelta(days=1)) == (0, None)
+    assert series["unknown|high"].index.open == 1
 
 
 def test_severity_rise_moves_the_incident_to_its_new_series() -> None:
     events = [alert("open", 0, severity="low"), alert("open", 5, severity="critical")]
     series = run(events, random.Random(1))
-    assert metrics.open_count(series["unknown|low"]) == 0
-    assert metrics.open_count(series["unknown|critical"]) == 1
+    assert series["unknown|low"].index.open == 0
+    assert series["unknown|critical"].index.open == 1
 
 
 def test_daily_bucket_is_additive() -> None:
@@ -103,7 +132,27 @@ def test_daily_bucket_is_additive() -> None:
         alert("open", 0, key="b", event_id="b1"), alert("resolve", 40, key="b", event_id="b2"),
     ]  # fmt: skip
     series = run(events, random.Random(1))
-    assert metrics.bucket(series["unknown|unknown"], T0.date()) == metrics.Bucket(
+    assert metrics.figures(series["unknown|unknown"].days[T0.date()]) == metrics.Bucket(
         count=2, sum_seconds=3000.0, max_seconds=2400.0
     )
     assert incident_dict(None) is None
+
+
+def test_window_days_cover_the_trailing_window() -> None:
+    now = T0 + timedelta(hours=3)
+    assert metrics.window_days(now, timedelta(days=1)) == [(T0 - timedelta(days=1)).date(), T0.date()]
+
+
+def test_stale_or_repeated_contributions_change_nothing() -> None:
+    c = metrics.Contribution(service="a", severity="b", aggregate_id="x", version=3, present=True, status="open")
+    first = metrics.move(None, c)
+    assert first is not None and first.open_delta == 1
+    assert metrics.move(first.member, c) is None
+    assert metrics.move(first.member, c.model_copy(update={"version": 2, "status": "resolved"})) is None
+
+
+def test_a_change_outside_the_metric_view_contributes_nothing() -> None:
+    opened = project([alert("open", 0, severity="high", labels={"service": "api"})])
+    beat = project([alert("open", 0, severity="high", labels={"service": "api"}), alert("heartbeat", 5, title="t")])
+    assert opened is not None and beat is not None and opened != beat
+    assert metrics.contributions(opened, beat) == []

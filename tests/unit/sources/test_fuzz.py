@@ -16,7 +16,8 @@ CTX = sources.Context(integration="fz", source="x", received_at=datetime(2026, 1
 
 scalars = st.one_of(
     st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=True), st.text(max_size=20),
-    st.sampled_from(["alarmed", "resolved", "triggered", "Critical", "Ok", "Done", "2026-11-01T00:00:00Z", "open", "x" * 600]),
+    st.sampled_from(["alarmed", "resolved", "triggered", "Critical", "Ok", "Done", "2026-11-01T00:00:00Z", "open", "x" * 600,
+                     "0001-01-01T00:01:01.0+00:04", "9999-12-31T23:59:59-01:00", "2026-11-01"]),
 )  # fmt: skip
 json_values = st.recursive(
     scalars,

@@ -1,0 +1,184 @@
+"""Events folded per second by one worker, next to raw aiokafka consume-then-produce on the same broker.
+
+    .venv/bin/python bench/fold_throughput.py [--events 100000] [--aggregates 20000]
+
+Both read the same canonical alert records from a topic of 8 partitions. The baseline consumes
+each record and produces it to another topic (acks=all), committing as it goes: the least any
+stream processor must do. The worker (`incidentflow worker`, RocksDB store) folds each record
+into its aggregate, writes the table changelog, publishes the changed incident and its metric
+contributions, and folds those into the metric series. Rates are measured from the first to the
+last committed record, so start-up is not counted. Then it folds 100,000 aggregates that stay
+open and reports the worker's resident memory before and after.
+Uses INCIDENTFLOW_KAFKA_BOOTSTRAP, else starts the local broker of deploy/kafka on port 39092.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from incidentflow.config import Settings
+from incidentflow.stream.progress import group_lag
+from incidentflow.topics import ensure_topics
+
+REPO = Path(__file__).resolve().parents[1]
+PARTITIONS = 8
+
+
+def alert_records(
+    n: int, aggregates: int, namespace: str, seed: int, all_open: bool = False
+) -> list[tuple[bytes, bytes]]:
+    rnd = random.Random(seed)
+    t0 = datetime(2026, 11, 1, tzinfo=UTC)
+    records = []
+    for i in range(n):
+        agg = f"bench:{namespace}-{rnd.randrange(aggregates) if not all_open else i}"
+        action = "open" if all_open else rnd.choice(["open", "resolve", "open", "resolve", "heartbeat"])
+        at = (t0 + timedelta(seconds=i)).isoformat().replace("+00:00", "Z")
+        record = {
+            "event_id": f"e{seed}-{i}", "aggregate_id": agg, "integration": "bench", "source": "native",
+            "external_aggregate_key": agg.split(":", 1)[1], "action": action, "occurred_at": at, "received_at": at,
+            "severity": rnd.choice(["critical", "high", "low"]), "title": "bench alert",
+            "labels": {"service": rnd.choice(["checkout", "payments", "search"]), "cluster": "eu-1"},
+        }  # fmt: skip
+        records.append((agg.encode(), json.dumps(record).encode()))
+    return records
+
+
+async def produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20, max_batch_size=262144)
+    await producer.start()
+    try:
+        batch = [await producer.send(topic, value=v, key=k) for k, v in records]
+        await asyncio.gather(*batch)
+    finally:
+        await producer.stop()
+
+
+async def passthrough(bootstrap: str, source: str, sink: str, expected: int) -> float:
+    """Consume every record and produce it onward, committing; returns records per second."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    await admin.create_topics([NewTopic(sink, PARTITIONS, 1)])
+    await admin.close()
+    group = f"bench-pass-{uuid.uuid4().hex[:6]}"
+    consumer = AIOKafkaConsumer(source, bootstrap_servers=bootstrap, group_id=group, auto_offset_reset="earliest",
+                                enable_auto_commit=False, max_poll_records=1000)  # fmt: skip
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await consumer.start()
+    await producer.start()
+    seen = 0
+    first = last = 0.0
+    try:
+        while seen < expected:
+            batch = await consumer.getmany(timeout_ms=1000)
+            futures = []
+            for records in batch.values():
+                for r in records:
+                    futures.append(await producer.send(sink, value=r.value, key=r.key))
+            if futures:
+                first = first or time.monotonic()
+                await asyncio.gather(*futures)
+                await consumer.commit()
+                seen += len(futures)
+                last = time.monotonic()
+    finally:
+        await consumer.stop()
+        await producer.stop()
+    return seen / (last - first)
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+async def wait_folded(bootstrap: str, group: str, topic: str) -> tuple[float, int]:
+    """Poll the worker's committed offsets; returns (records per second, records) once it has caught up."""
+    first = last = 0.0
+    done = 0
+    while True:
+        lag = await group_lag(bootstrap, group, [topic])
+        if lag.done[topic] and not first:
+            first = time.monotonic()
+        if lag.done[topic] > done:
+            done, last = lag.done[topic], time.monotonic()
+        if lag.total[topic] and lag.done[topic] == lag.total[topic]:
+            return (done / (last - first) if last > first else float("nan")), done
+        await asyncio.sleep(0.25)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--aggregates", type=int, default=20_000)
+    parser.add_argument("--open-incidents", type=int, default=100_000)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="incidentflow-bench-"))
+    bootstrap = os.environ.get("INCIDENTFLOW_KAFKA_BOOTSTRAP")
+    kafka_env = {**os.environ, "INCIDENTFLOW_KAFKA_PORT": "39092", "INCIDENTFLOW_KAFKA_HOME": str(work / "kafka")}
+    if not bootstrap:
+        subprocess.run([str(REPO / "deploy/kafka/kafka.sh"), "up"], env=kafka_env, check=True)
+        bootstrap = "127.0.0.1:39092"
+    namespace = f"bench-{uuid.uuid4().hex[:6]}"
+    settings = Settings(kafka_bootstrap=bootstrap, topic_namespace=namespace, partitions=PARTITIONS)
+    worker = None
+    try:
+        asyncio.run(ensure_topics(settings))
+        alerts = f"{namespace}.alerts"
+        print(f"producing {args.events} alert records over {args.aggregates} aggregates into {alerts} ...")
+        asyncio.run(produce(bootstrap, alerts, alert_records(args.events, args.aggregates, namespace, seed=1)))
+
+        base = asyncio.run(passthrough(bootstrap, alerts, f"{namespace}.passthrough", args.events))
+        print(f"baseline aiokafka consume->produce (acks=all): {base:9.0f} records/s")
+
+        env = {**os.environ, "INCIDENTFLOW_KAFKA_BOOTSTRAP": bootstrap, "INCIDENTFLOW_TOPIC_NAMESPACE": namespace,
+               "INCIDENTFLOW_PARTITIONS": str(PARTITIONS), "INCIDENTFLOW_APP_ID": f"{namespace}-app",
+               "INCIDENTFLOW_DATA_DIR": str(work / "data"), "INCIDENTFLOW_WEB_PORT": "16099",
+               "INCIDENTFLOW_LOG_LEVEL": "warning"}  # fmt: skip
+        with (work / "worker.log").open("wb") as log:
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "incidentflow.cli", "worker"], env=env, stdout=log, stderr=log
+            )
+        rate, folded = asyncio.run(wait_folded(bootstrap, f"{namespace}-app", alerts))
+        print(f"incidentflow worker fold (RocksDB):           {rate:9.0f} records/s   ({folded} records)")
+        print(f"ratio fold/baseline: {rate / base:.2f}")
+
+        idle = rss_kib(worker.pid)
+        print(f"folding {args.open_incidents} incidents that stay open ...")
+        more = alert_records(args.open_incidents, 0, namespace + "-open", seed=2, all_open=True)
+        asyncio.run(produce(bootstrap, alerts, more))
+        asyncio.run(wait_folded(bootstrap, f"{namespace}-app", alerts))
+        time.sleep(2)
+        after = rss_kib(worker.pid)
+        per_100k = (after - idle) / args.open_incidents * 100_000 / 1024
+        print(
+            f"worker RSS: {idle / 1024:.0f} MiB before, {after / 1024:.0f} MiB after -> {per_100k:.0f} MiB per 100,000 open incidents"
+        )
+    finally:
+        if worker is not None:
+            worker.terminate()
+            worker.wait(timeout=60)
+        if not os.environ.get("INCIDENTFLOW_KAFKA_BOOTSTRAP"):
+            subprocess.run([str(REPO / "deploy/kafka/kafka.sh"), "down"], env=kafka_env, check=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
