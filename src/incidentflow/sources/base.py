@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, ValidationError
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, ValidationError, WithJsonSchema
 
 from incidentflow.domain.envelope import RawEnvelope
 from incidentflow.domain.events import AlertEvent, ChangeEvent, Severity
@@ -71,22 +71,33 @@ class Payload(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore", strict=True, str_max_length=65536)
 
 
+YEARS = (1000, 9989)
+"""Accepted years of vendor timestamps: far from the calendar's edges, where a zone offset would overflow."""
+TIMESTAMP_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "format": "date-time",
+    "pattern": r"^(1[0-9]{3}|[2-8][0-9]{3}|9[0-8][0-9]{2})-",
+    "description": f"ISO 8601 date-time, years {YEARS[0]} to {YEARS[1]}",
+}
+
+
 def _iso_string(value: Any) -> Any:
     if isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value)
-            # in UTC now, so that a date at the edge of the calendar fails here, as a 422
-            return parsed.astimezone(UTC) if parsed.tzinfo is not None else parsed
-        except (ValueError, OverflowError):
-            raise ValueError("must be an ISO 8601 date-time within years 1 to 9999 in UTC") from None
+        except ValueError:
+            raise ValueError("must be an ISO 8601 date-time") from None
+        if not YEARS[0] <= parsed.year <= YEARS[1]:
+            raise ValueError(f"must be a date-time in the years {YEARS[0]} to {YEARS[1]}")
+        return parsed.astimezone(UTC) if parsed.tzinfo is not None else parsed
     if isinstance(value, datetime):
         return value
     raise ValueError("must be an ISO 8601 date-time string")
 
 
-Timestamp = Annotated[datetime, BeforeValidator(_iso_string)]
+Timestamp = Annotated[datetime, BeforeValidator(_iso_string), WithJsonSchema(TIMESTAMP_SCHEMA)]
 """A date-time given as an ISO 8601 string; without a zone it is read as UTC by `as_utc`."""
-AwareTimestamp = Annotated[AwareDatetime, BeforeValidator(_iso_string)]
+AwareTimestamp = Annotated[AwareDatetime, BeforeValidator(_iso_string), WithJsonSchema(TIMESTAMP_SCHEMA)]
 """A date-time given as an ISO 8601 string with its zone."""
 
 

@@ -13,6 +13,7 @@ from pydantic import Field
 
 from incidentflow.domain.events import AlertAction, AlertEvent, aggregate_id, content_id
 from incidentflow.sources.base import (
+    TIMESTAMP_SCHEMA,
     Context,
     Event,
     FieldError,
@@ -43,7 +44,7 @@ class UptrendsAlert(Payload):
     monitor_url: str | None = Field(default=None, alias="monitor.url")
 
 
-_TIME = {"type": "string", "format": "date-time"}
+_TIME = TIMESTAMP_SCHEMA
 _TEXT = {"type": ["string", "null"]}
 TEMPLATE_SCHEMA: dict[str, Any] = {
     "title": "UptrendsAlert",
