@@ -29,12 +29,12 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from common import broker
 
 from incidentflow.config import Settings
 from incidentflow.stream.progress import group_lag
 from incidentflow.topics import ensure_topics
 
-REPO = Path(__file__).resolve().parents[1]
 PARTITIONS = 8
 
 
@@ -131,11 +131,11 @@ def main() -> int:
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="incidentflow-bench-"))
-    bootstrap = os.environ.get("INCIDENTFLOW_KAFKA_BOOTSTRAP")
-    kafka_env = {**os.environ, "INCIDENTFLOW_KAFKA_PORT": "39092", "INCIDENTFLOW_KAFKA_HOME": str(work / "kafka")}
-    if not bootstrap:
-        subprocess.run([str(REPO / "deploy/kafka/kafka.sh"), "up"], env=kafka_env, check=True)
-        bootstrap = "127.0.0.1:39092"
+    with broker(work) as bootstrap:
+        return run(args, work, bootstrap)
+
+
+def run(args: argparse.Namespace, work: Path, bootstrap: str) -> int:
     namespace = f"bench-{uuid.uuid4().hex[:6]}"
     settings = Settings(kafka_bootstrap=bootstrap, topic_namespace=namespace, partitions=PARTITIONS)
     worker = None
@@ -175,8 +175,6 @@ def main() -> int:
         if worker is not None:
             worker.terminate()
             worker.wait(timeout=60)
-        if not os.environ.get("INCIDENTFLOW_KAFKA_BOOTSTRAP"):
-            subprocess.run([str(REPO / "deploy/kafka/kafka.sh"), "down"], env=kafka_env, check=False)
     return 0
 
 

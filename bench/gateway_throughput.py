@@ -26,8 +26,8 @@ import uuid
 from pathlib import Path
 
 import aiohttp
+from common import broker
 
-REPO = Path(__file__).resolve().parents[1]
 BODY = json.dumps(
     {
         "title": "Checkout API error rate above 5%",
@@ -119,12 +119,12 @@ def main() -> int:
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="incidentflow-bench-"))
+    with broker(work) as bootstrap:
+        return run(args, work, bootstrap)
+
+
+def run(args: argparse.Namespace, work: Path, bootstrap: str) -> int:
     processes: list[subprocess.Popen[bytes]] = []
-    bootstrap = os.environ.get("INCIDENTFLOW_KAFKA_BOOTSTRAP")
-    kafka_env = {**os.environ, "INCIDENTFLOW_KAFKA_PORT": "39092", "INCIDENTFLOW_KAFKA_HOME": str(work / "kafka")}
-    if not bootstrap:
-        subprocess.run([str(REPO / "deploy/kafka/kafka.sh"), "up"], env=kafka_env, check=True)
-        bootstrap = "127.0.0.1:39092"
     try:
         (work / "integrations.yaml").write_text(
             f"integrations:\n  - {{name: bench, source: elven, token: {TOKEN}, rate_limit_per_minute: 100000000}}\n"
@@ -177,8 +177,6 @@ def main() -> int:
         for p in processes:
             p.terminate()
             p.wait(timeout=20)
-        if not os.environ.get("INCIDENTFLOW_KAFKA_BOOTSTRAP"):
-            subprocess.run([str(REPO / "deploy/kafka/kafka.sh"), "down"], env=kafka_env, check=False)
     return 0
 
 

@@ -10,7 +10,7 @@ from typing import Annotated, Any, TypeVar
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, ValidationError, WithJsonSchema
 
 from incidentflow.domain.envelope import RawEnvelope
-from incidentflow.domain.events import AlertEvent, ChangeEvent, Severity
+from incidentflow.domain.events import AlertAction, AlertEvent, ChangeEvent, ChangeStatus, Severity, aggregate_id
 
 
 @dataclass(frozen=True)
@@ -126,6 +126,74 @@ def as_utc(value: datetime) -> datetime:
 def from_unix(seconds: float) -> datetime:
     """A Unix time in seconds as a UTC datetime."""
     return datetime.fromtimestamp(seconds, tz=UTC)
+
+
+def alert_event(
+    ctx: Context,
+    *,
+    event_id: str,
+    key: str,
+    source: str,
+    action: AlertAction,
+    occurred_at: datetime,
+    severity: Severity | None = None,
+    title: str | None = None,
+    description: str | None = None,
+    url: str | None = None,
+    labels: Mapping[str, str] | None = None,
+) -> AlertEvent:
+    """A canonical alert of the context's integration: identity, receive time and request id come from `ctx`;
+    the integration's static labels are the base that `labels` override."""
+    return build_event(
+        lambda: AlertEvent(
+            event_id=event_id,
+            aggregate_id=aggregate_id(ctx.integration, key),
+            integration=ctx.integration,
+            source=source,
+            external_aggregate_key=key,
+            action=action,
+            occurred_at=occurred_at,
+            received_at=ctx.received_at,
+            severity=severity,
+            title=title,
+            description=description,
+            url=url,
+            labels={**ctx.labels, **(labels or {})},
+            request_id=ctx.request_id,
+        )
+    )
+
+
+def change_event(
+    ctx: Context,
+    *,
+    event_id: str,
+    change: str,
+    source: str,
+    status: ChangeStatus,
+    occurred_at: datetime,
+    title: str | None = None,
+    description: str | None = None,
+    url: str | None = None,
+    labels: Mapping[str, str] | None = None,
+) -> ChangeEvent:
+    """A canonical change of the context's integration; `change` is its full `change_id`."""
+    return build_event(
+        lambda: ChangeEvent(
+            event_id=event_id,
+            change_id=change,
+            integration=ctx.integration,
+            source=source,
+            status=status,
+            occurred_at=occurred_at,
+            received_at=ctx.received_at,
+            title=title,
+            description=description,
+            url=url,
+            labels={**ctx.labels, **(labels or {})},
+            request_id=ctx.request_id,
+        )
+    )
 
 
 def build_event(build: Callable[[], M]) -> M:

@@ -6,8 +6,8 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from incidentflow.domain.events import AlertAction, AlertEvent, Severity, aggregate_id, content_id
-from incidentflow.sources.base import Context, Event, Payload, build_event, validate
+from incidentflow.domain.events import AlertAction, Severity, content_id
+from incidentflow.sources.base import Context, Event, Payload, alert_event, validate
 
 ACTIONS: dict[str, AlertAction] = {"alarmed": "open", "resolved": "resolve"}
 
@@ -39,22 +39,16 @@ def parse(payload: Any, ctx: Context) -> list[Event]:
         event_id = content_id("elven", ctx.integration, "idempotency-key", ctx.idempotency_key)
     else:
         event_id = content_id("elven", ctx.integration, body.model_dump(mode="json"), ctx.received_at)
-    event = build_event(
-        lambda: AlertEvent(
-            event_id=event_id,
-            aggregate_id=aggregate_id(ctx.integration, body.external_aggregate_key),
-            integration=ctx.integration,
-            source="elven",
-            external_aggregate_key=body.external_aggregate_key,
-            action=ACTIONS[body.action],
-            occurred_at=ctx.received_at,
-            received_at=ctx.received_at,
-            severity=body.severity or ctx.default_severity,
-            title=body.title,
-            description=body.description,
-            url=None,
-            labels={**ctx.labels, **{tag.name: tag.value for tag in body.tags}},
-            request_id=ctx.request_id,
-        )
+    event = alert_event(
+        ctx,
+        event_id=event_id,
+        key=body.external_aggregate_key,
+        source="elven",
+        action=ACTIONS[body.action],
+        occurred_at=ctx.received_at,
+        severity=body.severity or ctx.default_severity,
+        title=body.title,
+        description=body.description,
+        labels={tag.name: tag.value for tag in body.tags},
     )
     return [event]

@@ -9,12 +9,9 @@ from pydantic.json_schema import SkipJsonSchema
 
 from incidentflow.domain.events import (
     AlertAction,
-    AlertEvent,
-    ChangeEvent,
     ChangeStatus,
     Labels,
     Severity,
-    aggregate_id,
     change_id,
     content_id,
 )
@@ -24,7 +21,8 @@ from incidentflow.sources.base import (
     FieldError,
     Payload,
     PayloadError,
-    build_event,
+    alert_event,
+    change_event,
     from_unix,
     validate,
 )
@@ -86,22 +84,17 @@ def parse_alert(payload: Any, ctx: Context) -> list[Event]:
     key = body.alert_key or content_id("flashduty", body.title_rule, labels)
     occurred = from_unix(body.event_time) if body.event_time is not None else ctx.received_at
     action: AlertAction = "resolve" if body.event_status == "Ok" else "open"
-    event = build_event(
-        lambda: AlertEvent(
-            event_id=content_id("flashduty-alert", ctx.integration, body.model_dump(mode="json"), occurred),
-            aggregate_id=aggregate_id(ctx.integration, key),
-            integration=ctx.integration,
-            source="flashduty-alert",
-            external_aggregate_key=key,
-            action=action,
-            occurred_at=occurred,
-            received_at=ctx.received_at,
-            severity=SEVERITIES[body.event_status] if action == "open" else None,
-            title=body.title_rule,
-            description=body.description,
-            labels={**ctx.labels, **labels},
-            request_id=ctx.request_id,
-        )
+    event = alert_event(
+        ctx,
+        event_id=content_id("flashduty-alert", ctx.integration, body.model_dump(mode="json"), occurred),
+        key=key,
+        source="flashduty-alert",
+        action=action,
+        occurred_at=occurred,
+        severity=SEVERITIES[body.event_status] if action == "open" else None,
+        title=body.title_rule,
+        description=body.description,
+        labels=labels,
     )
     return [event]
 
@@ -111,20 +104,16 @@ def parse_change(payload: Any, ctx: Context) -> list[Event]:
     body = validate(FlashdutyChange, payload)
     labels = body.labels
     occurred = from_unix(body.event_time) if body.event_time is not None else ctx.received_at
-    event = build_event(
-        lambda: ChangeEvent(
-            event_id=content_id("flashduty-change", ctx.integration, body.model_dump(mode="json"), occurred),
-            change_id=change_id(ctx.integration, body.change_key),
-            integration=ctx.integration,
-            source="flashduty-change",
-            status=STATUSES[body.change_status],
-            occurred_at=occurred,
-            received_at=ctx.received_at,
-            title=body.title,
-            description=body.description,
-            url=body.link,
-            labels={**ctx.labels, **labels},
-            request_id=ctx.request_id,
-        )
+    event = change_event(
+        ctx,
+        event_id=content_id("flashduty-change", ctx.integration, body.model_dump(mode="json"), occurred),
+        change=change_id(ctx.integration, body.change_key),
+        source="flashduty-change",
+        status=STATUSES[body.change_status],
+        occurred_at=occurred,
+        title=body.title,
+        description=body.description,
+        url=body.link,
+        labels=labels,
     )
     return [event]

@@ -30,7 +30,8 @@ from incidentflow.sources.base import (
     FieldError,
     Payload,
     PayloadError,
-    build_event,
+    alert_event,
+    change_event,
     validate,
 )
 
@@ -87,23 +88,18 @@ def _alert(body: NativeAlert, ctx: Context) -> AlertEvent:
     if body.aggregate_id is not None and body.aggregate_id != agg:
         raise PayloadError([FieldError("aggregate_id", f"must be {agg!r}")])
     fields = body.model_dump(mode="json", exclude={"event_id", "received_at", "request_id"})
-    return build_event(
-        lambda: AlertEvent(
-            event_id=body.event_id or content_id("native", ctx.integration, fields),
-            aggregate_id=agg,
-            integration=ctx.integration,
-            source=body.source or "native",
-            external_aggregate_key=body.external_aggregate_key,
-            action=body.action,
-            occurred_at=body.occurred_at,
-            received_at=ctx.received_at,
-            severity=body.severity or ctx.default_severity,
-            title=body.title,
-            description=body.description,
-            url=body.url,
-            labels={**ctx.labels, **body.labels},
-            request_id=ctx.request_id,
-        )
+    return alert_event(
+        ctx,
+        event_id=body.event_id or content_id("native", ctx.integration, fields),
+        key=body.external_aggregate_key,
+        source=body.source or "native",
+        action=body.action,
+        occurred_at=body.occurred_at,
+        severity=body.severity or ctx.default_severity,
+        title=body.title,
+        description=body.description,
+        url=body.url,
+        labels=body.labels,
     )
 
 
@@ -116,19 +112,15 @@ def _change(body: NativeChange, ctx: Context) -> ChangeEvent:
         raise PayloadError([FieldError("change_id", f"must start with {prefix!r}")])
     cid = change_id(ctx.integration, body.change_key) if body.change_key else str(body.change_id)
     fields = body.model_dump(mode="json", exclude={"event_id", "received_at", "request_id"})
-    return build_event(
-        lambda: ChangeEvent(
-            event_id=body.event_id or content_id("native", ctx.integration, fields),
-            change_id=cid,
-            integration=ctx.integration,
-            source=body.source or "native",
-            status=body.status,
-            occurred_at=body.occurred_at,
-            received_at=ctx.received_at,
-            title=body.title,
-            description=body.description,
-            url=body.url,
-            labels={**ctx.labels, **body.labels},
-            request_id=ctx.request_id,
-        )
+    return change_event(
+        ctx,
+        event_id=body.event_id or content_id("native", ctx.integration, fields),
+        change=cid,
+        source=body.source or "native",
+        status=body.status,
+        occurred_at=body.occurred_at,
+        title=body.title,
+        description=body.description,
+        url=body.url,
+        labels=body.labels,
     )

@@ -7,8 +7,8 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from incidentflow.domain.events import AlertAction, AlertEvent, aggregate_id, content_id
-from incidentflow.sources.base import Context, Event, Payload, Timestamp, as_utc, build_event, validate
+from incidentflow.domain.events import AlertAction, AlertEvent, content_id
+from incidentflow.sources.base import Context, Event, Payload, Timestamp, alert_event, as_utc, validate
 
 ACTIONS: dict[str, AlertAction] = {"triggered": "open", "resolved": "resolve", "reopened": "reopen"}
 CURRENT = "current"
@@ -39,20 +39,14 @@ def _event(body: SleuthPayload, action: AlertAction, at: datetime, ctx: Context)
     key = body.id or CURRENT
     # The vendor id names the incident; with the action and time it names the event.
     identity = body.id if body.id else body.model_dump(mode="json")
-    return build_event(
-        lambda: AlertEvent(
-            event_id=content_id("sleuth", ctx.integration, identity, action, at),
-            aggregate_id=aggregate_id(ctx.integration, key),
-            integration=ctx.integration,
-            source="sleuth",
-            external_aggregate_key=key,
-            action=action,
-            occurred_at=at,
-            received_at=ctx.received_at,
-            severity=ctx.default_severity,
-            title=body.title,
-            url=body.url,
-            labels=dict(ctx.labels),
-            request_id=ctx.request_id,
-        )
+    return alert_event(
+        ctx,
+        event_id=content_id("sleuth", ctx.integration, identity, action, at),
+        key=key,
+        source="sleuth",
+        action=action,
+        occurred_at=at,
+        severity=ctx.default_severity,
+        title=body.title,
+        url=body.url,
     )

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from incidentflow.domain.events import AlertAction, AlertEvent, aggregate_id, content_id
+from incidentflow.domain.events import AlertAction, content_id
 from incidentflow.sources.base import (
     TIMESTAMP_SCHEMA,
     Context,
@@ -20,8 +20,8 @@ from incidentflow.sources.base import (
     Payload,
     PayloadError,
     Timestamp,
+    alert_event,
     as_utc,
-    build_event,
     validate,
 )
 
@@ -114,23 +114,17 @@ def parse(payload: Any, ctx: Context) -> list[Event]:
     if action == "open" and body.first_error_utc is not None:
         occurred = as_utc(body.first_error_utc)
     identity = body.alert_guid or body.model_dump(mode="json", by_alias=True)
-    labels = {**ctx.labels, **({"monitor": body.monitor_name} if body.monitor_name else {})}
-    event = build_event(
-        lambda: AlertEvent(
-            event_id=content_id("uptrends", ctx.integration, identity, action, occurred),
-            aggregate_id=aggregate_id(ctx.integration, body.incident_key),
-            integration=ctx.integration,
-            source="uptrends",
-            external_aggregate_key=body.incident_key,
-            action=action,
-            occurred_at=occurred,
-            received_at=ctx.received_at,
-            severity=ctx.default_severity,
-            title=body.monitor_name,
-            description=body.description,
-            url=body.monitor_url,
-            labels=labels,
-            request_id=ctx.request_id,
-        )
+    event = alert_event(
+        ctx,
+        event_id=content_id("uptrends", ctx.integration, identity, action, occurred),
+        key=body.incident_key,
+        source="uptrends",
+        action=action,
+        occurred_at=occurred,
+        severity=ctx.default_severity,
+        title=body.monitor_name,
+        description=body.description,
+        url=body.monitor_url,
+        labels={"monitor": body.monitor_name} if body.monitor_name else {},
     )
     return [event]
