@@ -81,6 +81,13 @@ TIMESTAMP_SCHEMA: dict[str, Any] = {
 }
 
 
+def not_null(value: Any) -> Any:
+    """For optional fields documented as strings: leaving one out is fine, sending `null` is not."""
+    if value is None:
+        raise ValueError("must be a string when given (leave the field out instead of null)")
+    return value
+
+
 def _iso_string(value: Any) -> Any:
     if isinstance(value, str):
         try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, field_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from incidentflow.domain.events import (
@@ -24,6 +24,7 @@ from incidentflow.sources.base import (
     alert_event,
     change_event,
     from_unix,
+    not_null,
     validate,
 )
 
@@ -56,6 +57,7 @@ class FlashdutyAlert(Payload):
     title_rule: str = Field(min_length=1, max_length=512)
     event_status: Literal["Critical", "Warning", "Info", "Ok"]
     alert_key: Annotated[str, Field(min_length=1, max_length=255)] | SkipJsonSchema[None] = None
+    _alert_key_not_null = field_validator("alert_key", mode="before")(not_null)
     event_time: float | None = EventTime
     description: str | None = None
     labels: FlashdutyLabels = Field(default_factory=dict)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, field_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from incidentflow.domain.events import (
@@ -32,6 +32,7 @@ from incidentflow.sources.base import (
     PayloadError,
     alert_event,
     change_event,
+    not_null,
     validate,
 )
 
@@ -66,6 +67,7 @@ class NativeChange(_NativeCommon):
 
     change_id: SkipJsonSchema[str | None] = None
     change_key: Annotated[str, Field(min_length=1, max_length=255)] | SkipJsonSchema[None] = None
+    _change_key_not_null = field_validator("change_key", mode="before")(not_null)
     status: ChangeStatus
 
 
