@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from incidentflow.domain.events import AlertAction, AlertEvent, Severity
+from incidentflow.domain.events import AlertAction, AlertEvent, ChangeEvent, ChangeStatus, Severity
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
@@ -32,6 +32,30 @@ def alert(
         occurred_at=at,
         received_at=T0 + timedelta(minutes=received_minute if received_minute is not None else minute),
         severity=severity,
+        title=title,
+        labels=labels or {},
+    )
+
+
+def change(
+    status: ChangeStatus,
+    minute: float,
+    *,
+    key: str = "deploy-1",
+    integration: str = "ship",
+    event_id: str | None = None,
+    labels: dict[str, str] | None = None,
+    title: str | None = None,
+) -> ChangeEvent:
+    at = T0 + timedelta(minutes=minute)
+    return ChangeEvent(
+        event_id=event_id or f"{status}-{minute}-{title}-{sorted((labels or {}).items())}",
+        change_id=f"{integration}:{key}",
+        integration=integration,
+        source="native",
+        status=status,
+        occurred_at=at,
+        received_at=at,
         title=title,
         labels=labels or {},
     )

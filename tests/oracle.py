@@ -120,3 +120,95 @@ def recompute_open(incidents: list[dict[str, Any]]) -> dict[tuple[str, str], int
         if inc["status"] == "open":
             counts[(inc["labels"].get("service") or "unknown", inc["severity"] or "unknown")] += 1
     return dict(counts)
+
+
+# --- changes and correlations ---------------------------------------------------------------
+
+SCOPE = ("service", "cluster", "host", "namespace", "app")
+CONFLICT = ("env", "environment", "region")
+
+
+def recompute_change(events: list[Any]) -> dict[str, Any]:
+    """A change from all its events: labels and status of the latest event per key, change time = first processing/done."""
+    ordered = sorted({e.event_id: e for e in events}.values(), key=lambda e: (e.occurred_at, e.event_id))
+    labels: dict[str, str] = {}
+    for e in ordered:
+        labels.update(e.labels)
+    started = [e.occurred_at for e in ordered if e.status in ("processing", "done")]
+    last = ordered[-1].status
+    counted = bool(started) and last in ("processing", "done")
+    return {
+        "change_id": ordered[0].change_id,
+        "labels": labels,
+        "changed_at": min(started) if started else None,
+        "counted": counted,
+    }
+
+
+def recompute_correlations(
+    incidents: list[dict[str, Any]],
+    changes: list[dict[str, Any]],
+    windows: dict[str, tuple[float, float]] | None = None,
+    scope: tuple[str, ...] = SCOPE,
+    conflict: tuple[str, ...] = CONFLICT,
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """Live correlations by (aggregate_id, change_id): every pair checked, ranked per incident.
+
+    `windows` maps an integration to (lookback, lookahead) in minutes; (60, 5) otherwise.
+    """
+    result: dict[tuple[str, str], dict[str, Any]] = {}
+    for incident in incidents:
+        opened = _parse(incident["opened_at"])
+        back, ahead = (windows or {}).get(incident["integration"], (60.0, 5.0))
+        found = []
+        for change in changes:
+            if not change["counted"]:
+                continue
+            gap = (opened - change["changed_at"]).total_seconds()
+            if gap > back * 60 or gap < -ahead * 60:
+                continue
+            shared = {k: v for k, v in incident["labels"].items() if k in scope and change["labels"].get(k) == v}
+            clash = [k for k in conflict if k in incident["labels"] and k in change["labels"]
+                     and incident["labels"][k] != change["labels"][k]]  # fmt: skip
+            if not shared or clash:
+                continue
+            edge = max(back, ahead) * 60
+            near = 1 - abs(gap) / edge if edge else 1.0
+            found.append((round((len(shared) - 1 + near) / len(scope), 6), abs(gap), change["change_id"], gap, shared))
+        found.sort(key=lambda f: (-f[0], f[1], f[2]))
+        for rank, (score, _, change_id, gap, shared) in enumerate(found, start=1):
+            result[(incident["aggregate_id"], change_id)] = {
+                "delta_seconds": gap, "matched_labels": shared, "score": score, "rank": rank,
+            }  # fmt: skip
+    return result
+
+
+def live_correlations(records: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    """The latest record per pair from a correlations topic, retracted ones left out."""
+    latest: dict[tuple[str, str], dict[str, Any]] = {}
+    for record in records:
+        latest[(record["aggregate_id"], record["change_id"])] = record
+    return {
+        pair: {k: r[k] for k in ("delta_seconds", "matched_labels", "score", "rank")}
+        for pair, r in latest.items()
+        if not r["retracted"]
+    }
+
+
+def recompute_change_failure(
+    changes: list[dict[str, Any]], correlations: dict[tuple[str, str], dict[str, Any]]
+) -> dict[tuple[str, str], tuple[int, int]]:
+    """(changes, failed changes) per (service, UTC day of change time)."""
+    failed = {change_id for _, change_id in correlations}
+    result: dict[tuple[str, str], tuple[int, int]] = defaultdict(lambda: (0, 0))
+    for change in changes:
+        if not change["counted"]:
+            continue
+        key = (change["labels"].get("service") or "unknown", change["changed_at"].date().isoformat())
+        count, bad = result[key]
+        result[key] = (count + 1, bad + (change["change_id"] in failed))
+    return dict(result)
+
+
+def _parse(value: Any) -> datetime:
+    return value if isinstance(value, datetime) else datetime.fromisoformat(str(value).replace("Z", "+00:00"))

@@ -60,3 +60,85 @@ def deliveries(events: list[NativeAlert], seed: int, duplicate_rate: float = 0.1
     delivered = list(events) + [e for e in events if rnd.random() < duplicate_rate]
     rnd.shuffle(delivered)
     return delivered
+
+
+@dataclass(frozen=True)
+class Posted:
+    """One webhook body and the integration token it is posted with."""
+
+    token: str
+    body: dict[str, Any]
+
+
+CLUSTERS = ["eu-1", "eu-2", "us-1", "us-2", "ap-1", "ap-2"]
+FLEET = [*SERVICES, "orders", "inventory", "shipping", "billing", "gateway"]
+ENVS = ["prod", "staging"]
+
+
+def _at(value: datetime) -> str:
+    return value.isoformat().replace("+00:00", "Z")
+
+
+def correlated_traffic(
+    seed: int, changes: int, alert_events: int, tokens: tuple[str, str, str], hours: int = 24 * 14
+) -> list[Posted]:
+    """Changes and incidents over services, clusters and environments, close enough in time to correlate.
+
+    `tokens` are those of two alert integrations (which may have different windows) and a change
+    integration. Changes go planned -> processing -> done, some stop at planned or get canceled, and
+    a few are relabelled by a later event; incidents open, resolve and reopen. Every event is sent
+    once in time order here; `shuffled_with_duplicates` adds duplicates and shuffles, which moves opens and change
+    times backwards and so makes the pipeline retract correlations.
+    """
+    rnd = random.Random(seed)
+    start = datetime(2026, 10, 1, tzinfo=UTC)
+    posted: list[Posted] = []
+    for c in range(changes):
+        labels = {"service": rnd.choice(FLEET), "cluster": rnd.choice(CLUSTERS), "env": rnd.choice(ENVS)}
+        if rnd.random() < 0.3:
+            labels["host"] = f"host-{rnd.randrange(8)}"
+        at = start + timedelta(seconds=rnd.randrange(hours * 3600))
+        path = rnd.choices(
+            [
+                ["planned"],
+                ["processing", "done"],
+                ["planned", "processing", "done"],
+                ["done"],
+                ["processing", "canceled"],
+            ],
+            weights=[1, 4, 3, 3, 1],
+        )[0]
+        for i, status in enumerate(path):
+            at += timedelta(seconds=rnd.randrange(30, 900))
+            body = {"event_id": f"chg-{seed}-{c}-{i}", "change_key": f"chg-{seed}-{c}", "status": status,
+                    "occurred_at": _at(at), "labels": dict(labels)}  # fmt: skip
+            posted.append(Posted(tokens[2], body))
+        if rnd.random() < 0.05:
+            moved = {**labels, "cluster": rnd.choice(CLUSTERS)}
+            body = {"event_id": f"chg-{seed}-{c}-moved", "change_key": f"chg-{seed}-{c}", "status": "done",
+                    "occurred_at": _at(at + timedelta(minutes=20)), "labels": moved}  # fmt: skip
+            posted.append(Posted(tokens[2], body))
+    sent = 0
+    a = 0
+    while sent < alert_events:
+        token = tokens[a % 2]
+        labels = {"service": rnd.choice(FLEET), "cluster": rnd.choice(CLUSTERS), "env": rnd.choice(ENVS)}
+        at = start + timedelta(seconds=rnd.randrange(hours * 3600))
+        for i in range(rnd.randint(1, 5)):
+            action = (
+                "open" if i == 0 else rnd.choices(["open", "resolve", "reopen", "heartbeat"], weights=[2, 4, 1, 1])[0]
+            )
+            body = {"event_id": f"inc-{seed}-{a}-{i}", "external_aggregate_key": f"inc-{seed}-{a}", "action": action,
+                    "occurred_at": _at(at), "labels": labels, "severity": rnd.choice(["critical", "high", "low"])}  # fmt: skip
+            posted.append(Posted(token, body))
+            sent += 1
+            at += timedelta(seconds=rnd.randrange(-600, 1800))  # some events predate the ones before them
+        a += 1
+    return posted
+
+
+def shuffled_with_duplicates(posted: list[Posted], seed: int, duplicate_rate: float = 0.1) -> list[Posted]:
+    rnd = random.Random(seed)
+    delivered = list(posted) + [p for p in posted if rnd.random() < duplicate_rate]
+    rnd.shuffle(delivered)
+    return delivered

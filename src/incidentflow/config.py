@@ -9,15 +9,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from incidentflow.domain.events import Labels, Severity
 
 SourceName = Literal["elven", "sleuth", "uptrends", "flashduty-alert", "flashduty-change", "native"]
+
+
+CommaList = Annotated[tuple[str, ...], NoDecode]
+"""A list setting, given in the environment as comma-separated values."""
 
 
 class Settings(BaseSettings):
@@ -40,7 +44,7 @@ class Settings(BaseSettings):
     publish_timeout_seconds: float = Field(default=5.0, gt=0)
     """Longest the gateway waits for Kafka's acknowledgement before answering 503."""
     retry_after_seconds: int = 5
-    trusted_proxies: tuple[str, ...] = ()
+    trusted_proxies: CommaList = ()
     """CIDRs of reverse proxies whose X-Forwarded-For is believed."""
 
     app_id: str = "incidentflow"
@@ -52,8 +56,12 @@ class Settings(BaseSettings):
     max_events_per_aggregate: int = Field(default=256, ge=4)
     session_timeout_seconds: float = Field(default=10.0, gt=0)
     log_level: str = "info"
+    correlation_scope_labels: CommaList = ("service", "cluster", "host", "namespace", "app")
+    """A change and an incident must share one of these labels with equal values (same on every worker)."""
+    correlation_conflict_labels: CommaList = ("env", "environment", "region")
+    """A pair whose values of one of these labels differ never correlates."""
 
-    @field_validator("trusted_proxies", mode="before")
+    @field_validator("trusted_proxies", "correlation_scope_labels", "correlation_conflict_labels", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):

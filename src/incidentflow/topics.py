@@ -64,6 +64,26 @@ class Topics:
         """Internal: incident contributions re-keyed by metric series (service|severity)."""
         return self._name("metric-contributions")
 
+    @property
+    def scope(self) -> str:
+        """Internal: incident and change sides re-keyed by scope label (`service=checkout`)."""
+        return self._name("correlation-scope")
+
+    @property
+    def suspects(self) -> str:
+        """Internal: incident sides and the changes found for them, keyed by aggregate_id."""
+        return self._name("correlation-suspects")
+
+    @property
+    def verdicts(self) -> str:
+        """Internal: whether a pair is live, keyed by change_id (for the change failure status)."""
+        return self._name("correlation-verdicts")
+
+    @property
+    def change_contributions(self) -> str:
+        """Internal: change contributions re-keyed by service."""
+        return self._name("change-contributions")
+
     def configs(self) -> dict[str, dict[str, str]]:
         """Every topic with its config: raw is kept forever, state topics are compacted."""
         return {
@@ -71,10 +91,15 @@ class Topics:
             self.alerts: {},
             self.changes: {},
             self.incidents: COMPACTED,
-            self.correlations: COMPACTED,
+            # keyed by aggregate_id with one record per pair: compaction would drop all but one pair
+            self.correlations: FOREVER,
             self.metrics: COMPACTED,
             self.deadletter: FOREVER,
             self.contributions: {},
+            self.scope: {},
+            self.suspects: {},
+            self.verdicts: {},
+            self.change_contributions: {},
         }
 
 

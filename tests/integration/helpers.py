@@ -14,16 +14,16 @@ from tests.oracle import recompute_incident
 from tests.scenario import NativeAlert
 
 
-async def _post_all(url: str, bodies: list[dict[str, Any]], concurrency: int) -> dict[int, int]:
+async def _post_all(requests: list[tuple[str, dict[str, Any]]], concurrency: int) -> dict[int, int]:
     statuses: dict[int, int] = {}
-    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    for body in bodies:
-        queue.put_nowait(body)
+    queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
+    for request in requests:
+        queue.put_nowait(request)
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
 
         async def worker() -> None:
             while not queue.empty():
-                body = queue.get_nowait()
+                url, body = queue.get_nowait()
                 for _ in range(20):  # a sender retries what was not accepted
                     async with session.post(url, json=body) as response:
                         await response.read()
@@ -37,7 +37,13 @@ async def _post_all(url: str, bodies: list[dict[str, Any]], concurrency: int) ->
 
 
 def post_all(url: str, bodies: list[dict[str, Any]], concurrency: int = 16) -> dict[int, int]:
-    return asyncio.run(_post_all(url, bodies, concurrency))
+    """Posts every body to `url` until it is accepted; returns how many answers of each status came."""
+    return asyncio.run(_post_all([(url, body) for body in bodies], concurrency))
+
+
+def post_each(requests: list[tuple[str, dict[str, Any]]], concurrency: int = 16) -> dict[int, int]:
+    """Like `post_all`, with a URL per body."""
+    return asyncio.run(_post_all(requests, concurrency))
 
 
 def expected_incidents(events: list[NativeAlert], integration: str) -> dict[str, dict[str, Any]]:

@@ -199,3 +199,55 @@ def mttr(buckets: Iterable[DayBucket], now: datetime, window: timedelta) -> tupl
     """(incidents, mean time to restore) of incidents finally resolved in (now - window, now]."""
     seconds = [s for b in buckets for at, s in b.resolutions.values() if now - window < at <= now]
     return len(seconds), (sum(seconds) / len(seconds) if seconds else None)
+
+
+class ChangeMember(BaseModel):
+    """Where one change stands in its service's change series (the last contribution wins)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    present: bool
+    changed_at: UtcDatetime | None = None
+    failed: bool = False
+
+    @property
+    def day(self) -> date | None:
+        return self.changed_at.date() if self.present and self.changed_at is not None else None
+
+
+class ChangeDay(BaseModel):
+    """The changes of one service whose change time fell on one UTC day: change_id -> (changed_at, failed)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    changes: dict[str, tuple[UtcDatetime, bool]] = Field(default_factory=dict)
+
+    def without(self, change_id: str) -> ChangeDay:
+        return ChangeDay(changes={k: v for k, v in self.changes.items() if k != change_id})
+
+    def with_change(self, change_id: str, changed_at: datetime, failed: bool) -> ChangeDay:
+        return ChangeDay(changes={**self.changes, change_id: (changed_at, failed)})
+
+    def figures(self) -> tuple[int, int]:
+        """(changes, failed changes) of the day."""
+        return len(self.changes), sum(1 for _, failed in self.changes.values() if failed)
+
+
+class ChangeIndex(BaseModel):
+    """The days of a service's change series that hold changes."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    service: str
+    days: tuple[date, ...] = ()
+
+    def with_day(self, day: date | None) -> ChangeIndex:
+        if day is None or day in self.days:
+            return self
+        return self.model_copy(update={"days": tuple(sorted((*self.days, day)))})
+
+
+def change_failure(buckets: Iterable[ChangeDay], now: datetime, window: timedelta) -> tuple[int, int]:
+    """(changes, failed changes) with their change time in (now - window, now]."""
+    found = [failed for b in buckets for at, failed in b.changes.values() if now - window < at <= now]
+    return len(found), sum(found)

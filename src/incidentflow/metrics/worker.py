@@ -64,6 +64,49 @@ class SeriesCollector(Collector):
         yield open_
 
 
+class ChangeCollector(Collector):
+    """Reads the change series this worker owns right now: change counts and change failure ratio."""
+
+    def __init__(
+        self,
+        index: Callable[[], Iterable[tuple[bytes, bytes]]],
+        day: Callable[[str, date], metrics.ChangeDay],
+        owned: Callable[[bytes], bool],
+        now: Callable[[], datetime],
+    ) -> None:
+        self._index = index
+        self._day = day
+        self._owned = owned
+        self._now = now
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        changes = GaugeMetricFamily(
+            "incidentflow_changes",
+            "Changes whose change time (first processing or done) falls in the trailing window.",
+            labels=["service", "window"],
+        )
+        ratio = GaugeMetricFamily(
+            "incidentflow_change_failure_ratio",
+            "Of those changes, the share with at least one live correlation to an incident.",
+            labels=["service", "window"],
+        )
+        now = self._now()
+        recent = set(metrics.window_days(now, max(metrics.WINDOWS.values())))
+        for key, value in list(self._index()):
+            if not self._owned(key):
+                continue
+            index = metrics.ChangeIndex.model_validate_json(value)
+            buckets = {day: self._day(index.service, day) for day in index.days if day in recent}
+            for window, span in metrics.WINDOWS.items():
+                days = set(metrics.window_days(now, span))
+                count, failed = metrics.change_failure((b for d, b in buckets.items() if d in days), now, span)
+                changes.add_metric([index.service, window], count)
+                if count:
+                    ratio.add_metric([index.service, window], failed / count)
+        yield changes
+        yield ratio
+
+
 class WorkerMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -74,5 +117,5 @@ class WorkerMetrics:
             registry=self.registry,
         )
 
-    def add_series(self, collector: SeriesCollector) -> None:
+    def add_series(self, collector: Collector) -> None:
         self.registry.register(collector)

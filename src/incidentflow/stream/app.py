@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 
 import faust
@@ -10,8 +11,8 @@ from prometheus_client import generate_latest
 
 from incidentflow.config import Integrations, Settings
 from incidentflow.domain import metrics
-from incidentflow.metrics.worker import SeriesCollector, WorkerMetrics
-from incidentflow.stream import incidents, normalize, series
+from incidentflow.metrics.worker import ChangeCollector, SeriesCollector, WorkerMetrics
+from incidentflow.stream import correlate, incidents, normalize, series
 from incidentflow.stream.context import Worker
 from incidentflow.stream.series import day_key as series_day_key
 from incidentflow.topics import Topics
@@ -52,25 +53,40 @@ def create_worker(settings: Settings, integrations: Integrations) -> Worker:
     normalize.register(worker)
     incidents.register(worker)
     series.register(worker)
+    correlate.register(worker)
+    series.register_changes(worker)
     _add_metrics_page(worker)
     return worker
 
 
 def _add_metrics_page(worker: Worker) -> None:
     app, settings = worker.app, worker.settings
-    changelog = worker.tables["series-index"].changelog_topic.get_topic_name()
     index, days = worker.tables["series-index"], worker.tables["series-days"]
+    change_index, change_days = worker.tables["change-index"], worker.tables["change-days"]
 
     def day(series: str, on: date) -> metrics.DayBucket:
         stored = days.get(series_day_key(series, on))
         return metrics.DayBucket.model_validate_json(stored) if stored else metrics.DayBucket()
 
-    def owned(key: bytes) -> bool:
-        partition = (murmur2(key) & 0x7FFFFFFF) % settings.partitions
-        return faust.types.TP(changelog, partition) in app.assignor.assigned_actives()
+    def change_day(service: str, on: date) -> metrics.ChangeDay:
+        stored = change_days.get(series_day_key(service, on))
+        return metrics.ChangeDay.model_validate_json(stored) if stored else metrics.ChangeDay()
 
+    def owner(table: faust.types.TableT[bytes, bytes]) -> Callable[[bytes], bool]:
+        changelog = table.changelog_topic.get_topic_name()
+
+        def owned(key: bytes) -> bool:
+            partition = (murmur2(key) & 0x7FFFFFFF) % settings.partitions
+            return faust.types.TP(changelog, partition) in app.assignor.assigned_actives()
+
+        return owned
+
+    def now() -> datetime:
+        return datetime.now(UTC)
+
+    worker.metrics.add_series(SeriesCollector(index=lambda: index.data.items(), day=day, owned=owner(index), now=now))
     worker.metrics.add_series(
-        SeriesCollector(index=lambda: index.data.items(), day=day, owned=owned, now=lambda: datetime.now(UTC))
+        ChangeCollector(index=lambda: change_index.data.items(), day=change_day, owned=owner(change_index), now=now)
     )
 
     @app.page("/metrics")

@@ -6,14 +6,18 @@ from faust.types import EventT, StreamT
 from pydantic import ValidationError
 
 from incidentflow.domain import aggregate, metrics
+from incidentflow.domain import correlation as corr
 from incidentflow.domain.events import AlertEvent
+from incidentflow.domain.incident import Incident
 from incidentflow.stream.context import DeadLetter, Worker
+from incidentflow.stream.correlate import rules_of, send_sides, window_of
 
 
 def register(worker: Worker) -> None:
     names = worker.names
     limits = aggregate.Limits(max_events=worker.settings.max_events_per_aggregate)
     states = worker.table("aggregates", "AggregateState JSON by aggregate_id")
+    rules = rules_of(worker)
 
     async def fold_one(event: EventT[bytes]) -> str:
         try:
@@ -31,13 +35,29 @@ def register(worker: Worker) -> None:
         if applied.outcome == "too_late":
             raise DeadLetter("too_late: older than the aggregate's compacted history (see docs/semantics.md)")
         if applied.outcome == "duplicate":
+            # A redelivery: what the current state led to is published again, in case a crash lost
+            # it after the state was saved. Every consumer takes the newest version, so this is harmless.
+            current = applied.state.incident
+            if current is not None:
+                await publish(None, current, republish=True)
             return "duplicate"
         states[key] = applied.state.model_dump_json().encode()
         if applied.changed and applied.after is not None:
-            await worker.send(names.incidents, alert.aggregate_id, applied.after.model_dump_json())
-            for contribution in metrics.contributions(applied.before, applied.after):
-                await worker.send(names.contributions, contribution.series, contribution.model_dump_json())
+            await publish(applied.before, applied.after, republish=False)
         return "applied"
+
+    async def publish(before: Incident | None, after: Incident, republish: bool) -> None:
+        await worker.send(names.incidents, after.aggregate_id, after.model_dump_json())
+        for contribution in metrics.contributions(None if republish else before, after):
+            await worker.send(names.contributions, contribution.series, contribution.model_dump_json())
+        lookback, lookahead = window_of(worker, after.integration)
+        side = corr.incident_side(after, lookback, lookahead)
+        old = corr.incident_side(before, lookback, lookahead) if before is not None else None
+        if not rules.buckets(after.labels) and (before is None or not rules.buckets(before.labels)):
+            return  # no scope label: it can never correlate
+        if republish or old is None or old.view() != side.view():
+            await worker.send(names.suspects, after.aggregate_id, corr.Side(incident=side).model_dump_json())
+            await send_sides(worker, before.labels if before else {}, after.labels, corr.Side(incident=side))
 
     @worker.app.agent(worker.topic(names.alerts), name="fold")
     async def fold(stream: StreamT[bytes]) -> None:

@@ -8,6 +8,7 @@ from faust.types import EventT, StreamT
 from pydantic import ValidationError
 
 from incidentflow.domain import metrics
+from incidentflow.domain.correlation import ChangeContribution
 from incidentflow.domain.records import MetricRow
 from incidentflow.stream.context import DeadLetter, Worker
 
@@ -76,3 +77,59 @@ def register(worker: Worker) -> None:
 
 def _bucket(stored: bytes | None) -> metrics.DayBucket:
     return metrics.DayBucket.model_validate_json(stored) if stored else metrics.DayBucket()
+
+
+def register_changes(worker: Worker) -> None:
+    """Change series, keyed by service: members, day buckets and an index -> `changes` rows of `incidentflow.metrics`."""
+    names = worker.names
+    members = worker.table("change-members", "ChangeMember JSON by service|change_id")
+    days = worker.table("change-days", "ChangeDay JSON by service|YYYY-MM-DD")
+    index = worker.table("change-index", "ChangeIndex JSON by service")
+
+    async def record_one(event: EventT[bytes]) -> str:
+        try:
+            contribution = ChangeContribution.model_validate_json(event.message.value or b"")
+        except ValidationError as error:
+            raise DeadLetter(f"not a change contribution: {error}") from None
+        service = contribution.service
+        if event.message.key != service.encode():
+            await worker.send(names.change_contributions, service, event.message.value or b"")
+            return "rekeyed"
+        member_key = f"{service}|{contribution.change_id}".encode()
+        stored = members.get(member_key)
+        old = metrics.ChangeMember.model_validate_json(stored) if stored else None
+        new = metrics.ChangeMember(present=contribution.present, changed_at=contribution.changed_at,
+                                   failed=contribution.failed)  # fmt: skip
+        if old == new:
+            return "duplicate"
+        members[member_key] = new.model_dump_json().encode()
+        changed: dict[date, metrics.ChangeDay] = {}
+        if old is not None and old.day is not None:
+            changed[old.day] = _change_day(days.get(day_key(service, old.day))).without(contribution.change_id)
+        if new.day is not None and new.changed_at is not None:
+            current = changed.get(new.day) or _change_day(days.get(day_key(service, new.day)))
+            changed[new.day] = current.with_change(contribution.change_id, new.changed_at, new.failed)
+        stored_index = index.get(service.encode())
+        current_index = (
+            metrics.ChangeIndex.model_validate_json(stored_index)
+            if stored_index
+            else metrics.ChangeIndex(service=service)
+        )
+        index[service.encode()] = current_index.with_day(new.day).model_dump_json().encode()
+        for day, bucket in sorted(changed.items()):
+            days[day_key(service, day)] = bucket.model_dump_json().encode()
+            count, failed = bucket.figures()
+            row = MetricRow(metric="changes", service=service, severity="-", day=day.isoformat(),
+                            changes=count, failed_changes=failed)  # fmt: skip
+            await worker.send(names.metrics, row.key, row.model_dump_json())
+        return "applied"
+
+    @worker.app.agent(worker.topic(names.change_contributions), name="change-series")
+    async def record(stream: StreamT[bytes]) -> None:
+        """Runs for every change contribution: moves it within its service's days and publishes changed days."""
+        async for event in stream.events():
+            await worker.handle(event, record_one)
+
+
+def _change_day(stored: bytes | None) -> metrics.ChangeDay:
+    return metrics.ChangeDay.model_validate_json(stored) if stored else metrics.ChangeDay()

@@ -1,0 +1,379 @@
+"""Changes and their correlation with incidents: the change fold, the match rule, scores and ranks.
+
+A `Change` is a join-semilattice: `join` is commutative, associative and idempotent, so a change
+is a function of the *set* of its events (any order, any duplicates) and two snapshots of the same
+change combine into the newer one wherever they meet. Incident sides are ordered by the
+incident's `version`. The streaming stages only move these values between partitions; every
+decision (does this pair match, how strong, which rank, what to retract) is made here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from incidentflow.domain.events import ChangeEvent, UtcDatetime, content_id
+from incidentflow.domain.incident import Incident
+from incidentflow.domain.records import Correlation
+
+CHANGED = ("processing", "done")
+"""Statuses that give a change its change time (the first of them)."""
+
+DEFAULT_SCOPE = ("service", "cluster", "host", "namespace", "app")
+DEFAULT_CONFLICT = ("env", "environment", "region")
+SLOT = timedelta(hours=1)
+"""Scope tables file incidents and changes in hourly slots of their time, so a lookup reads a few slots."""
+
+
+class _Value(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+@dataclass(frozen=True)
+class Rules:
+    """Which labels scope a correlation and which ones must not conflict (the same on every worker)."""
+
+    scope: tuple[str, ...] = DEFAULT_SCOPE
+    conflict: tuple[str, ...] = DEFAULT_CONFLICT
+
+    def buckets(self, labels: Mapping[str, str]) -> list[str]:
+        """The scope buckets (`key=value`) a side with these labels is filed under."""
+        return [f"{key}={labels[key]}" for key in self.scope if key in labels]
+
+
+class Stamped(_Value):
+    """A value with the event-order key of the event that set it: the later one wins a join."""
+
+    at: UtcDatetime
+    event_id: str
+    value: str
+
+
+def _later(a: Stamped | None, b: Stamped | None) -> Stamped | None:
+    if a is None or b is None:
+        return a or b
+    return a if (a.at, a.event_id, a.value) >= (b.at, b.event_id, b.value) else b
+
+
+def _earlier(a: datetime | None, b: datetime | None) -> datetime | None:
+    if a is None or b is None:
+        return a or b
+    return min(a, b)
+
+
+class Change(_Value):
+    """A change as of the events seen: status history folded into what correlation needs."""
+
+    change_id: str
+    integration: str
+    source: str
+    status: Stamped = Field(description="Status of the latest event (by event time, then event id).")
+    changed_at: UtcDatetime | None = Field(description="Change time: the first `processing` or `done`.")
+    labels: dict[str, Stamped] = Field(description="Per label, the value of the latest event that carried it.")
+    title: Stamped | None = None
+    url: Stamped | None = None
+
+    @property
+    def counted(self) -> bool:
+        """A change counts (and may correlate) once it has a change time and is not canceled."""
+        return self.changed_at is not None and self.status.value in CHANGED
+
+    @property
+    def flat_labels(self) -> dict[str, str]:
+        return {key: stamped.value for key, stamped in self.labels.items()}
+
+    @property
+    def service(self) -> str:
+        return self.flat_labels.get("service") or "unknown"
+
+
+def change_of(event: ChangeEvent) -> Change:
+    """The change as one event tells it."""
+
+    def stamp(value: str | None) -> Stamped | None:
+        return None if value is None else Stamped(at=event.occurred_at, event_id=event.event_id, value=value)
+
+    return Change(
+        change_id=event.change_id,
+        integration=event.integration,
+        source=event.source,
+        status=Stamped(at=event.occurred_at, event_id=event.event_id, value=event.status),
+        changed_at=event.occurred_at if event.status in CHANGED else None,
+        labels={
+            key: Stamped(at=event.occurred_at, event_id=event.event_id, value=value)
+            for key, value in event.labels.items()
+        },  # fmt: skip
+        title=stamp(event.title),
+        url=stamp(event.url),
+    )
+
+
+def join(a: Change | None, b: Change) -> Change:
+    """Both snapshots of one change combined: what all their events together say."""
+    if a is None:
+        return b
+    labels = dict(a.labels)
+    for key, stamped in b.labels.items():
+        labels[key] = _later(labels.get(key), stamped) or stamped
+    return a.model_copy(
+        update={
+            "status": _later(a.status, b.status),
+            "changed_at": _earlier(a.changed_at, b.changed_at),
+            "labels": dict(sorted(labels.items())),
+            "title": _later(a.title, b.title),
+            "url": _later(a.url, b.url),
+        }
+    )
+
+
+def fold_changes(events: Iterable[ChangeEvent]) -> Change | None:
+    change = None
+    for event in events:
+        change = join(change, change_of(event))
+    return change
+
+
+class IncidentSide(_Value):
+    """What correlation needs of an incident, with the window of its integration."""
+
+    aggregate_id: str
+    version: int
+    opened_at: UtcDatetime
+    labels: dict[str, str]
+    lookback_seconds: float
+    lookahead_seconds: float
+
+    def view(self) -> tuple[object, ...]:
+        """Everything that decides a match: a new version with the same view changes nothing."""
+        return (self.opened_at, self.labels, self.lookback_seconds, self.lookahead_seconds)
+
+
+def incident_side(incident: Incident, lookback_seconds: float, lookahead_seconds: float) -> IncidentSide:
+    return IncidentSide(aggregate_id=incident.aggregate_id, version=incident.version, opened_at=incident.opened_at,
+                        labels=incident.labels, lookback_seconds=lookback_seconds,
+                        lookahead_seconds=lookahead_seconds)  # fmt: skip
+
+
+def newer(a: IncidentSide | None, b: IncidentSide) -> IncidentSide:
+    return b if a is None or b.version > a.version else a
+
+
+class Evidence(_Value):
+    delta_seconds: float
+    matched_labels: dict[str, str]
+    score: float
+
+
+def match(incident: IncidentSide, change: Change, rules: Rules) -> Evidence | None:
+    """The rule: change time within [opened_at - lookback, opened_at + lookahead] (edges included),
+    at least one scope label equal on both sides, and no conflict label that differs.
+
+    The score (0..1) prefers more shared scope first and then a smaller gap: each shared scope
+    label is worth 1/len(scope), and the gap's closeness (1 at zero gap, 0 at a gap as long as the
+    longer side of the window) adds up to one more such step. A smaller gap scores higher on either
+    side of the open.
+    """
+    if not change.counted or change.changed_at is None:
+        return None
+    delta = (incident.opened_at - change.changed_at).total_seconds()
+    if not -incident.lookahead_seconds <= delta <= incident.lookback_seconds:
+        return None
+    labels = change.flat_labels
+    matched = {key: incident.labels[key] for key in rules.scope
+               if key in incident.labels and labels.get(key) == incident.labels[key]}  # fmt: skip
+    if not matched:
+        return None
+    if any(key in incident.labels and key in labels and incident.labels[key] != labels[key] for key in rules.conflict):
+        return None
+    span = max(incident.lookback_seconds, incident.lookahead_seconds)
+    closeness = 1.0 - abs(delta) / span if span > 0 else 1.0
+    score = round((len(matched) - 1 + closeness) / len(rules.scope), 6)
+    return Evidence(delta_seconds=delta, matched_labels=matched, score=min(1.0, max(0.0, score)))
+
+
+def correlation_id(aggregate_id: str, change_id: str) -> str:
+    return content_id("correlation", aggregate_id, change_id)
+
+
+def correlate(incident: IncidentSide, changes: Iterable[Change], rules: Rules) -> dict[str, Correlation]:
+    """The incident's live correlations by change_id, ranked: higher score, then smaller gap, then change_id."""
+    found = [(change, evidence) for change in changes if (evidence := match(incident, change, rules)) is not None]
+    found.sort(key=lambda pair: (-pair[1].score, abs(pair[1].delta_seconds), pair[0].change_id))
+    return {
+        change.change_id: Correlation(
+            correlation_id=correlation_id(incident.aggregate_id, change.change_id),
+            aggregate_id=incident.aggregate_id,
+            change_id=change.change_id,
+            incident_opened_at=incident.opened_at,
+            change_occurred_at=change.changed_at,
+            delta_seconds=evidence.delta_seconds,
+            matched_labels=evidence.matched_labels,
+            score=evidence.score,
+            rank=rank,
+        )
+        for rank, (change, evidence) in enumerate(found, start=1)
+        if change.changed_at is not None
+    }
+
+
+class Pair(_Value):
+    """The last record published for one (incident, change) pair and how often its liveness flipped.
+
+    `flips` is odd while the pair is live and even once retracted, so a verdict carrying it can be
+    applied in any order downstream: the larger count wins and its parity is the liveness.
+    """
+
+    record: Correlation
+    flips: int
+
+
+class Suspects(_Value):
+    """An incident's correlation state: its side, the changes forwarded to it, and what was published."""
+
+    incident: IncidentSide | None = None
+    changes: dict[str, Change] = Field(default_factory=dict)
+    pairs: dict[str, Pair] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    state: Suspects
+    published: list[Correlation]
+    """Records to publish: new or changed live ones, and retractions."""
+    flipped: list[Pair]
+    """Pairs whose liveness changed (verdicts for the change's failure status)."""
+
+
+def with_incident(state: Suspects, side: IncidentSide, rules: Rules) -> Outcome:
+    return _settle(state.model_copy(update={"incident": newer(state.incident, side)}), rules)
+
+
+def with_change(state: Suspects, change: Change, rules: Rules) -> Outcome:
+    merged = join(state.changes.get(change.change_id), change)
+    return _settle(state.model_copy(update={"changes": {**state.changes, change.change_id: merged}}), rules)
+
+
+def _settle(state: Suspects, rules: Rules) -> Outcome:
+    if state.incident is None:
+        return Outcome(state, [], [])
+    live = correlate(state.incident, state.changes.values(), rules)
+    pairs = dict(state.pairs)
+    published: list[Correlation] = []
+    flipped: list[Pair] = []
+    for change_id, record in live.items():
+        old = pairs.get(change_id)
+        if old is not None and old.record == record:
+            continue
+        was_live = old is not None and not old.record.retracted
+        pair = Pair(record=record, flips=(old.flips if old else 0) + (0 if was_live else 1))
+        pairs[change_id] = pair
+        published.append(record)
+        if not was_live:
+            flipped.append(pair)
+    for change_id, old in state.pairs.items():
+        if change_id not in live and not old.record.retracted:
+            pair = Pair(record=old.record.model_copy(update={"retracted": True}), flips=old.flips + 1)
+            pairs[change_id] = pair
+            published.append(pair.record)
+            flipped.append(pair)
+    return Outcome(state.model_copy(update={"pairs": pairs}), published, flipped)
+
+
+class Verdict(_Value):
+    """Stage 2 -> change fold: whether a pair is live, as of its `flips` count (odd = live)."""
+
+    aggregate_id: str
+    change_id: str
+    flips: int
+
+    @property
+    def live(self) -> bool:
+        return self.flips % 2 == 1
+
+
+class ChangeContribution(_Value):
+    """One change's part in its service's change series; `present=False` withdraws it."""
+
+    service: str
+    change_id: str
+    present: bool
+    changed_at: UtcDatetime | None = None
+    failed: bool = False
+
+
+class ChangeRecord(_Value):
+    """The change fold's state: the change, its pairs' verdicts, and what it last contributed."""
+
+    change: Change | None = None
+    verdicts: dict[str, int] = Field(default_factory=dict, description="aggregate_id -> flips")
+    contributed: ChangeContribution | None = None
+
+    @property
+    def failed(self) -> bool:
+        return any(flips % 2 == 1 for flips in self.verdicts.values())
+
+
+def with_verdict(record: ChangeRecord, verdict: Verdict) -> ChangeRecord:
+    if record.verdicts.get(verdict.aggregate_id, 0) >= verdict.flips:
+        return record
+    return record.model_copy(update={"verdicts": {**record.verdicts, verdict.aggregate_id: verdict.flips}})
+
+
+def change_contributions(record: ChangeRecord) -> tuple[ChangeRecord, list[ChangeContribution]]:
+    """What the change contributes now, and a withdrawal from its former service; [] when unchanged."""
+    change = record.change
+    if change is None:
+        return record, []
+    now = ChangeContribution(service=change.service, change_id=change.change_id, present=change.counted,
+                             changed_at=change.changed_at if change.counted else None,
+                             failed=change.counted and record.failed)  # fmt: skip
+    before = record.contributed
+    if before == now or (before is None and not now.present):
+        return record, []
+    result = [now]
+    if before is not None and before.service != now.service and before.present:
+        result.append(ChangeContribution(service=before.service, change_id=change.change_id, present=False))
+    return record.model_copy(update={"contributed": now}), result
+
+
+def slot_of(at: datetime) -> str:
+    return at.strftime("%Y-%m-%dT%H")
+
+
+def slots_between(start: datetime, end: datetime) -> list[str]:
+    """The hourly slots that [start, end] touches."""
+    first = start.replace(minute=0, second=0, microsecond=0)
+    return [slot_of(first + i * SLOT) for i in range(int((end - first) / SLOT) + 1)]
+
+
+class ScopeChange(_Value):
+    """A change filed in one scope bucket, with the incidents it was forwarded to from there."""
+
+    change: Change
+    forwarded: tuple[str, ...] = ()
+
+
+class SlotIndex(_Value):
+    """The ids filed in one scope bucket and hourly slot."""
+
+    ids: tuple[str, ...] = ()
+
+    def add(self, item: str) -> SlotIndex:
+        return self if item in self.ids else SlotIndex(ids=tuple(sorted((*self.ids, item))))
+
+    def remove(self, item: str) -> SlotIndex:
+        return SlotIndex(ids=tuple(i for i in self.ids if i != item))
+
+
+class Side(_Value):
+    """A record of the internal correlation topics: an incident side or a change snapshot.
+
+    `member` is False on the last record a scope bucket gets for a side whose label left it.
+    """
+
+    incident: IncidentSide | None = None
+    change: Change | None = None
+    member: bool = True

@@ -1,0 +1,265 @@
+"""Change fold and correlation: three agents, each keyed so that no stage funnels through one partition.
+
+    changes + verdicts --(change_id)--> change fold ----> change contributions (by service)
+           |                                   \\
+           |                                    `--> scope (by `label=value`)
+    incident fold --------------------------------> scope, suspects (by aggregate_id)
+    scope: incidents and changes filed by scope label value and hourly slot; whichever side
+           arrives second finds the other and forwards the change to the incident's suspects
+    suspects: the incident with its forwarded changes; decides, ranks, publishes correlations and
+           retractions, and sends a verdict (by change_id) when a pair's liveness flips
+
+Every decision is made in `domain.correlation`; the design is described in docs/semantics.md.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import TypeVar
+
+from faust.types import EventT, StreamT, TableT
+from pydantic import BaseModel, ValidationError
+
+from incidentflow.domain import correlation as corr
+from incidentflow.domain.events import ChangeEvent
+from incidentflow.stream.context import DeadLetter, Worker
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def rules_of(worker: Worker) -> corr.Rules:
+    settings = worker.settings
+    return corr.Rules(scope=settings.correlation_scope_labels, conflict=settings.correlation_conflict_labels)
+
+
+def window_of(worker: Worker, integration: str) -> tuple[float, float]:
+    """(lookback, lookahead) in seconds of an integration; the defaults for one this worker does not know."""
+    found = worker.integrations.get(integration)
+    window = found.correlation if found is not None else None
+    if window is None:
+        return 3600.0, 300.0
+    return window.lookback_minutes * 60, window.lookahead_minutes * 60
+
+
+def _load(table: TableT[bytes, bytes], key: str, model: type[M]) -> M | None:
+    stored = table.get(key.encode())
+    return model.model_validate_json(stored) if stored else None
+
+
+def _store(table: TableT[bytes, bytes], key: str, value: BaseModel | None) -> None:
+    if value is None:
+        table.pop(key.encode(), None)
+    else:
+        table[key.encode()] = value.model_dump_json().encode()
+
+
+def _parse(event: EventT[bytes], model: type[M], what: str) -> M:
+    try:
+        return model.model_validate_json(event.message.value or b"")
+    except ValidationError as error:
+        raise DeadLetter(f"not {what}: {error}") from None
+
+
+async def send_sides(worker: Worker, before: dict[str, str], after: dict[str, str], side: corr.Side) -> None:
+    """A side to every scope bucket of its labels now, and a leaving record to the buckets it left."""
+    rules = rules_of(worker)
+    now = rules.buckets(after)
+    for bucket in sorted(set(now) | set(rules.buckets(before))):
+        member = bucket in now
+        message = side if member else side.model_copy(update={"member": False})
+        await worker.send(worker.names.scope, bucket, message.model_dump_json())
+
+
+def register(worker: Worker) -> None:
+    names = worker.names
+    rules = rules_of(worker)
+    windows = [window_of(worker, name) for name in worker.integrations.by_name] + [(3600.0, 300.0)]
+    reach_back = max(lookahead for _, lookahead in windows)  # a change after an open by at most this
+    reach_ahead = max(lookback for lookback, _ in windows)  # a change before an open by at most this
+
+    changes = worker.table("changes", "ChangeRecord JSON by change_id")
+    scope = worker.table("correlation-scope", "sides and slot indexes by label=value")
+    suspects = worker.table("correlation-suspects", "Suspects JSON by aggregate_id")
+
+    async def contribute(contributions: list[corr.ChangeContribution]) -> None:
+        for contribution in contributions:
+            await worker.send(names.change_contributions, contribution.service, contribution.model_dump_json())
+
+    # -- change fold: key change_id ------------------------------------------------------------
+    async def on_change_event(event: EventT[bytes]) -> str:
+        change_event = _parse(event, ChangeEvent, "a canonical change event")
+        key = change_event.change_id
+        if event.message.key != key.encode():
+            await worker.send(names.changes, key, event.message.value or b"")
+            return "rekeyed"
+        record = _load(changes, key, corr.ChangeRecord) or corr.ChangeRecord()
+        merged = corr.join(record.change, corr.change_of(change_event))
+        before = record.change.flat_labels if record.change else {}
+        if merged == record.change:
+            # A redelivery: what it led to is sent again, in case a crash lost it (all idempotent downstream).
+            await send_sides(worker, before, before, corr.Side(change=merged))
+            await contribute([record.contributed] if record.contributed else [])
+            return "duplicate"
+        record, contributions = corr.change_contributions(record.model_copy(update={"change": merged}))
+        _store(changes, key, record)
+        await send_sides(worker, before, merged.flat_labels, corr.Side(change=merged))
+        await contribute(contributions)
+        return "applied"
+
+    async def on_verdict(event: EventT[bytes]) -> str:
+        verdict = _parse(event, corr.Verdict, "a correlation verdict")
+        key = verdict.change_id
+        if event.message.key != key.encode():
+            await worker.send(names.verdicts, key, event.message.value or b"")
+            return "rekeyed"
+        record = _load(changes, key, corr.ChangeRecord) or corr.ChangeRecord()
+        updated = corr.with_verdict(record, verdict)
+        if updated == record:
+            await contribute([record.contributed] if record.contributed else [])
+            return "duplicate"
+        updated, contributions = corr.change_contributions(updated)
+        _store(changes, key, updated)
+        await contribute(contributions)
+        return "applied"
+
+    async def fold_change(event: EventT[bytes]) -> str:
+        if event.message.topic == names.verdicts:
+            return await on_verdict(event)
+        return await on_change_event(event)
+
+    source = worker.app.topic(names.changes, names.verdicts, key_type=bytes, value_type=bytes,
+                              key_serializer="raw", value_serializer="raw", partitions=worker.settings.partitions)  # fmt: skip
+
+    @worker.app.agent(source, name="change-fold")
+    async def change_fold(stream: StreamT[bytes]) -> None:
+        """Runs for every change event and verdict: folds the change and its failure status."""
+        async for event in stream.events():
+            await worker.handle(event, fold_change)
+
+    # -- scope: key label=value ----------------------------------------------------------------
+    def index(bucket: str, kind: str, slot: str) -> corr.SlotIndex:
+        return _load(scope, f"{bucket}|{kind}|{slot}", corr.SlotIndex) or corr.SlotIndex()
+
+    def refile(bucket: str, kind: str, item: str, old: str | None, new: str | None) -> None:
+        """Moves an id between hourly slot indexes (either slot may be None: not filed)."""
+        if old == new:
+            if new is not None:
+                _store(scope, f"{bucket}|{kind}|{new}", index(bucket, kind, new).add(item))
+            return
+        if old is not None:
+            _store(scope, f"{bucket}|{kind}|{old}", index(bucket, kind, old).remove(item))
+        if new is not None:
+            _store(scope, f"{bucket}|{kind}|{new}", index(bucket, kind, new).add(item))
+
+    async def forward(aggregate_id: str, change: corr.Change) -> None:
+        await worker.send(names.suspects, aggregate_id, corr.Side(change=change).model_dump_json())
+
+    async def scope_incident(bucket: str, side: corr.IncidentSide, member: bool) -> str:
+        entry_key = f"{bucket}|i|{side.aggregate_id}"
+        stored = _load(scope, entry_key, corr.IncidentSide)
+        if stored is not None and stored.version > side.version:
+            return "stale"
+        old_slot = corr.slot_of(stored.opened_at) if stored else None
+        if not member:
+            refile(bucket, "si", side.aggregate_id, old_slot, None)
+            _store(scope, entry_key, None)
+            return "left"
+        refile(bucket, "si", side.aggregate_id, old_slot, corr.slot_of(side.opened_at))
+        _store(scope, entry_key, side)
+        if stored is not None and stored.version != side.version and stored.view() == side.view():
+            return "applied"  # nothing that decides a match moved
+        start = side.opened_at - timedelta(seconds=side.lookback_seconds)
+        end = side.opened_at + timedelta(seconds=side.lookahead_seconds)
+        for slot in corr.slots_between(start, end):
+            for change_id in index(bucket, "sc", slot).ids:
+                filed = _load(scope, f"{bucket}|c|{change_id}", corr.ScopeChange)
+                if filed is None or corr.match(side, filed.change, rules) is None:
+                    continue
+                await forward(side.aggregate_id, filed.change)
+                if side.aggregate_id not in filed.forwarded:
+                    forwarded = tuple(sorted((*filed.forwarded, side.aggregate_id)))
+                    _store(scope, f"{bucket}|c|{change_id}", filed.model_copy(update={"forwarded": forwarded}))
+        return "applied"
+
+    async def scope_change(bucket: str, change: corr.Change, member: bool) -> str:
+        entry_key = f"{bucket}|c|{change.change_id}"
+        filed = _load(scope, entry_key, corr.ScopeChange)
+        merged = corr.join(filed.change if filed else None, change)
+        forwarded = set(filed.forwarded) if filed else set()
+        old_slot = corr.slot_of(filed.change.changed_at) if filed and filed.change.changed_at else None
+        if not member:
+            for aggregate_id in sorted(forwarded):
+                await forward(aggregate_id, merged)
+            refile(bucket, "sc", change.change_id, old_slot, None)
+            _store(scope, entry_key, None)
+            return "left"
+        new_slot = corr.slot_of(merged.changed_at) if merged.changed_at else None
+        refile(bucket, "sc", change.change_id, old_slot, new_slot)
+        if merged.counted and merged.changed_at is not None:
+            start = merged.changed_at - timedelta(seconds=reach_back)
+            end = merged.changed_at + timedelta(seconds=reach_ahead)
+            for slot in corr.slots_between(start, end):
+                for aggregate_id in index(bucket, "si", slot).ids:
+                    side = _load(scope, f"{bucket}|i|{aggregate_id}", corr.IncidentSide)
+                    if side is not None and corr.match(side, merged, rules) is not None:
+                        forwarded.add(aggregate_id)
+        # Incidents it was forwarded to before hear of it again, so that a moved or canceled change retracts.
+        for aggregate_id in sorted(forwarded):
+            await forward(aggregate_id, merged)
+        _store(scope, entry_key, corr.ScopeChange(change=merged, forwarded=tuple(sorted(forwarded))))
+        return "applied"
+
+    async def scope_one(event: EventT[bytes]) -> str:
+        side = _parse(event, corr.Side, "a correlation side")
+        bucket = (event.message.key or b"").decode("utf-8", "replace")
+        if side.incident is not None and side.change is None:
+            return await scope_incident(bucket, side.incident, side.member)
+        if side.change is not None and side.incident is None:
+            return await scope_change(bucket, side.change, side.member)
+        raise DeadLetter("a correlation side carries exactly one of `incident` and `change`")
+
+    @worker.app.agent(worker.topic(names.scope), name="correlation-scope")
+    async def scope_agent(stream: StreamT[bytes]) -> None:
+        """Runs for every side filed under a scope label: finds the other side within the window."""
+        async for event in stream.events():
+            await worker.handle(event, scope_one)
+
+    # -- suspects: key aggregate_id ------------------------------------------------------------
+    async def suspects_one(event: EventT[bytes]) -> str:
+        side = _parse(event, corr.Side, "a correlation side")
+        if side.incident is not None and side.change is None:
+            key = side.incident.aggregate_id
+        elif side.change is not None and side.incident is None:
+            key = (event.message.key or b"").decode("utf-8", "replace")
+        else:
+            raise DeadLetter("a correlation side carries exactly one of `incident` and `change`")
+        if event.message.key != key.encode():
+            await worker.send(names.suspects, key, event.message.value or b"")
+            return "rekeyed"
+        state = _load(suspects, key, corr.Suspects) or corr.Suspects()
+        if side.incident is not None:
+            outcome = corr.with_incident(state, side.incident, rules)
+        else:
+            assert side.change is not None  # noqa: S101  # checked above; for the type checker
+            outcome = corr.with_change(state, side.change, rules)
+        if outcome.state == state:
+            # A redelivery: verdicts are resent (idempotent by their flip count), public records are not.
+            for pair in state.pairs.values():
+                await send_verdict(pair)
+            return "duplicate"
+        _store(suspects, key, outcome.state)
+        for record in outcome.published:
+            await worker.send(names.correlations, record.aggregate_id, record.model_dump_json())
+        for pair in outcome.flipped:
+            await send_verdict(pair)
+        return "applied"
+
+    async def send_verdict(pair: corr.Pair) -> None:
+        verdict = corr.Verdict(aggregate_id=pair.record.aggregate_id, change_id=pair.record.change_id, flips=pair.flips)
+        await worker.send(names.verdicts, verdict.change_id, verdict.model_dump_json())
+
+    @worker.app.agent(worker.topic(names.suspects), name="correlation-suspects")
+    async def suspects_agent(stream: StreamT[bytes]) -> None:
+        """Runs for every incident side and forwarded change: decides, ranks and publishes correlations."""
+        async for event in stream.events():
+            await worker.handle(event, suspects_one)

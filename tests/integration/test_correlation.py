@@ -1,0 +1,122 @@
+"""Correlation end to end: 5,000 changes and 5,000 alert events through the gateway, with 1 and with 3 workers.
+
+Both runs must give exactly the batch recomputation's live correlations (after retractions),
+pair for pair, and the change rows on `incidentflow.metrics` must give its change failure counts.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import datetime
+from typing import Any
+
+import pytest
+
+from incidentflow.domain.events import AlertEvent, ChangeEvent
+from tests.integration.conftest import Stack, read_topic
+from tests.integration.helpers import post_each
+from tests.oracle import (
+    live_correlations,
+    recompute_change,
+    recompute_change_failure,
+    recompute_correlations,
+    recompute_incident,
+)
+from tests.scenario import Posted, correlated_traffic, shuffled_with_duplicates
+
+pytestmark = pytest.mark.integration
+
+TOKENS = ("corr-alerts-a-token-0123456789", "corr-alerts-b-token-0123456789", "corr-deploys-token-0123456789")
+NAMES = {TOKENS[0]: "alerts-a", TOKENS[1]: "alerts-b", TOKENS[2]: "deploys"}
+INTEGRATIONS = f"""integrations:
+  - {{name: alerts-a, source: native, token: {TOKENS[0]}, rate_limit_per_minute: 100000000}}
+  - {{name: alerts-b, source: native, token: {TOKENS[1]}, rate_limit_per_minute: 100000000,
+      correlation: {{lookback_minutes: 30, lookahead_minutes: 10}}}}
+  - {{name: deploys, source: native, token: {TOKENS[2]}, rate_limit_per_minute: 100000000}}
+"""
+WINDOWS = {"alerts-a": (60.0, 5.0), "alerts-b": (30.0, 10.0)}
+
+
+def _event(item: Posted) -> AlertEvent | ChangeEvent:
+    integration = NAMES[item.token]
+    at = datetime.fromisoformat(item.body["occurred_at"])
+    if "change_key" in item.body:
+        fields = {k: v for k, v in item.body.items() if k not in ("change_key", "occurred_at")}
+        return ChangeEvent(**fields, change_id=f"{integration}:{item.body['change_key']}", integration=integration,
+                           source="native", occurred_at=at, received_at=at)  # fmt: skip
+    fields = {k: v for k, v in item.body.items() if k != "occurred_at"}
+    return AlertEvent(**fields, aggregate_id=f"{integration}:{item.body['external_aggregate_key']}",
+                      integration=integration, source="native", occurred_at=at, received_at=at)  # fmt: skip
+
+
+def expected(
+    posted: list[Posted],
+) -> tuple[dict[tuple[str, str], dict[str, Any]], dict[tuple[str, str], tuple[int, int]]]:
+    alerts: dict[str, list[AlertEvent]] = {}
+    changes: dict[str, list[ChangeEvent]] = {}
+    for item in posted:
+        event = _event(item)
+        if isinstance(event, AlertEvent):
+            alerts.setdefault(event.aggregate_id, []).append(event)
+        else:
+            changes.setdefault(event.change_id, []).append(event)
+    incidents = [i for events in alerts.values() if (i := recompute_incident(events)) is not None]
+    folded = [recompute_change(events) for events in changes.values()]
+    correlations = recompute_correlations(incidents, folded, WINDOWS)
+    return correlations, recompute_change_failure(folded, correlations)
+
+
+def change_rows(records: list[Any]) -> dict[tuple[str, str], tuple[int, int]]:
+    latest = {r.key.decode(): json.loads(r.value) for r in records}
+    return {
+        (row["service"], row["day"]): (row["changes"], row["failed_changes"])
+        for row in latest.values()
+        if row["metric"] == "changes" and row["changes"]
+    }
+
+
+TRAFFIC = correlated_traffic(seed=21, changes=5000, alert_events=5000, tokens=TOKENS)
+DELIVERED = shuffled_with_duplicates(TRAFFIC, seed=22, duplicate_rate=0.1)
+EXPECTED, EXPECTED_FAILURES = expected(TRAFFIC)
+
+
+def test_the_scenario_is_rich_enough() -> None:
+    changes = {item.body["change_key"] for item in TRAFFIC if "change_key" in item.body}
+    alerts = [item for item in TRAFFIC if "action" in item.body]
+    assert len(changes) >= 5000 and len(alerts) >= 5000
+    assert len(EXPECTED) >= 1000, len(EXPECTED)
+    assert sum(failed for _, failed in EXPECTED_FAILURES.values()) >= 500
+    assert any(rank > 3 for rank in (c["rank"] for c in EXPECTED.values()))
+    assert len({(c["matched_labels"].get("cluster")) for c in EXPECTED.values()}) > 2
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_live_correlations_equal_the_batch_recomputation(stack_factory: Any, workers: int) -> None:
+    stack: Stack = stack_factory(INTEGRATIONS, partitions=8)
+    stack.start_gateway()
+    for index in range(workers):
+        stack.start_worker(index)
+    statuses: dict[int, int] = {}
+    requests = [(f"{stack.gateway_url}/v1/events/{item.token}", item.body) for item in DELIVERED]
+    poster = threading.Thread(target=lambda: statuses.update(post_each(requests)))
+    poster.start()
+    poster.join()
+    assert statuses.get(202) == len(DELIVERED), statuses
+
+    started = time.monotonic()
+    records = read_topic(stack.bootstrap, f"{stack.namespace}.correlations",
+                         lambda rs: live_correlations([json.loads(r.value) for r in rs]) == EXPECTED, timeout=420)  # fmt: skip
+    got = live_correlations([json.loads(r.value) for r in records])
+    missing = sorted(set(EXPECTED) - set(got))
+    extra = sorted(set(got) - set(EXPECTED))
+    wrong = [(pair, got[pair], EXPECTED[pair]) for pair in EXPECTED if pair in got and got[pair] != EXPECTED[pair]]
+    assert got == EXPECTED, {"missing": missing[:5], "extra": extra[:5], "wrong": wrong[:3],
+                             "counts": (len(EXPECTED), len(got))}  # fmt: skip
+    assert any(json.loads(r.value)["retracted"] for r in records), "the scenario should make the pipeline retract"
+    assert all(r.key.decode() == json.loads(r.value)["aggregate_id"] for r in records)  # keyed by aggregate_id
+
+    rows = read_topic(stack.bootstrap, f"{stack.namespace}.metrics",
+                      lambda rs: change_rows(rs) == EXPECTED_FAILURES, timeout=max(60.0, 420 - (time.monotonic() - started)))  # fmt: skip
+    assert change_rows(rows) == EXPECTED_FAILURES
