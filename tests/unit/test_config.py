@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from incidentflow.config import ConfigError, hash_token, load_integrations, parse_integrations
+from incidentflow.config import ConfigError, Settings, hash_token, load_integrations, parse_integrations
 
 GOOD = f"""
 integrations:
@@ -54,3 +54,12 @@ def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_the_demo_file_is_valid() -> None:
     assert load_integrations(Path(__file__).resolve().parents[2] / "deploy/demo/integrations.yaml").get("demo-elven")
+
+
+def test_list_settings_come_from_comma_separated_environment_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INCIDENTFLOW_TRUSTED_PROXIES", "10.0.0.1, 10.0.0.2")
+    monkeypatch.setenv("INCIDENTFLOW_CORRELATION_SCOPE_LABELS", "service,team")
+    settings = Settings()
+    assert settings.trusted_proxies == ("10.0.0.1", "10.0.0.2")
+    assert settings.correlation_scope_labels == ("service", "team")
+    assert settings.correlation_conflict_labels == ("env", "environment", "region")

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from incidentflow.domain.events import ChangeEvent, UtcDatetime, content_id
 from incidentflow.domain.incident import Incident
+from incidentflow.domain.metrics import ChangeMember
 from incidentflow.domain.records import Correlation
 
 CHANGED = ("processing", "done")
@@ -236,6 +237,7 @@ class Suspects(_Value):
     incident: IncidentSide | None = None
     changes: dict[str, Change] = Field(default_factory=dict)
     pairs: dict[str, Pair] = Field(default_factory=dict)
+    position: int = Field(default=-1, description="Offset of the last input that changed this state.")
 
 
 @dataclass(frozen=True)
@@ -294,49 +296,78 @@ class Verdict(_Value):
         return self.flips % 2 == 1
 
 
-class ChangeContribution(_Value):
-    """One change's part in its service's change series; `present=False` withdraws it."""
+class ChangeFacts(_Value):
+    """All the change fold knows of one change: the change and its pairs' flip counts.
 
-    service: str
-    change_id: str
-    present: bool
-    changed_at: UtcDatetime | None = None
-    failed: bool = False
+    A join-semilattice like `Change`: the metric series keep the join of every copy they receive,
+    so copies may arrive in any order and any number of times, also after a crash and a replay.
+    """
 
-
-class ChangeRecord(_Value):
-    """The change fold's state: the change, its pairs' verdicts, and what it last contributed."""
-
-    change: Change | None = None
-    verdicts: dict[str, int] = Field(default_factory=dict, description="aggregate_id -> flips")
-    contributed: ChangeContribution | None = None
+    change: Change
+    verdicts: dict[str, int] = Field(default_factory=dict, description="aggregate_id -> flips (odd = live)")
 
     @property
     def failed(self) -> bool:
+        """Failed while at least one of its correlations is live."""
         return any(flips % 2 == 1 for flips in self.verdicts.values())
+
+    def member(self, service: str) -> ChangeMember:
+        """Where the change stands in the change series of `service`: present only in its current service's."""
+        here = self.change.counted and self.change.service == service
+        return ChangeMember(present=here, changed_at=self.change.changed_at if here else None,
+                            failed=here and self.failed)  # fmt: skip
+
+    def join(self, other: ChangeFacts) -> ChangeFacts:
+        verdicts = dict(self.verdicts)
+        for aggregate_id, flips in other.verdicts.items():
+            verdicts[aggregate_id] = max(flips, verdicts.get(aggregate_id, 0))
+        return ChangeFacts(change=join(self.change, other.change), verdicts=dict(sorted(verdicts.items())))
+
+
+class ChangeContribution(_Value):
+    """The facts of one change, for the change series of `service` (its service now, or a former one)."""
+
+    service: str
+    facts: ChangeFacts
+
+
+class ChangeRecord(_Value):
+    """The change fold's state: the facts, and every service series they were sent to."""
+
+    facts: ChangeFacts | None = None
+    services: tuple[str, ...] = ()
+    pending: dict[str, int] = Field(default_factory=dict, description="Verdicts that came before any event.")
+
+
+def with_change_event(record: ChangeRecord, event: ChangeEvent) -> ChangeRecord:
+    new = ChangeFacts(change=change_of(event), verdicts=record.pending)
+    facts = new if record.facts is None else record.facts.join(new)
+    return record.model_copy(update={"facts": facts, "pending": {}})
 
 
 def with_verdict(record: ChangeRecord, verdict: Verdict) -> ChangeRecord:
-    if record.verdicts.get(verdict.aggregate_id, 0) >= verdict.flips:
+    """A verdict for a change not seen yet is kept too (its events may still be on their way)."""
+    if record.facts is None:
+        flips = max(verdict.flips, record.pending.get(verdict.aggregate_id, 0))
+        return record.model_copy(update={"pending": {**record.pending, verdict.aggregate_id: flips}})
+    if record.facts.verdicts.get(verdict.aggregate_id, 0) >= verdict.flips:
         return record
-    return record.model_copy(update={"verdicts": {**record.verdicts, verdict.aggregate_id: verdict.flips}})
+    verdicts = dict(sorted({**record.facts.verdicts, verdict.aggregate_id: verdict.flips}.items()))
+    return record.model_copy(update={"facts": record.facts.model_copy(update={"verdicts": verdicts})})
 
 
 def change_contributions(record: ChangeRecord) -> tuple[ChangeRecord, list[ChangeContribution]]:
-    """What the change contributes now, and a withdrawal from its former service; [] when unchanged."""
-    change = record.change
-    if change is None:
+    """The facts for the change's service series and for every former one (which then drop it).
+
+    A change that never counted (only `planned` so far) has nothing to contribute yet.
+    """
+    facts = record.facts
+    if facts is None or (not facts.change.counted and not record.services):
         return record, []
-    now = ChangeContribution(service=change.service, change_id=change.change_id, present=change.counted,
-                             changed_at=change.changed_at if change.counted else None,
-                             failed=change.counted and record.failed)  # fmt: skip
-    before = record.contributed
-    if before == now or (before is None and not now.present):
-        return record, []
-    result = [now]
-    if before is not None and before.service != now.service and before.present:
-        result.append(ChangeContribution(service=before.service, change_id=change.change_id, present=False))
-    return record.model_copy(update={"contributed": now}), result
+    services = tuple(sorted({*record.services, facts.change.service}))
+    return record.model_copy(update={"services": services}), [
+        ChangeContribution(service=service, facts=facts) for service in services
+    ]
 
 
 def slot_of(at: datetime) -> str:

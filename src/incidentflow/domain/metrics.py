@@ -202,7 +202,7 @@ def mttr(buckets: Iterable[DayBucket], now: datetime, window: timedelta) -> tupl
 
 
 class ChangeMember(BaseModel):
-    """Where one change stands in its service's change series (the last contribution wins)."""
+    """Where one change stands in one service's change series (derived from the joined facts)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 

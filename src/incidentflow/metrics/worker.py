@@ -116,6 +116,13 @@ class WorkerMetrics:
             ["topic", "outcome"],
             registry=self.registry,
         )
+        self.rewinds = Counter(
+            "incidentflow_offset_rewinds",
+            "Times a partition was read again from the last offset this worker group recorded as processed,"
+            " because the consumer was about to skip records (see docs/semantics.md).",
+            ["topic"],
+            registry=self.registry,
+        )
 
     def add_series(self, collector: Collector) -> None:
         self.registry.register(collector)

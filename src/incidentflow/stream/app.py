@@ -7,6 +7,8 @@ from datetime import UTC, date, datetime
 
 import faust
 from aiokafka.partitioner import murmur2
+from faust.transport.consumer import Consumer as FaustConsumer
+from faust.types import Message
 from prometheus_client import generate_latest
 
 from incidentflow.config import Integrations, Settings
@@ -23,6 +25,8 @@ EXPOSITION_TYPE = "text/plain; version=0.0.4"
 
 def create_worker(settings: Settings, integrations: Integrations) -> Worker:
     """The worker for these settings; nothing connects to Kafka until it is started."""
+    _never_commit_skipped_messages()
+    _rewind_after_rebalance()
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
@@ -50,6 +54,7 @@ def create_worker(settings: Settings, integrations: Integrations) -> Worker:
     )
     worker = Worker(settings=settings, integrations=integrations, app=app,
                     names=Topics.of(settings), metrics=WorkerMetrics())  # fmt: skip
+    app.incidentflow_worker = worker  # type: ignore[attr-defined]  # found by the consumer patch below
     normalize.register(worker)
     incidents.register(worker)
     series.register(worker)
@@ -57,6 +62,51 @@ def create_worker(settings: Settings, integrations: Integrations) -> Worker:
     series.register_changes(worker)
     _add_metrics_page(worker)
     return worker
+
+
+def _never_commit_skipped_messages() -> None:
+    """Keeps Faust from committing the offsets of records it skipped during a rebalance.
+
+    When a rebalance starts, Faust (0.15) clears its queues and skips the records its streams still
+    take from before the new generation, but it *acks* them on the way out ("ack the filtered
+    message, otherwise the lag would increase"). Their offsets are then committed as processed, and
+    the partition's next owner starts after records nobody processed: our 3-worker correlation
+    test lost 39 raw records that way during a start-up rebalance. Refusing those acks leaves the
+    committed offset before them, so the next owner processes them (our folds are idempotent).
+    """
+    if getattr(FaustConsumer.ack, "_incidentflow_guard", False):
+        return
+    original = FaustConsumer.ack
+
+    def ack(self: FaustConsumer, message: Message) -> bool:
+        app = self.app
+        if message.generation_id != app.consumer_generation_id or not app.flow_control.is_active():
+            message.acked = True  # nobody waits for it: it was not processed, and will be again
+            self._unacked_messages.discard(message)
+            return False
+        return original(self, message)
+
+    ack._incidentflow_guard = True  # type: ignore[attr-defined]
+    FaustConsumer.ack = ack  # type: ignore[method-assign]
+
+
+def _rewind_after_rebalance() -> None:
+    """After Faust seeks the assigned partitions to their committed offsets (end of every
+    rebalance), reads again any partition whose committed offset jumped over records: see
+    `Positions` in stream/context.py."""
+    if getattr(FaustConsumer.perform_seek, "_incidentflow_guard", False):
+        return
+    original = FaustConsumer.perform_seek
+
+    async def perform_seek(self: FaustConsumer) -> None:
+        await original(self)
+        worker = getattr(self.app, "incidentflow_worker", None)
+        if worker is not None and worker.positions is not None:
+            for topic, _ in await worker.positions.rewind_assigned(self):
+                worker.metrics.rewinds.labels(topic).inc()
+
+    perform_seek._incidentflow_guard = True  # type: ignore[attr-defined]
+    FaustConsumer.perform_seek = perform_seek  # type: ignore[method-assign]
 
 
 def _add_metrics_page(worker: Worker) -> None:

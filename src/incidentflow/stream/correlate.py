@@ -93,16 +93,19 @@ def register(worker: Worker) -> None:
             await worker.send(names.changes, key, event.message.value or b"")
             return "rekeyed"
         record = _load(changes, key, corr.ChangeRecord) or corr.ChangeRecord()
-        merged = corr.join(record.change, corr.change_of(change_event))
-        before = record.change.flat_labels if record.change else {}
-        if merged == record.change:
+        before = record.facts.change.flat_labels if record.facts else {}
+        updated = corr.with_change_event(record, change_event)
+        if updated == record:
             # A redelivery: what it led to is sent again, in case a crash lost it (all idempotent downstream).
-            await send_sides(worker, before, before, corr.Side(change=merged))
-            await contribute([record.contributed] if record.contributed else [])
+            if record.facts is not None:
+                await send_sides(worker, before, before, corr.Side(change=record.facts.change))
+            await contribute(corr.change_contributions(record)[1])
             return "duplicate"
-        record, contributions = corr.change_contributions(record.model_copy(update={"change": merged}))
-        _store(changes, key, record)
-        await send_sides(worker, before, merged.flat_labels, corr.Side(change=merged))
+        facts = updated.facts
+        assert facts is not None  # noqa: S101  # an event always leaves facts; for the type checker
+        updated, contributions = corr.change_contributions(updated)
+        _store(changes, key, updated)
+        await send_sides(worker, before, facts.change.flat_labels, corr.Side(change=facts.change))
         await contribute(contributions)
         return "applied"
 
@@ -115,7 +118,7 @@ def register(worker: Worker) -> None:
         record = _load(changes, key, corr.ChangeRecord) or corr.ChangeRecord()
         updated = corr.with_verdict(record, verdict)
         if updated == record:
-            await contribute([record.contributed] if record.contributed else [])
+            await contribute(corr.change_contributions(record)[1])
             return "duplicate"
         updated, contributions = corr.change_contributions(updated)
         _store(changes, key, updated)
@@ -243,11 +246,15 @@ def register(worker: Worker) -> None:
             assert side.change is not None  # noqa: S101  # checked above; for the type checker
             outcome = corr.with_change(state, side.change, rules)
         if outcome.state == state:
-            # A redelivery: verdicts are resent (idempotent by their flip count), public records are not.
+            if event.message.offset > state.position:
+                return "duplicate"  # a redelivery from upstream: a second record would be noise
+            # A replay after a crash (this offset already changed the state): what it led to is sent
+            # again, in case the crash lost it after the state was saved. Same content, same ids.
             for pair in state.pairs.values():
+                await worker.send(names.correlations, key, pair.record.model_dump_json())
                 await send_verdict(pair)
-            return "duplicate"
-        _store(suspects, key, outcome.state)
+            return "replayed"
+        _store(suspects, key, outcome.state.model_copy(update={"position": event.message.offset}))
         for record in outcome.published:
             await worker.send(names.correlations, record.aggregate_id, record.model_dump_json())
         for pair in outcome.flipped:

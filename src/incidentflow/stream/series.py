@@ -7,8 +7,8 @@ from datetime import date
 from faust.types import EventT, StreamT
 from pydantic import ValidationError
 
+from incidentflow.domain import correlation as corr
 from incidentflow.domain import metrics
-from incidentflow.domain.correlation import ChangeContribution
 from incidentflow.domain.records import MetricRow
 from incidentflow.stream.context import DeadLetter, Worker
 
@@ -82,33 +82,37 @@ def _bucket(stored: bytes | None) -> metrics.DayBucket:
 def register_changes(worker: Worker) -> None:
     """Change series, keyed by service: members, day buckets and an index -> `changes` rows of `incidentflow.metrics`."""
     names = worker.names
-    members = worker.table("change-members", "ChangeMember JSON by service|change_id")
+    members = worker.table("change-members", "ChangeFacts JSON (joined) by service|change_id")
     days = worker.table("change-days", "ChangeDay JSON by service|YYYY-MM-DD")
     index = worker.table("change-index", "ChangeIndex JSON by service")
 
     async def record_one(event: EventT[bytes]) -> str:
         try:
-            contribution = ChangeContribution.model_validate_json(event.message.value or b"")
+            contribution = corr.ChangeContribution.model_validate_json(event.message.value or b"")
         except ValidationError as error:
             raise DeadLetter(f"not a change contribution: {error}") from None
         service = contribution.service
         if event.message.key != service.encode():
             await worker.send(names.change_contributions, service, event.message.value or b"")
             return "rekeyed"
-        member_key = f"{service}|{contribution.change_id}".encode()
+        change_id = contribution.facts.change.change_id
+        member_key = f"{service}|{change_id}".encode()
         stored = members.get(member_key)
-        old = metrics.ChangeMember.model_validate_json(stored) if stored else None
-        new = metrics.ChangeMember(present=contribution.present, changed_at=contribution.changed_at,
-                                   failed=contribution.failed)  # fmt: skip
-        if old == new:
+        known = corr.ChangeFacts.model_validate_json(stored) if stored else None
+        facts = contribution.facts if known is None else known.join(contribution.facts)
+        if facts == known:
             return "duplicate"
-        members[member_key] = new.model_dump_json().encode()
+        members[member_key] = facts.model_dump_json().encode()
+        old = known.member(service) if known is not None else None
+        new = facts.member(service)
+        if old == new:
+            return "applied"
         changed: dict[date, metrics.ChangeDay] = {}
         if old is not None and old.day is not None:
-            changed[old.day] = _change_day(days.get(day_key(service, old.day))).without(contribution.change_id)
+            changed[old.day] = _change_day(days.get(day_key(service, old.day))).without(change_id)
         if new.day is not None and new.changed_at is not None:
             current = changed.get(new.day) or _change_day(days.get(day_key(service, new.day)))
-            changed[new.day] = current.with_change(contribution.change_id, new.changed_at, new.failed)
+            changed[new.day] = current.with_change(change_id, new.changed_at, new.failed)
         stored_index = index.get(service.encode())
         current_index = (
             metrics.ChangeIndex.model_validate_json(stored_index)

@@ -174,30 +174,63 @@ def test_a_pair_that_leaves_the_window_is_retracted_once_and_can_come_back() -> 
     assert [p.flips for p in back.flipped] == [3]
 
 
-def test_verdicts_apply_in_any_order() -> None:
-    verdicts = [corr.Verdict(aggregate_id="acme:a", change_id="ship:1", flips=n) for n in (1, 2, 3, 4)]
+def test_verdicts_apply_in_any_order_even_before_the_change() -> None:
+    verdicts = [corr.Verdict(aggregate_id="acme:a", change_id="ship:deploy-1", flips=n) for n in (1, 2, 3, 4)]
+    event = change("done", 0, labels={"service": "a"})
     for _ in range(10):
-        random.shuffle(verdicts)
+        items: list[corr.Verdict | ChangeEvent] = [*verdicts, *verdicts, event]
+        random.shuffle(items)
         record = corr.ChangeRecord()
-        for verdict in verdicts + verdicts:
-            record = corr.with_verdict(record, verdict)
-        assert record.verdicts == {"acme:a": 4}
-        assert not record.failed
+        for item in items:
+            if isinstance(item, corr.Verdict):
+                record = corr.with_verdict(record, item)
+            else:
+                record = corr.with_change_event(record, item)
+        assert record.facts is not None
+        assert record.facts.verdicts == {"acme:a": 4}
+        assert not record.facts.failed
 
 
-def test_change_contribution_moves_with_service_and_failure() -> None:
-    counted = corr.change_of(change("done", 0, labels={"service": "a"}))
-    record, out = corr.change_contributions(corr.ChangeRecord(change=counted))
-    assert [(c.service, c.present, c.failed) for c in out] == [("a", True, False)]
-    failed = corr.with_verdict(record, corr.Verdict(aggregate_id="x:1", change_id=counted.change_id, flips=1))
-    record, out = corr.change_contributions(failed)
-    assert [(c.service, c.present, c.failed) for c in out] == [("a", True, True)]
-    relabelled = corr.join(record.change, corr.change_of(change("done", 5, labels={"service": "b"})))
-    record, out = corr.change_contributions(record.model_copy(update={"change": relabelled}))
-    assert [(c.service, c.present) for c in out] == [("b", True), ("a", False)]
-    assert corr.change_contributions(record)[1] == []
-    planned = corr.change_of(change("planned", 0, key="later"))
-    assert corr.change_contributions(corr.ChangeRecord(change=planned))[1] == []
+def test_change_facts_go_to_every_service_they_were_in() -> None:
+    record = corr.with_change_event(corr.ChangeRecord(), change("done", 0, labels={"service": "a"}))
+    record, out = corr.change_contributions(record)
+    assert [(c.service, c.facts.member(c.service).present) for c in out] == [("a", True)]
+    record = corr.with_verdict(record, corr.Verdict(aggregate_id="x:1", change_id="ship:deploy-1", flips=1))
+    record, out = corr.change_contributions(record)
+    assert [(c.service, c.facts.member(c.service).failed) for c in out] == [("a", True)]
+    record = corr.with_change_event(record, change("done", 5, labels={"service": "b"}))
+    record, out = corr.change_contributions(record)
+    assert [(c.service, c.facts.member(c.service).present) for c in out] == [("a", False), ("b", True)]
+    planned = corr.with_change_event(corr.ChangeRecord(), change("planned", 0, key="later"))
+    assert corr.change_contributions(planned)[1] == []
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.permutations(list(range(6))), st.lists(st.integers(0, 5), max_size=6))
+def test_a_series_member_is_the_same_whatever_order_and_repeats_its_facts_come_in(
+    order: list[int], repeats: list[int]
+) -> None:
+    """The change series keep the join of the facts they receive: replays after a crash cannot roll them back."""
+    events = [change("planned", 0, labels={"service": "a"}), change("processing", 3, labels={"service": "a"}),
+              change("done", 9, labels={"service": "b"}), change("canceled", 12, labels={"service": "b"})]  # fmt: skip
+    record = corr.ChangeRecord()
+    sent: list[corr.ChangeContribution] = []
+    steps: list[corr.Verdict | ChangeEvent] = [*events, corr.Verdict(aggregate_id="x:1", change_id="ship:deploy-1", flips=1),
+                                               corr.Verdict(aggregate_id="x:1", change_id="ship:deploy-1", flips=2)]  # fmt: skip
+    for step in steps:
+        record = (
+            corr.with_verdict(record, step) if isinstance(step, corr.Verdict) else corr.with_change_event(record, step)
+        )
+        record, out = corr.change_contributions(record)
+        sent.extend(out)
+    final = {c.service: c.facts for c in sent}
+    shuffled = [sent[i % len(sent)] for i in order] + [sent[i % len(sent)] for i in repeats] + sent
+    random.Random(len(order)).shuffle(shuffled)
+    joined: dict[str, corr.ChangeFacts] = {}
+    for c in shuffled:
+        joined[c.service] = c.facts if c.service not in joined else joined[c.service].join(c.facts)
+    assert {s: f.member(s) for s, f in joined.items()} == {s: f.member(s) for s, f in final.items()}
+    assert not any(f.member(s).present for s, f in joined.items())  # canceled at the end: counts nowhere
 
 
 def test_slots() -> None:
