@@ -1,0 +1,54 @@
+"""The worker's scrape-time collectors: trailing windows, owned series only, no sample without data."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+from prometheus_client import CollectorRegistry, generate_latest
+
+from incidentflow.domain import metrics
+from incidentflow.metrics.worker import ChangeCollector, SeriesCollector
+
+NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+
+
+def _text(collector: object) -> str:
+    registry = CollectorRegistry()
+    registry.register(collector)  # type: ignore[arg-type]
+    return generate_latest(registry).decode()
+
+
+def test_change_failure_ratio_and_changes_per_window() -> None:
+    days = {
+        ("checkout", NOW.date()): metrics.ChangeDay(changes={
+            "c1": (NOW - timedelta(hours=1), True), "c2": (NOW - timedelta(hours=2), False)}),
+        ("checkout", (NOW - timedelta(days=3)).date()): metrics.ChangeDay(changes={
+            "c3": (NOW - timedelta(days=3), True), "c4": (NOW - timedelta(days=3), True)}),
+        ("search", (NOW - timedelta(days=40)).date()): metrics.ChangeDay(changes={"c5": (NOW - timedelta(days=40), True)}),
+    }  # fmt: skip
+    index = {
+        b"checkout": metrics.ChangeIndex(service="checkout", days=(NOW.date() - timedelta(days=3), NOW.date())),
+        b"search": metrics.ChangeIndex(service="search", days=((NOW - timedelta(days=40)).date(),)),
+        b"payments": metrics.ChangeIndex(service="payments", days=(NOW.date(),)),
+    }
+
+    def day(service: str, on: date) -> metrics.ChangeDay:
+        return days.get((service, on), metrics.ChangeDay())
+
+    text = _text(ChangeCollector(index=lambda: [(k, v.model_dump_json().encode()) for k, v in index.items()],
+                                 day=day, owned=lambda key: key != b"payments", now=lambda: NOW))  # fmt: skip
+    assert 'incidentflow_changes{service="checkout",window="1d"} 2.0' in text
+    assert 'incidentflow_change_failure_ratio{service="checkout",window="1d"} 0.5' in text
+    assert 'incidentflow_changes{service="checkout",window="7d"} 4.0' in text
+    assert 'incidentflow_change_failure_ratio{service="checkout",window="7d"} 0.75' in text
+    assert 'incidentflow_changes{service="search",window="30d"} 0.0' in text
+    assert 'incidentflow_change_failure_ratio{service="search"' not in text  # no changes, no ratio sample
+    assert "payments" not in text  # owned by another worker
+
+
+def test_mttr_is_absent_without_resolutions_and_open_counts_show() -> None:
+    index = {b"db|high": metrics.SeriesIndex(service="db", severity="high", open=3)}
+    text = _text(SeriesCollector(index=lambda: [(k, v.model_dump_json().encode()) for k, v in index.items()],
+                                 day=lambda s, d: metrics.DayBucket(), owned=lambda key: True, now=lambda: NOW))  # fmt: skip
+    assert 'incidentflow_incidents_open{service="db",severity="high"} 3.0' in text
+    assert "incidentflow_mttr_seconds{" not in text
