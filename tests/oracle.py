@@ -212,3 +212,39 @@ def recompute_change_failure(
 
 def _parse(value: Any) -> datetime:
     return value if isinstance(value, datetime) else datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+
+
+def recompute_report(
+    incidents: list[dict[str, Any]], changes: list[dict[str, Any]], correlations: dict[tuple[str, str], Any],
+    first: Any, last: Any,
+) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """What `incidentflow report --json` should say per service for UTC days first..last."""
+    failed = {change_id for _, change_id in correlations}
+    out: dict[str, dict[str, Any]] = {}
+
+    def entry(service: str) -> dict[str, Any]:
+        return out.setdefault(service, {"restores": [], "changes": 0, "failed_changes": 0})
+
+    for incident in incidents:
+        if incident["status"] != "resolved":
+            continue
+        if first <= _parse(incident["resolved_at"]).date() <= last:
+            entry(incident["labels"].get("service") or "unknown")["restores"].append(
+                incident["time_to_restore_seconds"]
+            )
+    for change in changes:
+        if change["counted"] and first <= change["changed_at"].date() <= last:
+            e = entry(change["labels"].get("service") or "unknown")
+            e["changes"] += 1
+            e["failed_changes"] += change["change_id"] in failed
+    return {
+        service: {
+            "incidents": len(e["restores"]),
+            "mttr_seconds": sum(e["restores"]) / len(e["restores"]) if e["restores"] else None,
+            "max_seconds": max(e["restores"]) if e["restores"] else None,
+            "changes": e["changes"],
+            "failed_changes": e["failed_changes"],
+            "change_failure_rate": e["failed_changes"] / e["changes"] if e["changes"] else None,
+        }
+        for service, e in sorted(out.items())
+    }

@@ -8,6 +8,7 @@ import logging
 import secrets
 import sys
 from collections.abc import Sequence
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -167,6 +168,21 @@ def cmd_schemas(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from incidentflow.tools.report import run_report
+
+    if args.to < args.start:
+        sys.exit("incidentflow report: --to is before --from")
+    return run_report(_settings(), args.start, args.to, args.service, args.json)
+
+
+def _day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from incidentflow.tools.demo import run_demo
 
@@ -220,6 +236,19 @@ def build_parser() -> argparse.ArgumentParser:
     schemas.add_argument("--dir", type=Path, default=Path("schemas"), help="target folder (default schemas/)")
     schemas.add_argument("--openapi", type=Path, default=Path("docs/openapi.json"), help="default docs/openapi.json")
     schemas.set_defaults(func=cmd_schemas)
+
+    report = sub.add_parser(
+        "report",
+        help="MTTR and change failure rate per service for a range of days (reads <namespace>.metrics)",
+        description="Sums the daily rows of <namespace>.metrics for UTC days FROM..TO (inclusive): incidents finally "
+        "resolved, their mean and longest time to restore, changes by change time, failed changes and the change "
+        "failure rate, per service.",
+    )
+    report.add_argument("--from", dest="start", required=True, type=_day, help="first UTC day, YYYY-MM-DD")
+    report.add_argument("--to", required=True, type=_day, help="last UTC day, YYYY-MM-DD (inclusive)")
+    report.add_argument("--service", help="only this service")
+    report.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    report.set_defaults(func=cmd_report)
 
     demo = sub.add_parser("demo", help="post sample webhooks and show incidents and MTTR as they come back")
     demo.add_argument("--gateway-url", default="http://127.0.0.1:8080")

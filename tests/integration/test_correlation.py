@@ -7,9 +7,12 @@ pair for pair, and the change rows on `incidentflow.metrics` must give its chang
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 import pytest
@@ -23,6 +26,7 @@ from tests.oracle import (
     recompute_change_failure,
     recompute_correlations,
     recompute_incident,
+    recompute_report,
 )
 from tests.scenario import Posted, correlated_traffic, shuffled_with_duplicates
 
@@ -65,7 +69,8 @@ def expected(
     incidents = [i for events in alerts.values() if (i := recompute_incident(events)) is not None]
     folded = [recompute_change(events) for events in changes.values()]
     correlations = recompute_correlations(incidents, folded, WINDOWS)
-    return correlations, recompute_change_failure(folded, correlations)
+    report = recompute_report(incidents, folded, correlations, *REPORT_RANGE)
+    return correlations, recompute_change_failure(folded, correlations), report
 
 
 def change_rows(records: list[Any]) -> dict[tuple[str, str], tuple[int, int]]:
@@ -79,7 +84,8 @@ def change_rows(records: list[Any]) -> dict[tuple[str, str], tuple[int, int]]:
 
 TRAFFIC = correlated_traffic(seed=21, changes=5000, alert_events=5000, tokens=TOKENS)
 DELIVERED = shuffled_with_duplicates(TRAFFIC, seed=22, duplicate_rate=0.1)
-EXPECTED, EXPECTED_FAILURES = expected(TRAFFIC)
+REPORT_RANGE = (date(2026, 10, 3), date(2026, 10, 9))
+EXPECTED, EXPECTED_FAILURES, EXPECTED_REPORT = expected(TRAFFIC)
 
 
 def test_the_scenario_is_rich_enough() -> None:
@@ -120,3 +126,29 @@ def test_live_correlations_equal_the_batch_recomputation(stack_factory: Any, wor
     rows = read_topic(stack.bootstrap, f"{stack.namespace}.metrics",
                       lambda rs: change_rows(rs) == EXPECTED_FAILURES, timeout=max(60.0, 420 - (time.monotonic() - started)))  # fmt: skip
     assert change_rows(rows) == EXPECTED_FAILURES
+
+    # `incidentflow report` over a range of days, against the same recomputation
+    def report() -> dict[str, Any]:
+        env = {
+            **os.environ,
+            "INCIDENTFLOW_KAFKA_BOOTSTRAP": stack.bootstrap,
+            "INCIDENTFLOW_TOPIC_NAMESPACE": stack.namespace,
+        }
+        out = subprocess.run([sys.executable, "-m", "incidentflow.cli", "report", "--from", REPORT_RANGE[0].isoformat(),
+                              "--to", REPORT_RANGE[1].isoformat(), "--json"], env=env, capture_output=True, text=True,
+                             check=True, timeout=60)  # fmt: skip
+        return {s.pop("service"): s for s in json.loads(out.stdout)["services"]}
+
+    def settled(got: dict[str, Any]) -> bool:
+        return got.keys() == EXPECTED_REPORT.keys() and all(
+            got[k] == pytest.approx(v) for k, v in EXPECTED_REPORT.items()
+        )
+
+    deadline = time.monotonic() + 120
+    got_report = report()
+    while not settled(got_report) and time.monotonic() < deadline:
+        time.sleep(2)
+        got_report = report()
+    assert got_report.keys() == EXPECTED_REPORT.keys()
+    for service, figures in EXPECTED_REPORT.items():
+        assert got_report[service] == pytest.approx(figures), service

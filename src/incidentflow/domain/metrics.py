@@ -251,3 +251,48 @@ def change_failure(buckets: Iterable[ChangeDay], now: datetime, window: timedelt
     """(changes, failed changes) with their change time in (now - window, now]."""
     found = [failed for b in buckets for at, failed in b.changes.values() if now - window < at <= now]
     return len(found), sum(found)
+
+
+class ServiceReport(BaseModel):
+    """What `incidentflow report` prints for one service over a range of days."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    service: str
+    incidents: int = Field(description="Incidents finally resolved in the range.")
+    mttr_seconds: float | None = Field(description="Mean time to restore of those incidents.")
+    max_seconds: float | None = Field(description="Longest time to restore among them.")
+    changes: int
+    failed_changes: int
+    change_failure_rate: float | None
+
+
+def report(rows: Iterable[tuple[str, str, date, int, float, float, int, int]], first: date, last: date,
+           service: str | None = None) -> list[ServiceReport]:  # fmt: skip
+    """Sums daily rows (metric, service, day, count, sum_seconds, max_seconds, changes, failed) per service
+    for days in [first, last]; the rows of `incidentflow.metrics` are additive, so this is exact."""
+    sums: dict[str, list[float]] = {}
+    for metric, row_service, day, count, total, longest, changes, failed in rows:
+        if not first <= day <= last or (service is not None and row_service != service):
+            continue
+        acc = sums.setdefault(row_service, [0, 0.0, 0.0, 0, 0])
+        if metric == "mttr":
+            acc[0] += count
+            acc[1] += total
+            acc[2] = max(acc[2], longest) if count else acc[2]
+        else:
+            acc[3] += changes
+            acc[4] += failed
+    return [
+        ServiceReport(
+            service=name,
+            incidents=int(acc[0]),
+            mttr_seconds=acc[1] / acc[0] if acc[0] else None,
+            max_seconds=acc[2] if acc[0] else None,
+            changes=int(acc[3]),
+            failed_changes=int(acc[4]),
+            change_failure_rate=acc[4] / acc[3] if acc[3] else None,
+        )
+        for name, acc in sorted(sums.items())
+        if acc[0] or acc[3]
+    ]

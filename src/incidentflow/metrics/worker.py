@@ -107,6 +107,23 @@ class ChangeCollector(Collector):
         yield ratio
 
 
+class LagCollector(Collector):
+    """Kafka consumer lag of this worker, per input partition it owns now: end offset - committed offset."""
+
+    def __init__(self, lags: Callable[[], Iterable[tuple[str, int, int]]]) -> None:
+        self._lags = lags
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        lag = GaugeMetricFamily(
+            "incidentflow_consumer_lag",
+            "Records not yet committed by this worker, per input topic and partition it owns now.",
+            labels=["topic", "partition"],
+        )
+        for topic, partition, value in self._lags():
+            lag.add_metric([topic, str(partition)], value)
+        yield lag
+
+
 class WorkerMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()

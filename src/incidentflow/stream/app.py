@@ -13,7 +13,7 @@ from prometheus_client import generate_latest
 
 from incidentflow.config import Integrations, Settings
 from incidentflow.domain import metrics
-from incidentflow.metrics.worker import ChangeCollector, SeriesCollector, WorkerMetrics
+from incidentflow.metrics.worker import ChangeCollector, LagCollector, SeriesCollector, WorkerMetrics
 from incidentflow.stream import correlate, incidents, normalize, series
 from incidentflow.stream.context import Worker
 from incidentflow.stream.series import day_key as series_day_key
@@ -134,6 +134,23 @@ def _add_metrics_page(worker: Worker) -> None:
     def now() -> datetime:
         return datetime.now(UTC)
 
+    def lags() -> list[tuple[str, int, int]]:
+        """End offset minus committed offset of every input partition this worker owns (changelogs aside)."""
+        consumer = app.consumer
+        found = []
+        for tp in sorted(app.assignor.assigned_actives()):
+            if tp.topic.endswith("-changelog"):
+                continue
+            try:
+                end = consumer.highwater(tp)
+            except Exception:  # noqa: BLE001, S112  # not fetched yet: no sample rather than a wrong one
+                continue
+            committed = consumer._committed_offset.get(tp)  # type: ignore[attr-defined]  # noqa: SLF001  # no public accessor
+            if end is not None:
+                found.append((tp.topic, tp.partition, max(0, end - (committed or 0))))
+        return found
+
+    worker.metrics.add_series(LagCollector(lags))
     worker.metrics.add_series(SeriesCollector(index=lambda: index.data.items(), day=day, owned=owner(index), now=now))
     worker.metrics.add_series(
         ChangeCollector(index=lambda: change_index.data.items(), day=change_day, owned=owner(change_index), now=now)

@@ -1,0 +1,85 @@
+"""`incidentflow report`: MTTR and change failure rate per service for a range of days, from `incidentflow.metrics`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import date
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from incidentflow.config import Settings
+from incidentflow.domain.metrics import ServiceReport, report
+from incidentflow.domain.records import MetricRow
+from incidentflow.topics import Topics
+
+
+async def read_rows(settings: Settings) -> list[MetricRow]:
+    """The latest row per key: the topic is compacted and read to its end offsets."""
+    topic = Topics.of(settings).metrics
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        if not partitions:
+            await consumer._client.force_metadata_update()  # noqa: SLF001  # first metadata fetch
+            partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        if not tps:
+            raise SystemExit(f"incidentflow report: topic {topic} does not exist (no worker has run?)")
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        latest: dict[bytes, bytes] = {}
+
+        async def behind() -> bool:
+            return any([await consumer.position(tp) < ends[tp] for tp in tps])
+
+        while await behind():
+            for records in (await consumer.getmany(timeout_ms=1000)).values():
+                for record in records:
+                    if record.key is not None and record.value is not None:
+                        latest[record.key] = record.value
+        return [MetricRow.model_validate_json(value) for value in latest.values()]
+    finally:
+        await consumer.stop()
+
+
+def run_report(settings: Settings, first: date, last: date, service: str | None, as_json: bool) -> int:
+    rows = asyncio.run(read_rows(settings))
+    found = report(((r.metric, r.service, date.fromisoformat(r.day), r.count, r.sum_seconds, r.max_seconds,
+                     r.changes, r.failed_changes) for r in rows), first, last, service)  # fmt: skip
+    if as_json:
+        payload = {"from": first.isoformat(), "to": last.isoformat(), "services": [r.model_dump() for r in found]}
+        print(json.dumps(payload, indent=2))
+    else:
+        print(_table(found, first, last))
+    return 0
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+
+
+def _table(found: list[ServiceReport], first: date, last: date) -> str:
+    header = ("service", "incidents", "MTTR", "max TTR", "changes", "failed", "CFR")
+    lines = [
+        (r.service, str(r.incidents), _duration(r.mttr_seconds), _duration(r.max_seconds), str(r.changes),
+         str(r.failed_changes), "-" if r.change_failure_rate is None else f"{r.change_failure_rate:.1%}")
+        for r in found
+    ]  # fmt: skip
+    widths = [max(len(row[i]) for row in [header, *lines]) for i in range(len(header))]
+    out = [f"{first.isoformat()} .. {last.isoformat()} (UTC days, inclusive)"]
+    for row in [header, *lines]:
+        out.append(
+            "  ".join(
+                cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
+    if not lines:
+        out.append("(no incidents resolved and no changes in this range)")
+    return "\n".join(out)
