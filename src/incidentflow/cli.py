@@ -188,7 +188,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     settings = _settings()
     _setup_logging("warning")
-    return run_demo(settings, gateway_url=args.gateway_url, worker_url=args.worker_url, token=args.token)
+    return run_demo(settings, gateway_url=args.gateway_url, worker_url=args.worker_url, token=args.token,
+                    native_token=args.native_token)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -250,10 +251,11 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--json", action="store_true", help="print JSON instead of a table")
     report.set_defaults(func=cmd_report)
 
-    demo = sub.add_parser("demo", help="post sample webhooks and show incidents and MTTR as they come back")
+    demo = sub.add_parser("demo", help="post sample webhooks and deploys; show incidents, correlations and MTTR")
     demo.add_argument("--gateway-url", default="http://127.0.0.1:8080")
     demo.add_argument("--worker-url", default="http://127.0.0.1:6066")
     demo.add_argument("--token", required=True, help="token of the demo's Elven integration")
+    demo.add_argument("--native-token", required=True, help="token of the demo's native integration (deploys)")
     demo.set_defaults(func=cmd_demo)
     return parser
 

@@ -1,4 +1,4 @@
-"""`incidentflow demo`: post real-looking Elven webhooks and show incidents and MTTR as they come back."""
+"""`incidentflow demo`: post real-looking Elven webhooks and deploys, and show incidents, correlations and MTTR."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import httpx
 from aiokafka import AIOKafkaConsumer
@@ -25,6 +26,21 @@ def _webhook(key: str, action: str, title: str, severity: str, service: str) -> 
     }
 
 
+def _deploy(key: str, service: str, minutes_ago: float, status: str) -> dict[str, object]:
+    at = (datetime.now(UTC) - timedelta(minutes=minutes_ago)).isoformat().replace("+00:00", "Z")
+    return {"event_id": f"{key}-{status}", "change_key": key, "status": status, "occurred_at": at,
+            "title": f"deploy {service}", "labels": {"service": service}}  # fmt: skip
+
+
+def _show_correlation(record: dict[str, object]) -> str:
+    state = "RETRACTED" if record["retracted"] else f"rank {record['rank']}"
+    return (
+        f"  suspect  {record['change_id']:<40} for {record['aggregate_id']:<40} {state:<9} "
+        f"score={record['score']} change {record['delta_seconds']:.0f}s before the open, "
+        f"matched {record['matched_labels']}"
+    )
+
+
 def _show(incident: dict[str, object]) -> str:
     ttr = incident.get("time_to_restore_seconds")
     ttr_text = f"{ttr:.1f}s" if isinstance(ttr, float | int) else "-"
@@ -34,17 +50,21 @@ def _show(incident: dict[str, object]) -> str:
     )
 
 
-async def _demo(settings: Settings, gateway_url: str, worker_url: str, token: str) -> int:
+async def _demo(settings: Settings, gateway_url: str, worker_url: str, token: str, native_token: str) -> int:
     run = uuid.uuid4().hex[:6]
     checkout, payments = f"checkout-latency-{run}", f"payments-5xx-{run}"
+    deploys = [_deploy(f"checkout-v231-{run}", "checkout", 4, "processing"), _deploy(f"checkout-v231-{run}", "checkout", 3, "done"),
+               _deploy(f"search-v88-{run}", "search", 2, "done")]  # fmt: skip
     steps = [
         (_webhook(checkout, "alarmed", "Checkout p99 latency over 2s", "high", "checkout"), 0.0),
         (_webhook(payments, "alarmed", "Payments API 5xx rate over 5%", "critical", "payments"), 1.0),
         (_webhook(checkout, "alarmed", "Checkout p99 latency over 2s", "critical", "checkout"), 1.0),
         (_webhook(checkout, "resolved", "Checkout p99 latency over 2s", "critical", "checkout"), 2.0),
     ]
+    topics = Topics(settings.topic_namespace)
     consumer = AIOKafkaConsumer(
-        Topics(settings.topic_namespace).incidents,
+        topics.incidents,
+        topics.correlations,
         bootstrap_servers=settings.kafka_bootstrap,
         auto_offset_reset="latest",
         group_id=None,
@@ -56,6 +76,10 @@ async def _demo(settings: Settings, gateway_url: str, worker_url: str, token: st
         for tp in consumer.assignment():
             await consumer.position(tp)
         async with httpx.AsyncClient(timeout=30.0) as client:
+            print(f"posting {len(deploys)} deploy events to {gateway_url}/v1/events/<token>")
+            for body in deploys:
+                response = await client.post(f"{gateway_url}/v1/events/{native_token}", json=body)
+                print(f"  {body['status']:<10} {body['change_key']:<26} -> {response.status_code} {response.text}")
             print(f"posting {len(steps)} Elven webhooks to {gateway_url}/v1/ingest/elven/<token>")
             for body, pause in steps:
                 await asyncio.sleep(pause)
@@ -63,28 +87,35 @@ async def _demo(settings: Settings, gateway_url: str, worker_url: str, token: st
                 print(
                     f"  {body['action']:<8} {body['external_aggregate_key']:<26} -> {response.status_code} {response.text}"
                 )
-            print("incidents from the incidents topic:")
+            print("incidents and suspect changes, from the incidents and correlations topics:")
             wanted = {f"demo-elven:{checkout}", f"demo-elven:{payments}"}
             latest: dict[str, dict[str, object]] = {}
             deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and not _settled(latest, checkout):
+            suspects = 0
+            while time.monotonic() < deadline and not (_settled(latest, checkout) and suspects):
                 batch = await consumer.getmany(timeout_ms=1000)
                 for records in batch.values():
                     for record in records:
-                        incident = json.loads(record.value or b"{}")
-                        if incident.get("aggregate_id") in wanted:
-                            latest[str(incident["aggregate_id"])] = incident
-                            print(_show(incident))
+                        value = json.loads(record.value or b"{}")
+                        if value.get("aggregate_id") not in wanted:
+                            continue
+                        if record.topic == topics.correlations:
+                            suspects += 1
+                            print(_show_correlation(value))
+                        else:
+                            latest[str(value["aggregate_id"])] = value
+                            print(_show(value))
             if not _settled(latest, checkout):
                 print("the worker did not publish the incidents within 60 s; is it running?")
                 return 1
-            print(f"MTTR from the worker's {worker_url}/metrics:")
+            print(f"MTTR, open incidents and change failure ratio from the worker's {worker_url}/metrics:")
+            shown = ("incidentflow_mttr_seconds", "incidentflow_incidents_open", "incidentflow_change_failure_ratio")
             for _ in range(20):
                 lines = [
                     line for line in (await client.get(f"{worker_url}/metrics")).text.splitlines()
-                    if line.startswith(("incidentflow_mttr_seconds", "incidentflow_incidents_open"))
+                    if line.startswith(shown) and 'window="7d"' not in line and 'window="30d"' not in line
                 ]  # fmt: skip
-                if any(line.startswith("incidentflow_mttr_seconds") for line in lines):
+                if all(any(line.startswith(name) for line in lines) for name in shown):
                     break
                 await asyncio.sleep(0.5)
             for line in lines:
@@ -99,5 +130,5 @@ def _settled(latest: dict[str, dict[str, object]], checkout: str) -> bool:
     return len(latest) == 2 and incident is not None and incident["status"] == "resolved"
 
 
-def run_demo(settings: Settings, gateway_url: str, worker_url: str, token: str) -> int:
-    return asyncio.run(_demo(settings, gateway_url, worker_url, token))
+def run_demo(settings: Settings, gateway_url: str, worker_url: str, token: str, native_token: str) -> int:
+    return asyncio.run(_demo(settings, gateway_url, worker_url, token, native_token))
