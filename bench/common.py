@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,3 +25,16 @@ def broker(work: Path, port: int = 39092) -> Iterator[str]:
         yield f"127.0.0.1:{port}"
     finally:
         subprocess.run([str(REPO / "deploy/kafka/kafka.sh"), "down"], env=env, check=False)
+
+
+def product_env(bootstrap: str, namespace: str, work: Path, **extra: str) -> dict[str, str]:
+    """The environment of a gateway or worker of one benchmark run, on a namespace of its own."""
+    return {**os.environ, "INCIDENTFLOW_KAFKA_BOOTSTRAP": bootstrap, "INCIDENTFLOW_TOPIC_NAMESPACE": namespace,
+            "INCIDENTFLOW_PARTITIONS": "8", "INCIDENTFLOW_APP_ID": f"{namespace}-app",
+            "INCIDENTFLOW_DATA_DIR": str(work / "data"), "INCIDENTFLOW_LOG_LEVEL": "warning", **extra}  # fmt: skip
+
+
+def spawn(command: str, env: dict[str, str], work: Path) -> subprocess.Popen[bytes]:
+    """`incidentflow <command>` in the background, its output in <work>/<command>.log."""
+    with (work / f"{command}.log").open("wb") as log:
+        return subprocess.Popen([sys.executable, "-m", "incidentflow.cli", command], env=env, stdout=log, stderr=log)

@@ -20,10 +20,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,7 +33,7 @@ from typing import Any
 import aiohttp
 import httpx
 from aiokafka import AIOKafkaConsumer
-from common import broker
+from common import broker, product_env, spawn
 
 from incidentflow.config import Settings
 from incidentflow.topics import ensure_topics
@@ -166,18 +164,12 @@ def main() -> int:
 def run(args: argparse.Namespace, work: Path, bootstrap: str) -> int:
     namespace = f"bench-{uuid.uuid4().hex[:6]}"
     (work / "integrations.yaml").write_text(INTEGRATIONS)
-    env = {**os.environ, "INCIDENTFLOW_KAFKA_BOOTSTRAP": bootstrap, "INCIDENTFLOW_TOPIC_NAMESPACE": namespace,
-           "INCIDENTFLOW_PARTITIONS": str(PARTITIONS), "INCIDENTFLOW_APP_ID": f"{namespace}-app",
-           "INCIDENTFLOW_DATA_DIR": str(work / "data"), "INCIDENTFLOW_WEB_PORT": "16098",
-           "INCIDENTFLOW_GATEWAY_PORT": "18098", "INCIDENTFLOW_INTEGRATIONS_FILE": str(work / "integrations.yaml"),
-           "INCIDENTFLOW_LOG_LEVEL": "warning"}  # fmt: skip
+    env = product_env(bootstrap, namespace, work, INCIDENTFLOW_WEB_PORT="16098", INCIDENTFLOW_GATEWAY_PORT="18098",
+                      INCIDENTFLOW_INTEGRATIONS_FILE=str(work / "integrations.yaml"))  # fmt: skip
     asyncio.run(ensure_topics(Settings(kafka_bootstrap=bootstrap, topic_namespace=namespace, partitions=PARTITIONS)))
     processes = []
     try:
-        for command in ("gateway", "worker"):
-            with (work / f"{command}.log").open("wb") as log:
-                processes.append(subprocess.Popen([sys.executable, "-m", "incidentflow.cli", command],
-                                                  env=env, stdout=log, stderr=log))  # fmt: skip
+        processes = [spawn(command, env, work) for command in ("gateway", "worker")]
         gateway = "http://127.0.0.1:18098"
         for url in (f"{gateway}/healthz", "http://127.0.0.1:16098/metrics"):
             for _ in range(300):

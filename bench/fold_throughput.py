@@ -17,9 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,7 +27,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from common import broker
+from common import broker, product_env, spawn
 
 from incidentflow.config import Settings
 from incidentflow.stream.progress import group_lag
@@ -148,14 +146,7 @@ def run(args: argparse.Namespace, work: Path, bootstrap: str) -> int:
         base = asyncio.run(passthrough(bootstrap, alerts, f"{namespace}.passthrough", args.events))
         print(f"baseline aiokafka consume->produce (acks=all): {base:9.0f} records/s")
 
-        env = {**os.environ, "INCIDENTFLOW_KAFKA_BOOTSTRAP": bootstrap, "INCIDENTFLOW_TOPIC_NAMESPACE": namespace,
-               "INCIDENTFLOW_PARTITIONS": str(PARTITIONS), "INCIDENTFLOW_APP_ID": f"{namespace}-app",
-               "INCIDENTFLOW_DATA_DIR": str(work / "data"), "INCIDENTFLOW_WEB_PORT": "16099",
-               "INCIDENTFLOW_LOG_LEVEL": "warning"}  # fmt: skip
-        with (work / "worker.log").open("wb") as log:
-            worker = subprocess.Popen(
-                [sys.executable, "-m", "incidentflow.cli", "worker"], env=env, stdout=log, stderr=log
-            )
+        worker = spawn("worker", product_env(bootstrap, namespace, work, INCIDENTFLOW_WEB_PORT="16099"), work)
         rate, folded = asyncio.run(wait_folded(bootstrap, f"{namespace}-app", alerts))
         print(f"incidentflow worker fold (RocksDB):           {rate:9.0f} records/s   ({folded} records)")
         print(f"ratio fold/baseline: {rate / base:.2f}")

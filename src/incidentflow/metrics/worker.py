@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from datetime import date, datetime
+from typing import Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import GaugeMetricFamily
@@ -11,8 +12,10 @@ from prometheus_client.registry import Collector
 
 from incidentflow.domain import metrics
 
+B = TypeVar("B")
 
-class SeriesCollector(Collector):
+
+class _OwnedSeries(Collector, Generic[B]):
     """Reads the metric series this worker owns right now, at every scrape.
 
     `owned` answers for the partitions assigned to this worker at the moment of the scrape, so a
@@ -22,7 +25,7 @@ class SeriesCollector(Collector):
     def __init__(
         self,
         index: Callable[[], Iterable[tuple[bytes, bytes]]],
-        day: Callable[[str, date], metrics.DayBucket],
+        day: Callable[[str, date], B],
         owned: Callable[[bytes], bool],
         now: Callable[[], datetime],
     ) -> None:
@@ -30,6 +33,15 @@ class SeriesCollector(Collector):
         self._day = day
         self._owned = owned
         self._now = now
+
+    def _owned_indexes(self) -> Iterator[tuple[bytes, bytes]]:
+        for key, value in list(self._index()):
+            if self._owned(key):
+                yield key, value
+
+
+class SeriesCollector(_OwnedSeries[metrics.DayBucket]):
+    """MTTR, resolved and open incidents per (service, severity) series this worker owns."""
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         mttr = GaugeMetricFamily(
@@ -45,9 +57,7 @@ class SeriesCollector(Collector):
         open_ = GaugeMetricFamily("incidentflow_incidents_open", "Incidents open now.", labels=["service", "severity"])
         now = self._now()
         longest = max(metrics.WINDOWS.values())
-        for key, value in list(self._index()):
-            if not self._owned(key):
-                continue
+        for key, value in self._owned_indexes():
             index = metrics.SeriesIndex.model_validate_json(value)
             series = key.decode()
             open_.add_metric([index.service, index.severity], index.open)
@@ -64,20 +74,8 @@ class SeriesCollector(Collector):
         yield open_
 
 
-class ChangeCollector(Collector):
-    """Reads the change series this worker owns right now: change counts and change failure ratio."""
-
-    def __init__(
-        self,
-        index: Callable[[], Iterable[tuple[bytes, bytes]]],
-        day: Callable[[str, date], metrics.ChangeDay],
-        owned: Callable[[bytes], bool],
-        now: Callable[[], datetime],
-    ) -> None:
-        self._index = index
-        self._day = day
-        self._owned = owned
-        self._now = now
+class ChangeCollector(_OwnedSeries[metrics.ChangeDay]):
+    """Change counts and change failure ratio per service series this worker owns."""
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         changes = GaugeMetricFamily(
@@ -92,9 +90,7 @@ class ChangeCollector(Collector):
         )
         now = self._now()
         recent = set(metrics.window_days(now, max(metrics.WINDOWS.values())))
-        for key, value in list(self._index()):
-            if not self._owned(key):
-                continue
+        for _, value in self._owned_indexes():
             index = metrics.ChangeIndex.model_validate_json(value)
             buckets = {day: self._day(index.service, day) for day in index.days if day in recent}
             for window, span in metrics.WINDOWS.items():
