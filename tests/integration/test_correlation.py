@@ -152,3 +152,31 @@ def test_live_correlations_equal_the_batch_recomputation(stack_factory: Any, wor
     assert got_report.keys() == EXPECTED_REPORT.keys()
     for service, figures in EXPECTED_REPORT.items():
         assert got_report[service] == pytest.approx(figures), service
+
+
+def test_redelivered_webhooks_write_no_second_record(stack_factory: Any) -> None:
+    stack: Stack = stack_factory(INTEGRATIONS, partitions=2)
+    stack.start_gateway()
+    stack.start_worker(0)
+    labels = {"service": "orders", "env": "prod"}
+    pair = [
+        (TOKENS[0], {"event_id": "r-open", "external_aggregate_key": "r-1", "action": "open",
+                     "occurred_at": "2026-11-01T12:00:00Z", "labels": labels}),
+        (TOKENS[2], {"event_id": "r-done", "change_key": "r-deploy", "status": "done",
+                     "occurred_at": "2026-11-01T11:50:00Z", "labels": labels}),
+    ]  # fmt: skip
+    requests = [(f"{stack.gateway_url}/v1/events/{token}", body) for token, body in pair]
+    assert post_each(requests) == {202: 2}
+    topic = f"{stack.namespace}.correlations"
+    first = read_topic(stack.bootstrap, topic, lambda rs: len(rs) >= 1, timeout=60)
+    assert [json.loads(r.value)["change_id"] for r in first] == ["deploys:r-deploy"]
+
+    assert post_each(requests * 3) == {202: 6}  # the senders retry, three times each
+    marker = [(f"{stack.gateway_url}/v1/events/{TOKENS[0]}", {**pair[0][1], "event_id": "m", "external_aggregate_key": "m",
+                                                              "labels": {"service": "marker"}})]  # fmt: skip
+    assert post_each(marker) == {202: 1}
+    read_topic(stack.bootstrap, f"{stack.namespace}.incidents", lambda rs: any(r.key == b"alerts-a:m" for r in rs))
+    time.sleep(3)  # the redeliveries were posted before the marker and have gone through every stage
+    records = read_topic(stack.bootstrap, topic, lambda rs: False, timeout=5)
+    assert len(records) == 1, [json.loads(r.value) for r in records]
+    assert json.loads(records[0].value)["correlation_id"] == json.loads(first[0].value)["correlation_id"]
