@@ -89,21 +89,21 @@ def _run_worker(app: faust.App, settings: Settings) -> None:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from incidentflow.stream.app import create_worker
+    from incidentflow.stream.app import TABLES, create_worker
     from incidentflow.topics import ensure_topics
 
     settings = _settings()
     _setup_logging(settings.log_level)
     integrations = _load(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    asyncio.run(ensure_topics(settings))
+    asyncio.run(ensure_topics(settings, tables=TABLES))
     _run_worker(create_worker(settings, integrations).app, settings)
     return 0
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
     from incidentflow.stream import progress
-    from incidentflow.stream.app import create_worker
+    from incidentflow.stream.app import TABLES, create_worker
     from incidentflow.topics import Topics, ensure_topics
 
     live = _settings()
@@ -120,7 +120,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     )
     integrations = _load(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    asyncio.run(ensure_topics(settings))
+    asyncio.run(ensure_topics(settings, tables=TABLES))
     worker = create_worker(settings, integrations)
     progress.register(worker, exit_when_caught_up=not args.keep_running)
     print(f"replaying {settings.raw_topic} into {args.into}.* as application {settings.app_id}", file=sys.stderr)

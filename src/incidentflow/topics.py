@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 
@@ -103,10 +104,22 @@ class Topics:
         }
 
 
-async def ensure_topics(settings: Settings, names: list[str] | None = None) -> list[str]:
-    """Create the missing topics (all by default); returns the ones created. Existing ones are left as they are."""
+def changelog_topic(settings: Settings, table: str) -> str:
+    """The name Faust gives the changelog topic of a worker table."""
+    return f"{settings.app_id}-{table}-changelog"
+
+
+async def ensure_topics(settings: Settings, names: list[str] | None = None, tables: tuple[str, ...] = ()) -> list[str]:
+    """Create the missing topics (all by default, plus the changelogs of `tables`); returns the ones created.
+
+    Existing topics are left as they are. Returns only once every wanted topic shows in the
+    cluster's metadata: a worker that starts before its changelog topics are visible can cache
+    them as having no partitions and then fail every write to that table (seen in CI).
+    """
     topics = Topics.of(settings)
     configs = topics.configs()
+    for table in tables:
+        configs[changelog_topic(settings, table)] = COMPACTED
     wanted = names or list(configs)
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10000)
     await admin.start()
@@ -123,6 +136,20 @@ async def ensure_topics(settings: Settings, names: list[str] | None = None) -> l
                 if code not in (0, TopicAlreadyExistsError.errno):
                     raise RuntimeError(f"creating topic {topic} failed with Kafka error code {code}")
             log.info("created topics %s", ", ".join(missing))
+        await _visible(admin, wanted)
         return missing
     finally:
         await admin.close()
+
+
+async def _visible(admin: AIOKafkaAdminClient, names: list[str], timeout: float = 30.0) -> None:
+    """Waits until every topic has its partitions in the metadata the broker serves."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        described = await admin.describe_topics(names)
+        pending = [d["topic"] for d in described if d.get("error_code") or not d.get("partitions")]
+        if not pending:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise RuntimeError(f"topics not visible after {timeout:.0f} s: {', '.join(pending)}")
+        await asyncio.sleep(0.2)

@@ -23,6 +23,13 @@ from incidentflow.topics import Topics
 EXPOSITION_TYPE = "text/plain; version=0.0.4"
 
 
+TABLES = (
+    "positions", "aggregates", "series-members", "series-days", "series-index", "changes", "correlation-scope",
+    "correlation-suspects", "change-members", "change-days", "change-index",
+)  # fmt: skip
+"""Every table of the worker: their changelog topics are created before it starts (see `ensure_topics`)."""
+
+
 def create_worker(settings: Settings, integrations: Integrations) -> Worker:
     """The worker for these settings; nothing connects to Kafka until it is started."""
     _never_commit_skipped_messages()
@@ -61,6 +68,8 @@ def create_worker(settings: Settings, integrations: Integrations) -> Worker:
     correlate.register(worker)
     series.register_changes(worker)
     _add_metrics_page(worker)
+    if set(worker.tables) != set(TABLES):
+        raise RuntimeError(f"TABLES is out of date: the worker has {sorted(worker.tables)}")
     return worker
 
 
