@@ -156,3 +156,25 @@ def test_a_change_outside_the_metric_view_contributes_nothing() -> None:
     beat = project([alert("open", 0, severity="high", labels={"service": "api"}), alert("heartbeat", 5, title="t")])
     assert opened is not None and beat is not None and opened != beat
     assert metrics.contributions(opened, beat) == []
+
+
+def test_report_sums_daily_rows_per_service_within_the_range() -> None:
+    d = date(2026, 11, 10)
+    rows = [
+        ("mttr", "checkout", d, 2, 600.0, 400.0, 0, 0),
+        ("mttr", "checkout", d + timedelta(days=1), 1, 900.0, 900.0, 0, 0),  # another severity or day: still summed
+        ("mttr", "checkout", d + timedelta(days=5), 7, 70.0, 10.0, 0, 0),  # outside the range
+        ("changes", "checkout", d, 0, 0.0, 0.0, 4, 1),
+        ("changes", "search", d + timedelta(days=1), 0, 0.0, 0.0, 2, 0),
+        ("mttr", "empty", d, 0, 0.0, 0.0, 0, 0),  # a day whose resolutions were all withdrawn
+    ]
+    found = {r.service: r for r in metrics.report(rows, d, d + timedelta(days=1))}
+    assert sorted(found) == ["checkout", "search"]
+    assert found["checkout"].incidents == 3
+    assert found["checkout"].mttr_seconds == 500.0
+    assert found["checkout"].max_seconds == 900.0
+    assert (found["checkout"].changes, found["checkout"].failed_changes) == (4, 1)
+    assert found["checkout"].change_failure_rate == 0.25
+    assert found["search"].incidents == 0 and found["search"].mttr_seconds is None
+    assert found["search"].change_failure_rate == 0.0
+    assert [r.service for r in metrics.report(rows, d, d + timedelta(days=1), service="search")] == ["search"]
