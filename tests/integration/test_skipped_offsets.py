@@ -62,6 +62,17 @@ def test_records_behind_a_committed_offset_are_processed_anyway(stack_factory: A
     stack.start_worker(1)
     records = read_topic(stack.bootstrap, incidents, lambda rs: len(latest_by_key(rs)) == 40, timeout=120)
     assert sorted(latest_by_key(records)) == sorted(f"skip:{b['external_aggregate_key']}" for b in first + skipped)
-    samples = scrape(f"http://127.0.0.1:{stack.worker_ports[-1]}/metrics")
+    metrics_url = f"http://127.0.0.1:{stack.worker_ports[-1]}/metrics"
+    samples = scrape(metrics_url)
     rewinds = sum(v for k, v in samples.items() if k.startswith("incidentflow_offset_rewinds_total") and ".raw" in k)
     assert rewinds >= 1, {k: v for k, v in samples.items() if "rewinds" in k}
+
+    def raw_lag() -> dict[str, float]:
+        return {
+            k: v for k, v in scrape(metrics_url).items() if k.startswith("incidentflow_consumer_lag") and ".raw" in k
+        }
+
+    deadline = time.monotonic() + 60
+    while (len(raw_lag()) != 2 or any(raw_lag().values())) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert len(raw_lag()) == 2 and not any(raw_lag().values()), raw_lag()  # both partitions, lag back to zero
