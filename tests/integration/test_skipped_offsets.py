@@ -12,8 +12,10 @@ import time
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from incidentflow.stream.context import GapReader
 from tests.integration.conftest import Stack, read_topic, scrape
 from tests.integration.helpers import latest_by_key, post_all
 
@@ -76,3 +78,31 @@ def test_records_behind_a_committed_offset_are_processed_anyway(stack_factory: A
     while (len(raw_lag()) != 2 or any(raw_lag().values())) and time.monotonic() < deadline:
         time.sleep(1)
     assert len(raw_lag()) == 2 and not any(raw_lag().values()), raw_lag()  # both partitions, lag back to zero
+
+
+def test_the_gap_reader_gives_exactly_the_records_in_a_range(kafka_bootstrap: str) -> None:
+    """What a worker reads itself when its consumer skipped records: that range, in order, from the real broker."""
+    topic = f"gap-{time.monotonic_ns()}"
+
+    async def run() -> tuple[list[tuple[int, bytes | None, bytes | None]], list[int]]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
+        finally:
+            await admin.close()
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+        await producer.start()
+        try:
+            for i in range(10):
+                await producer.send_and_wait(topic, f"v{i}".encode(), key=f"k{i}".encode(), partition=0)
+        finally:
+            await producer.stop()
+        reader = GapReader(kafka_bootstrap)
+        middle = [(m.offset, m.key, m.value) async for m in reader.read(topic, 0, 3, 7)]
+        tail = [m.offset async for m in reader.read(topic, 0, 8, 10)]
+        return middle, tail
+
+    middle, tail = asyncio.run(run())
+    assert middle == [(i, f"k{i}".encode(), f"v{i}".encode()) for i in range(3, 7)]
+    assert tail == [8, 9]

@@ -6,14 +6,16 @@ import asyncio
 import base64
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, Literal, cast
 
 import faust
-from faust.types import EventT, TableT
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+from faust.types import EventT, Message, TableT
 
 from incidentflow.config import Integrations, Settings
 from incidentflow.domain.records import DeadLetterRecord
@@ -38,59 +40,57 @@ class DeadLetter(Exception):
 
 @dataclass
 class Positions:
-    """Makes sure no record of an input partition is skipped, whatever the consumer commits.
+    """Makes sure no record of an input partition is skipped, whatever the consumer commits or fetches.
 
-    Faust 0.15 can commit offsets of records that no agent processed when a rebalance interrupts
-    fetching (our 3-worker correlation test lost a few hundred raw records that way, not every
-    run). So every agent records, per input partition, the next offset it expects: in memory for
-    every record, and in the `positions` table (recovered with the partition) at most once a
-    second and whenever it reaches the end of what is in the partition. A record beyond the expected offset means records were skipped: the partition is read
-    again from the expected offset. What is read twice is folded idempotently, and every stage is
-    order-independent, so reading again is always safe; at most a second of records is re-read
-    after a rebalance. The check runs for every record and after every rebalance (`rewind_assigned`).
+    Faust 0.15 can skip records: it commits offsets of records no agent processed when a rebalance
+    interrupts fetching, and its fetch loop drops records after a seek while it still delivers a
+    batch fetched before it (our 3-worker correlation test lost a few hundred raw records one way,
+    and a few correlations the other, not every run). So every agent records, per input partition,
+    the next offset it expects: in memory for every record, and in the `positions` table (recovered
+    with the partition) at most once a second and whenever it reaches the end of what is in the
+    partition. A record beyond the expected offset means records were skipped: the agent reads them
+    itself, straight from the broker (`GapReader`), and handles them before that record. What is
+    read twice is folded idempotently, and every stage is order-independent, so reading again is
+    always safe; at most a second of records is read again after a rebalance.
     """
 
     table: TableT[bytes, bytes]
     expected: dict[tuple[str, int], tuple[int, int]] = field(default_factory=dict)
     """(topic, partition) -> (consumer generation, next offset expected)."""
     saved_at: dict[tuple[str, int], float] = field(default_factory=dict)
-    rewound: dict[tuple[str, int], int] = field(default_factory=dict)
 
-    async def check(self, app: faust.App, message: faust.types.Message) -> bool:
-        """Runs before every record; True when the partition had to be read again from an earlier offset."""
+    def skipped_from(self, app: faust.App, message: Message) -> int | None:
+        """The first offset skipped before this record, or None when nothing was skipped."""
         tp = (message.topic, message.partition)
-        key = f"{message.topic}:{message.partition}".encode()
-        generation = app.consumer_generation_id
         known = self.expected.get(tp)
-        if known is None or known[0] != generation:
+        if known is None or known[0] != app.consumer_generation_id:
             # After a rebalance the partition may have been elsewhere: its owner saved its position.
-            stored = self.table.get(key)
+            stored = self.table.get(f"{message.topic}:{message.partition}".encode())
             candidates = [int(stored)] if stored else []
             expected = max([*candidates, *([known[1]] if known else [])], default=None)
         else:
             expected = known[1]
-        offset = message.offset
-        rewind = expected is not None and offset > expected and self.rewound.get(tp) != expected
-        if rewind and expected is not None:
-            log.warning("%s[%d]: offset %d follows %d, reading the partition again from %d",
-                        message.topic, message.partition, offset, expected - 1, expected)  # fmt: skip
-            self.rewound[tp] = expected
-            await app.consumer.seek(faust.types.TP(message.topic, message.partition), expected)
-        if expected is None or offset <= expected:
-            nxt = max(offset + 1, expected or 0)
-            self.expected[tp] = (generation, nxt)
-            now = time.monotonic()
-            if now - self.saved_at.get(tp, 0.0) >= 1.0 or nxt >= _highwater(app, message):
-                self.table[key] = str(nxt).encode()
-                self.saved_at[tp] = now
-        else:
-            self.expected[tp] = (generation, expected)
-        return rewind
+        if expected is not None and message.offset > expected:
+            return expected
+        return None
+
+    def handled(self, app: faust.App, message: Message) -> None:
+        """Records that every offset up to this record's has been handled."""
+        tp = (message.topic, message.partition)
+        known = self.expected.get(tp)
+        nxt = max(message.offset + 1, known[1] if known else 0)
+        self.expected[tp] = (app.consumer_generation_id, nxt)
+        now = time.monotonic()
+        if now - self.saved_at.get(tp, 0.0) >= 1.0 or nxt >= _highwater(app, message):
+            self.table[f"{message.topic}:{message.partition}".encode()] = str(nxt).encode()
+            self.saved_at[tp] = now
 
     async def rewind_assigned(self, consumer: Any) -> list[tuple[str, int]]:
         """Runs after every rebalance, once the consumer sought to the committed offsets: every
         assigned input partition whose committed offset is beyond the position its owners recorded
-        is read again from that position. Returns the partitions it rewound."""
+        is read again from that position, so that its records are handled even if no new record
+        comes (should Faust drop what it fetches again, the first record it delivers shows the gap).
+        Returns the partitions it rewound."""
         rewound: list[tuple[str, int]] = []
         for tp in sorted(consumer.assignment()):
             stored = self.table.get(f"{tp.topic}:{tp.partition}".encode())
@@ -102,6 +102,44 @@ class Positions:
             await consumer.seek(tp, int(stored))
             rewound.append((tp.topic, tp.partition))
         return rewound
+
+
+class GapUnreadable(Exception):
+    """The broker did not give the skipped records in time; the next record tries again."""
+
+
+@dataclass
+class GapReader:
+    """Reads a range of offsets of one partition straight from the broker, outside the consumer group.
+
+    Gaps are rare (rebalances), so each read opens its own short-lived consumer rather than keeping
+    one beside every worker.
+    """
+
+    bootstrap: str
+    timeout_seconds: float = 60.0
+
+    async def read(self, topic: str, partition: int, start: int, end: int) -> AsyncIterator[Message]:
+        """Every record of `topic[partition]` with `start <= offset < end`, in order."""
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
+                                    auto_offset_reset="earliest", client_id="incidentflow-gap-reader")  # fmt: skip
+        await consumer.start()
+        try:
+            tp = TopicPartition(topic, partition)
+            consumer.assign([tp])
+            consumer.seek(tp, start)
+            deadline = time.monotonic() + self.timeout_seconds
+            while await consumer.position(tp) < end:
+                if time.monotonic() > deadline:
+                    raise GapUnreadable(f"{topic}[{partition}]: offsets {start} to {end - 1} not read in time")
+                batch = await consumer.getmany(tp, timeout_ms=500, max_records=500)
+                for record in batch.get(tp, []):
+                    if record.offset >= end:
+                        return
+                    yield Message(topic, partition, record.offset, record.timestamp / 1000, record.timestamp_type,
+                                  record.headers, record.key, record.value, None, tp=faust.types.TP(topic, partition))  # fmt: skip
+        finally:
+            await consumer.stop()
 
 
 @dataclass
@@ -116,9 +154,11 @@ class Worker:
     topics: dict[str, faust.TopicT] = field(default_factory=dict)
     tables: dict[str, TableT[bytes, bytes]] = field(default_factory=dict)
     positions: Positions | None = None
+    gaps: GapReader = field(init=False)
 
     def __post_init__(self) -> None:
         self.positions = Positions(self.table("positions", "next offset expected by topic:partition"))
+        self.gaps = GapReader(self.settings.kafka_bootstrap)
 
     def topic(self, name: str) -> faust.TopicT:
         if name not in self.topics:
@@ -146,29 +186,50 @@ class Worker:
                                                 headers=None)  # fmt: skip
         cast(asyncio.Future[object], delivery).add_done_callback(partial(_delivered, topic))
 
-    async def handle(self, event: EventT[bytes], handler: Callable[[EventT[bytes]], Awaitable[str]]) -> None:
-        """Run one record's handler; never lets a record fail silently or kill the agent.
+    async def handle(self, event: EventT[bytes], handler: Callable[[Message], Awaitable[str]]) -> None:
+        """Run one record's handler, after those of any records skipped before it (see `Positions`)."""
+        message = event.message
+        positions = self.positions
+        skipped_from = positions.skipped_from(self.app, message) if positions is not None else None
+        if positions is None or skipped_from is None:
+            await self._run(message, handler)
+        else:
+            log.warning("%s[%d]: offset %d follows %d: reading the %d records in between from the broker",
+                        message.topic, message.partition, message.offset, skipped_from - 1,
+                        message.offset - skipped_from)  # fmt: skip
+            self.metrics.rewinds.labels(message.topic).inc()
+            try:
+                async for missed in self.gaps.read(message.topic, message.partition, skipped_from, message.offset):
+                    await self._run(missed, handler)
+                    positions.handled(self.app, missed)
+            except (GapUnreadable, KafkaError) as error:
+                # Not marked as handled: the next record of the partition finds the same gap and tries again.
+                log.error("%s[%d]: could not read the skipped records: %s", message.topic, message.partition, error)
+                await self._run(message, handler)
+                return
+            await self._run(message, handler)
+        if positions is not None:
+            positions.handled(self.app, message)
+
+    async def _run(self, message: Message, handler: Callable[[Message], Awaitable[str]]) -> None:
+        """Never lets a record fail silently or kill the agent.
 
         A DeadLetter (a record that can never be handled) and any unexpected error alike are
         written to the dead-letter topic with the record's origin and counted, because Faust acks
         a record whose agent raised and would never retry it.
         """
-        message = event.message
-        if self.positions is not None and await self.positions.check(self.app, message):
-            self.metrics.rewinds.labels(message.topic).inc()
         try:
-            outcome = await handler(event)
+            outcome = await handler(message)
         except DeadLetter as error:
-            await self.dead_letter(event, "invalid", error.reason)
+            await self.dead_letter(message, "invalid", error.reason)
             outcome = "deadlettered"
         except Exception as error:  # noqa: BLE001  # an agent must survive any record; the record is kept
             log.exception("unexpected error on %s[%d]@%d", message.topic, message.partition, message.offset)
-            await self.dead_letter(event, "error", f"{type(error).__name__}: {error}")
+            await self.dead_letter(message, "error", f"{type(error).__name__}: {error}")
             outcome = "error"
         self.metrics.processed.labels(message.topic, outcome).inc()
 
-    async def dead_letter(self, event: EventT[bytes], kind: Literal["invalid", "error"], reason: str) -> None:
-        message = event.message
+    async def dead_letter(self, message: Message, kind: Literal["invalid", "error"], reason: str) -> None:
         key, key_base64 = _text_or_base64(message.key)
         value, value_base64 = _text_or_base64(message.value)
         record = DeadLetterRecord(
@@ -194,7 +255,7 @@ def _delivered(topic: str, delivery: asyncio.Future[object]) -> None:
         log.error("a record for %s was not delivered: %r", topic, delivery.exception())
 
 
-def _highwater(app: faust.App, message: faust.types.Message) -> int:
+def _highwater(app: faust.App, message: Message) -> int:
     """The partition's end offset as the consumer last heard it (0 when unknown)."""
     try:
         return int(app.consumer.highwater(message.tp) or 0)

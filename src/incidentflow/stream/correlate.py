@@ -17,7 +17,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import TypeVar
 
-from faust.types import EventT, StreamT, TableT
+from faust.types import Message, StreamT, TableT
 from pydantic import BaseModel, ValidationError
 
 from incidentflow.domain import correlation as corr
@@ -53,9 +53,9 @@ def _store(table: TableT[bytes, bytes], key: str, value: BaseModel | None) -> No
         table[key.encode()] = value.model_dump_json().encode()
 
 
-def _parse(event: EventT[bytes], model: type[M], what: str) -> M:
+def _parse(message: Message, model: type[M], what: str) -> M:
     try:
-        return model.model_validate_json(event.message.value or b"")
+        return model.model_validate_json(message.value or b"")
     except ValidationError as error:
         raise DeadLetter(f"not {what}: {error}") from None
 
@@ -86,11 +86,11 @@ def register(worker: Worker) -> None:
             await worker.send(names.change_contributions, contribution.service, contribution.model_dump_json())
 
     # -- change fold: key change_id ------------------------------------------------------------
-    async def on_change_event(event: EventT[bytes]) -> str:
-        change_event = _parse(event, ChangeEvent, "a canonical change event")
+    async def on_change_event(message: Message) -> str:
+        change_event = _parse(message, ChangeEvent, "a canonical change event")
         key = change_event.change_id
-        if event.message.key != key.encode():
-            await worker.send(names.changes, key, event.message.value or b"")
+        if message.key != key.encode():
+            await worker.send(names.changes, key, message.value or b"")
             return "rekeyed"
         record = _load(changes, key, corr.ChangeRecord) or corr.ChangeRecord()
         before = record.facts.change.flat_labels if record.facts else {}
@@ -109,11 +109,11 @@ def register(worker: Worker) -> None:
         await contribute(contributions)
         return "applied"
 
-    async def on_verdict(event: EventT[bytes]) -> str:
-        verdict = _parse(event, corr.Verdict, "a correlation verdict")
+    async def on_verdict(message: Message) -> str:
+        verdict = _parse(message, corr.Verdict, "a correlation verdict")
         key = verdict.change_id
-        if event.message.key != key.encode():
-            await worker.send(names.verdicts, key, event.message.value or b"")
+        if message.key != key.encode():
+            await worker.send(names.verdicts, key, message.value or b"")
             return "rekeyed"
         record = _load(changes, key, corr.ChangeRecord) or corr.ChangeRecord()
         updated = corr.with_verdict(record, verdict)
@@ -125,10 +125,10 @@ def register(worker: Worker) -> None:
         await contribute(contributions)
         return "applied"
 
-    async def fold_change(event: EventT[bytes]) -> str:
-        if event.message.topic == names.verdicts:
-            return await on_verdict(event)
-        return await on_change_event(event)
+    async def fold_change(message: Message) -> str:
+        if message.topic == names.verdicts:
+            return await on_verdict(message)
+        return await on_change_event(message)
 
     source = worker.app.topic(names.changes, names.verdicts, key_type=bytes, value_type=bytes,
                               key_serializer="raw", value_serializer="raw", partitions=worker.settings.partitions)  # fmt: skip
@@ -212,9 +212,9 @@ def register(worker: Worker) -> None:
         _store(scope, entry_key, corr.ScopeChange(change=merged, forwarded=tuple(sorted(forwarded))))
         return "applied"
 
-    async def scope_one(event: EventT[bytes]) -> str:
-        side = _parse(event, corr.Side, "a correlation side")
-        bucket = (event.message.key or b"").decode("utf-8", "replace")
+    async def scope_one(message: Message) -> str:
+        side = _parse(message, corr.Side, "a correlation side")
+        bucket = (message.key or b"").decode("utf-8", "replace")
         if side.incident is not None and side.change is None:
             return await scope_incident(bucket, side.incident, side.member)
         if side.change is not None and side.incident is None:
@@ -228,16 +228,16 @@ def register(worker: Worker) -> None:
             await worker.handle(event, scope_one)
 
     # -- suspects: key aggregate_id ------------------------------------------------------------
-    async def suspects_one(event: EventT[bytes]) -> str:
-        side = _parse(event, corr.Side, "a correlation side")
+    async def suspects_one(message: Message) -> str:
+        side = _parse(message, corr.Side, "a correlation side")
         if side.incident is not None and side.change is None:
             key = side.incident.aggregate_id
         elif side.change is not None and side.incident is None:
-            key = (event.message.key or b"").decode("utf-8", "replace")
+            key = (message.key or b"").decode("utf-8", "replace")
         else:
             raise DeadLetter("a correlation side carries exactly one of `incident` and `change`")
-        if event.message.key != key.encode():
-            await worker.send(names.suspects, key, event.message.value or b"")
+        if message.key != key.encode():
+            await worker.send(names.suspects, key, message.value or b"")
             return "rekeyed"
         state = _load(suspects, key, corr.Suspects) or corr.Suspects()
         if side.incident is not None:
@@ -246,7 +246,7 @@ def register(worker: Worker) -> None:
             assert side.change is not None  # noqa: S101  # checked above; for the type checker
             outcome = corr.with_change(state, side.change, rules)
         if outcome.state == state:
-            if event.message.offset > state.position:
+            if message.offset > state.position:
                 return "duplicate"  # a redelivery from upstream: a second record would be noise
             # A replay after a crash (this offset already changed the state): what it led to is sent
             # again, in case the crash lost it after the state was saved. Same content, same ids.
@@ -254,7 +254,7 @@ def register(worker: Worker) -> None:
                 await worker.send(names.correlations, key, pair.record.model_dump_json())
                 await send_verdict(pair)
             return "replayed"
-        _store(suspects, key, outcome.state.model_copy(update={"position": event.message.offset}))
+        _store(suspects, key, outcome.state.model_copy(update={"position": message.offset}))
         for record in outcome.published:
             await worker.send(names.correlations, record.aggregate_id, record.model_dump_json())
         for pair in outcome.flipped:

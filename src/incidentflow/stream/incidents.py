@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from faust.types import EventT, StreamT
+from faust.types import Message, StreamT
 from pydantic import ValidationError
 
 from incidentflow.domain import aggregate, metrics
@@ -19,14 +19,14 @@ def register(worker: Worker) -> None:
     states = worker.table("aggregates", "AggregateState JSON by aggregate_id")
     rules = rules_of(worker)
 
-    async def fold_one(event: EventT[bytes]) -> str:
+    async def fold_one(message: Message) -> str:
         try:
-            alert = AlertEvent.model_validate_json(event.message.value or b"")
+            alert = AlertEvent.model_validate_json(message.value or b"")
         except ValidationError as error:
             raise DeadLetter(f"not a canonical alert event: {error}") from None
-        if event.message.key != alert.aggregate_id.encode():
+        if message.key != alert.aggregate_id.encode():
             # State lives in the partition of the aggregate_id; a record keyed otherwise is re-keyed.
-            await worker.send(names.alerts, alert.aggregate_id, event.message.value or b"")
+            await worker.send(names.alerts, alert.aggregate_id, message.value or b"")
             return "rekeyed"
         key = alert.aggregate_id.encode()
         stored = states.get(key)

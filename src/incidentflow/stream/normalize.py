@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from faust.types import EventT, StreamT
+from faust.types import Message, StreamT
 from pydantic import ValidationError
 
 from incidentflow import sources
@@ -14,9 +14,9 @@ from incidentflow.stream.context import DeadLetter, Worker
 def register(worker: Worker) -> None:
     names = worker.names
 
-    async def normalize_one(event: EventT[bytes]) -> str:
+    async def normalize_one(message: Message) -> str:
         try:
-            envelope = RawEnvelope.model_validate_json(event.message.value or b"")
+            envelope = RawEnvelope.model_validate_json(message.value or b"")
         except ValidationError as error:
             raise DeadLetter(f"not a raw envelope: {error}") from None
         try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from faust.types import EventT, StreamT
+from faust.types import Message, StreamT
 from pydantic import ValidationError
 
 from incidentflow.domain import correlation as corr
@@ -26,14 +26,14 @@ def register(worker: Worker) -> None:
     days = worker.table("series-days", "DayBucket JSON by series|YYYY-MM-DD")
     index = worker.table("series-index", "SeriesIndex JSON by series")
 
-    async def record_one(event: EventT[bytes]) -> str:
+    async def record_one(message: Message) -> str:
         try:
-            contribution = metrics.Contribution.model_validate_json(event.message.value or b"")
+            contribution = metrics.Contribution.model_validate_json(message.value or b"")
         except ValidationError as error:
             raise DeadLetter(f"not a metric contribution: {error}") from None
         series = contribution.series
-        if event.message.key != series.encode():
-            await worker.send(names.contributions, series, event.message.value or b"")
+        if message.key != series.encode():
+            await worker.send(names.contributions, series, message.value or b"")
             return "rekeyed"
         member_key = f"{series}|{contribution.aggregate_id}".encode()
         stored = members.get(member_key)
@@ -86,14 +86,14 @@ def register_changes(worker: Worker) -> None:
     days = worker.table("change-days", "ChangeDay JSON by service|YYYY-MM-DD")
     index = worker.table("change-index", "ChangeIndex JSON by service")
 
-    async def record_one(event: EventT[bytes]) -> str:
+    async def record_one(message: Message) -> str:
         try:
-            contribution = corr.ChangeContribution.model_validate_json(event.message.value or b"")
+            contribution = corr.ChangeContribution.model_validate_json(message.value or b"")
         except ValidationError as error:
             raise DeadLetter(f"not a change contribution: {error}") from None
         service = contribution.service
-        if event.message.key != service.encode():
-            await worker.send(names.change_contributions, service, event.message.value or b"")
+        if message.key != service.encode():
+            await worker.send(names.change_contributions, service, message.value or b"")
             return "rekeyed"
         change_id = contribution.facts.change.change_id
         member_key = f"{service}|{change_id}".encode()
