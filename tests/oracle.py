@@ -7,6 +7,7 @@ made twice, differently, to go unnoticed.
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import Any
@@ -157,13 +158,16 @@ def recompute_correlations(
     `windows` maps an integration to (lookback, lookahead) in minutes; (60, 5) otherwise.
     """
     result: dict[tuple[str, str], dict[str, Any]] = {}
+    counted = sorted((c for c in changes if c["counted"]), key=lambda c: c["changed_at"])
+    times = [c["changed_at"] for c in counted]
     for incident in incidents:
         opened = _parse(incident["opened_at"])
         back, ahead = (windows or {}).get(incident["integration"], (60.0, 5.0))
         found = []
-        for change in changes:
-            if not change["counted"]:
-                continue
+        # only the changes whose time can fall in the window (edges included) need a look
+        first = bisect_left(times, opened - timedelta(minutes=back))
+        last = bisect_right(times, opened + timedelta(minutes=ahead))
+        for change in counted[first:last]:
             gap = (opened - change["changed_at"]).total_seconds()
             if gap > back * 60 or gap < -ahead * 60:
                 continue

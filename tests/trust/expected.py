@@ -1,0 +1,76 @@
+"""What the pipeline must end with for some traffic: a plain batch computation over its events.
+
+Everything here comes from `tests/oracle.py` (written apart from the streaming code) and the
+events the generator says its webhooks mean; nothing calls the adapters, the fold or the stages.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from incidentflow.domain.events import AlertEvent, ChangeEvent
+from tests.oracle import recompute_change, recompute_change_failure, recompute_correlations, recompute_incident
+from tests.trust.traffic import FLEET, Webhook, elven_events
+
+MttrRows = dict[tuple[str, str, str], tuple[int, float, float]]
+ChangeRows = dict[tuple[str, str], tuple[int, int]]
+
+
+@dataclass(frozen=True)
+class Expected:
+    incidents: dict[str, dict[str, Any]]
+    """The incident record by aggregate_id, as the JSON on `incidentflow.incidents`."""
+    correlations: dict[tuple[str, str], dict[str, Any]]
+    """Live pairs (aggregate_id, change_id) with their evidence."""
+    mttr_rows: MttrRows
+    """(service, severity, day) -> (resolved incidents, sum and max of time to restore)."""
+    change_rows: ChangeRows
+    """(service, day) -> (changes, failed changes)."""
+
+    @property
+    def events(self) -> int:
+        return sum(i["event_count"] for i in self.incidents.values())
+
+
+def expect(webhooks: list[Webhook], elven_received: dict[str, datetime]) -> Expected:
+    """The expectation from every distinct webhook (duplicates add nothing) and Elven's receive times."""
+    alerts: dict[str, list[AlertEvent]] = defaultdict(list)
+    changes: dict[str, list[ChangeEvent]] = defaultdict(list)
+    for w in webhooks:
+        for e in w.events:
+            if isinstance(e, AlertEvent):
+                alerts[e.aggregate_id].append(e)
+            else:
+                changes[e.change_id].append(e)
+    for e in elven_events(webhooks, elven_received):
+        alerts[e.aggregate_id].append(e)
+    incidents = [i for i in (recompute_incident(evs) for evs in alerts.values()) if i is not None]
+    folded = [recompute_change(evs) for evs in changes.values()]
+    windows = {name: i.window for name, i in FLEET.items()}
+    correlations = recompute_correlations(incidents, folded, windows)
+    return Expected(
+        incidents={i["aggregate_id"]: json.loads(json.dumps(i, default=_rfc3339)) for i in incidents},
+        correlations=correlations,
+        mttr_rows=mttr_rows(incidents),
+        change_rows=recompute_change_failure(folded, correlations),
+    )
+
+
+def mttr_rows(incidents: list[dict[str, Any]]) -> MttrRows:
+    """Resolved incidents per service, peak severity and UTC day of their final resolution."""
+    restores: dict[tuple[str, str, str], list[float]] = defaultdict(list)
+    for inc in incidents:
+        if inc["status"] == "resolved":
+            key = (inc["labels"].get("service") or "unknown", inc["severity"] or "unknown",
+                   inc["resolved_at"].date().isoformat())  # fmt: skip
+            restores[key].append(inc["time_to_restore_seconds"])
+    return {k: (len(v), sum(v), max(v)) for k, v in restores.items()}
+
+
+def _rfc3339(value: object) -> str:
+    assert isinstance(value, datetime)
+    return value.isoformat().replace("+00:00", "Z")

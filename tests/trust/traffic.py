@@ -1,0 +1,311 @@
+"""Seeded, deterministic traffic for every source, and what each webhook means.
+
+The generator first decides what happens (an incident opens at 10:02 on checkout in eu-1, a
+deploy of payments is done at 09:58, ...), then writes each step the way its vendor would send it:
+native JSON, Sleuth, Uptrends, Flashduty alerts and changes, Elven. Next to every webhook it keeps
+the canonical events it stands for, built here from the vendors' documented meaning and the
+integration's configuration (static labels, default severity), never from our adapters. The
+expectation (`tests/trust/expected.py`) is computed from those events alone.
+
+Elven sends no event time: the gateway's receive time is the event time, so its events take their
+times from the raw topic afterwards (`Webhook.received`), one `webhook-id` per event.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from incidentflow.domain.events import AlertEvent, ChangeEvent
+
+START = datetime(2026, 9, 1, tzinfo=UTC)
+SERVICES = ["checkout", "payments", "search", "auth", "catalog", "orders", "inventory", "shipping"]
+CLUSTERS = ["eu-1", "eu-2", "us-1", "us-2"]
+ENVS = ["prod", "staging"]
+RATE = 100_000_000  # per minute: the suite measures the pipeline, not the rate limiter
+
+
+@dataclass(frozen=True)
+class Integration:
+    name: str
+    source: str
+    route: str
+    labels: dict[str, str] = field(default_factory=dict)
+    default_severity: str | None = None
+    window: tuple[float, float] = (60.0, 5.0)  # lookback, lookahead in minutes
+
+    @property
+    def token(self) -> str:
+        return f"trust-{self.name}-token-0123456789"
+
+
+FLEET = {
+    i.name: i
+    for i in (
+        Integration("native", "native", "/v1/events"),
+        Integration("deploys", "native", "/v1/events"),
+        Integration("sleuth", "sleuth", "/v1/ingest/sleuth", {"service": "checkout", "env": "prod"}, "high"),
+        Integration(
+            "uptrends",
+            "uptrends",
+            "/v1/ingest/uptrends",
+            {"service": "search", "env": "prod"},
+            "critical",
+            window=(30.0, 10.0),
+        ),  # fmt: skip
+        Integration("flashduty", "flashduty-alert", "/v1/ingest/flashduty/alert", {"team": "sre"}),
+        Integration("fd-changes", "flashduty-change", "/v1/ingest/flashduty/change", {"team": "sre"}),
+        Integration("elven", "elven", "/v1/ingest/elven", {"env": "prod"}, "moderate"),
+    )
+}
+
+
+def integrations_yaml() -> str:
+    lines = ["integrations:"]
+    for i in FLEET.values():
+        entry = f"  - {{name: {i.name}, source: {i.source}, token: {i.token}, rate_limit_per_minute: {RATE}"
+        if i.labels:
+            entry += ", labels: {" + ", ".join(f"{k}: {v}" for k, v in i.labels.items()) + "}"
+        if i.default_severity:
+            entry += f", default_severity: {i.default_severity}"
+        if i.window != (60.0, 5.0):
+            entry += f", correlation: {{lookback_minutes: {i.window[0]:g}, lookahead_minutes: {i.window[1]:g}}}"
+        lines.append(entry + "}")
+    return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class Webhook:
+    """One request as its sender makes it, and the canonical events it means."""
+
+    integration: str
+    body: Any
+    events: tuple[AlertEvent | ChangeEvent, ...]
+    headers: tuple[tuple[str, str], ...] = ()
+    elven_action: str | None = None  # Elven events are built once their receive time is known
+
+    @property
+    def path(self) -> str:
+        i = FLEET[self.integration]
+        return f"{i.route}/{i.token}"
+
+    @property
+    def webhook_id(self) -> str | None:
+        return dict(self.headers).get("webhook-id")
+
+
+def _iso(at: datetime) -> str:
+    return at.isoformat().replace("+00:00", "Z")
+
+
+def _alert(integration: str, key: str, action: str, at: datetime, n: int, **fields: Any) -> AlertEvent:
+    i = FLEET[integration]
+    labels = {**i.labels, **fields.pop("labels", {})}
+    severity = fields.pop("severity", None)
+    return AlertEvent(event_id=f"gen-{n}", aggregate_id=f"{integration}:{key}", integration=integration,
+                      source=i.source, external_aggregate_key=key, action=action, occurred_at=at, received_at=at,
+                      labels=labels, severity=severity, **fields)  # type: ignore[arg-type]  # fmt: skip
+
+
+def _change(integration: str, key: str, status: str, at: datetime, n: int, labels: dict[str, str],
+            **fields: Any) -> ChangeEvent:  # fmt: skip
+    i = FLEET[integration]
+    return ChangeEvent(event_id=f"gen-{n}", change_id=f"{integration}:{key}", integration=integration,
+                       source=i.source, status=status, occurred_at=at, received_at=at,  # type: ignore[arg-type]
+                       labels={**i.labels, **labels}, **fields)  # fmt: skip
+
+
+@dataclass
+class Generator:
+    seed: int
+    days: int
+    rnd: random.Random = field(init=False)
+    n: int = 0
+    used: set[tuple[str, datetime]] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.rnd = random.Random(self.seed)
+
+    def next_id(self) -> int:
+        self.n += 1
+        return self.n
+
+    def moment(self) -> datetime:
+        return START + timedelta(seconds=self.rnd.randrange(self.days * 86400))
+
+    def distinct(self, key: str, at: datetime) -> datetime:
+        """Event times within one aggregate are distinct (ties would be settled by the adapters' event ids)."""
+        while (key, at) in self.used:
+            at += timedelta(seconds=1)
+        self.used.add((key, at))
+        return at
+
+    def scope(self) -> dict[str, str]:
+        return {
+            "service": self.rnd.choice(SERVICES),
+            "cluster": self.rnd.choice(CLUSTERS),
+            "env": self.rnd.choice(ENVS),
+        }
+
+    def actions(self, heartbeats: bool) -> list[str]:
+        """An incident's life: open, perhaps heartbeats and raises, resolve, perhaps reopen, ..."""
+        steps = ["open"]
+        for _ in range(self.rnd.randint(0, 6)):
+            last = steps[-1]
+            if last == "resolve":
+                steps.append(self.rnd.choice(["reopen", "open"]))
+            else:
+                choices = ["resolve", "resolve", "open"] + (["heartbeat"] if heartbeats else [])
+                steps.append(self.rnd.choice(choices))
+        return steps
+
+    def times(self, key: str, count: int) -> list[datetime]:
+        at = self.moment()
+        out = []
+        for _ in range(count):
+            out.append(self.distinct(key, at))
+            at += timedelta(seconds=self.rnd.randrange(60, 5400))
+        if self.rnd.random() < 0.2 and count > 1:  # a sender's clock or queue puts one event before its predecessor
+            i = self.rnd.randrange(1, count)
+            out[i] = self.distinct(key, out[i - 1] - timedelta(seconds=self.rnd.randrange(1, 900)))
+        return out
+
+    # -- one incident or change per source -------------------------------------------------------
+    def native_incident(self, a: int) -> Iterator[Webhook]:
+        key, labels = f"n-{self.seed}-{a}", self.scope()
+        steps = self.actions(heartbeats=True)
+        for action, at in zip(steps, self.times(f"native:{key}", len(steps)), strict=True):
+            n = self.next_id()
+            severity = self.rnd.choice(["critical", "high", "moderate", "low"])
+            title = f"{labels['service']} errors" if self.rnd.random() < 0.5 else None
+            body = {"event_id": f"native-{self.seed}-{n}", "external_aggregate_key": key, "action": action,
+                    "occurred_at": _iso(at), "labels": labels, "severity": severity}  # fmt: skip
+            if title:
+                body["title"] = title
+            yield Webhook("native", body, (_alert("native", key, action, at, n, labels=labels, severity=severity,
+                                                  title=title),))  # fmt: skip
+
+    def sleuth_incident(self, a: int) -> Iterator[Webhook]:
+        key = f"INC-{self.seed}-{a}"
+        steps = self.actions(heartbeats=False)
+        kinds = {"open": "triggered", "reopen": "reopened", "resolve": "resolved"}
+        title, url = f"Checkout impact {a}", f"https://status.example.com/incidents/{key}"
+        times = self.times(f"sleuth:{key}", len(steps))
+        if len(steps) == 2 and steps == ["open", "resolve"] and self.rnd.random() < 0.5:
+            # A backfilled incident: one webhook carries the open and its resolution (`ended_date`).
+            body = {"type": "triggered", "id": key, "date": _iso(times[0]), "ended_date": _iso(times[1]),
+                    "title": title, "url": url}  # fmt: skip
+            events = tuple(_alert("sleuth", key, action, at, self.next_id(), title=title, url=url, severity="high")
+                           for action, at in zip(steps, times, strict=True))  # fmt: skip
+            yield Webhook("sleuth", body, events)
+            return
+        for action, at in zip(steps, times, strict=True):
+            body = {"type": kinds[action], "id": key, "date": _iso(at), "title": title, "url": url}
+            yield Webhook("sleuth", body, (_alert("sleuth", key, action, at, self.next_id(), title=title, url=url,
+                                                  severity="high"),))  # fmt: skip
+
+    def uptrends_incident(self, a: int) -> Iterator[Webhook]:
+        key = f"up-{self.seed}-{a}"
+        monitor, url = f"Shop page {a % 7}", f"https://shop.example.com/{a % 7}"
+        steps = self.actions(heartbeats=True)
+        kinds = {"open": "Alert", "reopen": "Alert", "heartbeat": "Reminder", "resolve": "Ok"}
+        for action, at in zip(steps, self.times(f"uptrends:{key}", len(steps)), strict=True):
+            n = self.next_id()
+            kind = kinds[action]
+            # An Alert opens at its first error; the webhook itself is sent a little later.
+            sent = at + timedelta(seconds=120) if kind == "Alert" else at
+            description = f"HTTP 503 on {monitor}"
+            alert: dict[str, Any] = {"Type": kind, "AlertGuid": f"guid-{self.seed}-{n}", "Description": description,
+                                     "TimestampUtc": sent.strftime("%Y-%m-%dT%H:%M:%S")}  # fmt: skip
+            if kind == "Alert":
+                alert["FirstErrorUtc"] = at.strftime("%Y-%m-%dT%H:%M:%S")
+            body = {"Alert": alert, "Incident": {"Key": key},
+                    "Monitor": {"MonitorGuid": f"mon-{a % 7}", "Name": monitor, "Type": "HTTPS", "Url": url}}  # fmt: skip
+            event = _alert("uptrends", key, "open" if kind == "Alert" else action, at, n, title=monitor,
+                           description=description, url=url, labels={"monitor": monitor}, severity="critical")  # fmt: skip
+            yield Webhook("uptrends", body, (event,))
+
+    def flashduty_incident(self, a: int) -> Iterator[Webhook]:
+        key, labels = f"fd-{self.seed}-{a}", self.scope()
+        steps = self.actions(heartbeats=False)
+        statuses = {"Critical": "critical", "Warning": "moderate", "Info": "informational"}
+        for action, at in zip(steps, self.times(f"flashduty:{key}", len(steps)), strict=True):
+            n = self.next_id()
+            status = "Ok" if action == "resolve" else self.rnd.choice(list(statuses))
+            body = {"title_rule": f"High latency on {labels['service']}", "event_status": status, "alert_key": key,
+                    "event_time": int(at.timestamp()), "description": f"event {n}", "labels": labels}  # fmt: skip
+            event = _alert("flashduty", key, "resolve" if status == "Ok" else "open", at, n, labels=labels,
+                           severity=statuses.get(status), title=body["title_rule"], description=f"event {n}")  # fmt: skip
+            yield Webhook("flashduty", body, (event,))
+
+    def elven_incident(self, a: int) -> Iterator[Webhook]:
+        key, service = f"el-{self.seed}-{a}", self.rnd.choice(SERVICES)
+        for i, action in enumerate(a for a in self.actions(heartbeats=False) if a != "heartbeat"):
+            kind = "resolved" if action == "resolve" else "alarmed"
+            body = {"title": f"{service} down", "external_aggregate_key": key, "action": kind,
+                    "severity": "high", "tags": [{"name": "service", "value": service}]}  # fmt: skip
+            yield Webhook("elven", body, (), headers=(("webhook-id", f"msg-{self.seed}-{a}-{i}"),), elven_action=kind)
+
+    def change(self, c: int, integration: str) -> Iterator[Webhook]:
+        key, labels = f"chg-{self.seed}-{c}", self.scope()
+        path = self.rnd.choices([["planned"], ["processing", "done"], ["planned", "processing", "done"], ["done"],
+                                 ["processing", "canceled"]], weights=[1, 4, 3, 3, 1])[0]  # fmt: skip
+        fd = {"planned": "Planned", "processing": "Processing", "done": "Done", "canceled": "Canceled"}
+        for status, at in zip(path, self.times(f"{integration}:{key}", len(path)), strict=True):
+            n = self.next_id()
+            title = f"Deploy {labels['service']} #{c}"
+            if integration == "deploys":
+                body: dict[str, Any] = {"event_id": f"chg-{self.seed}-{n}", "change_key": key, "status": status,
+                                        "occurred_at": _iso(at), "labels": labels, "title": title}  # fmt: skip
+            else:
+                body = {"title": title, "change_key": key, "change_status": fd[status],
+                        "event_time": int(at.timestamp()), "labels": labels}  # fmt: skip
+            yield Webhook(integration, body, (_change(integration, key, status, at, n, labels, title=title),))
+
+
+def generate(seed: int, events: int) -> list[Webhook]:
+    """About `events` canonical events over all sources: about 45% change events, the rest alerts.
+
+    The span grows with the size so that correlations stay about as dense at any size.
+    """
+    gen = Generator(seed, days=max(3, events // 900))
+    makers = [(gen.native_incident, 5), (gen.flashduty_incident, 3), (gen.uptrends_incident, 2),
+              (gen.sleuth_incident, 1), (gen.elven_incident, 1)]  # fmt: skip
+    webhooks: list[Webhook] = []
+    count = a = c = 0
+    while count < events:
+        if gen.rnd.random() < 0.45:
+            made = list(gen.change(c, gen.rnd.choice(["deploys", "fd-changes"])))
+            c += 1
+        else:
+            maker = gen.rnd.choices([m for m, _ in makers], weights=[w for _, w in makers])[0]
+            made = list(maker(a))
+            a += 1
+        webhooks.extend(made)
+        count += sum(max(1, len(w.events)) for w in made)
+    return webhooks
+
+
+def deliveries(webhooks: list[Webhook], seed: int, duplicate_rate: float = 0.1) -> list[Webhook]:
+    """What senders do: every webhook at least once, some again (retries), in shuffled order."""
+    rnd = random.Random(seed)
+    delivered = list(webhooks) + [w for w in webhooks if rnd.random() < duplicate_rate]
+    rnd.shuffle(delivered)
+    return delivered
+
+
+def elven_events(webhooks: list[Webhook], received: dict[str, datetime]) -> list[AlertEvent]:
+    """Elven's events, at the time the gateway first received each `webhook-id` (from the raw topic)."""
+    out = []
+    for n, w in enumerate(webhooks):
+        if w.elven_action is None or w.webhook_id is None:
+            continue
+        body = w.body
+        at = received[w.webhook_id]
+        labels = {t["name"]: t["value"] for t in body["tags"]}
+        out.append(_alert("elven", body["external_aggregate_key"], "resolve" if w.elven_action == "resolved" else "open",
+                          at, -n - 1, labels=labels, severity=body["severity"], title=body["title"]))  # fmt: skip
+    return out
