@@ -8,7 +8,7 @@ TEST_KAFKA_PORT ?= 19092
 TEST_KAFKA_HOME ?= $(CURDIR)/.kafka-test
 
 .DEFAULT_GOAL := help
-.PHONY: help venv lint unit integration test demo kafka-up kafka-down clean
+.PHONY: help venv lint unit integration test trust soak demo kafka-up kafka-down clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -29,15 +29,23 @@ lint: venv ## ruff (lint and format check) and mypy --strict on src/
 unit: venv ## unit and property tests (no network, seconds)
 	$(BIN)/pytest tests/unit -q
 
-integration: venv ## integration tests on a real Kafka: INCIDENTFLOW_KAFKA_BOOTSTRAP if set, else a local broker it starts and stops
-	@if [ -z "$$INCIDENTFLOW_KAFKA_BOOTSTRAP" ] && command -v java >/dev/null && command -v mvn >/dev/null; then \
+# Runs a command with INCIDENTFLOW_KAFKA_BOOTSTRAP set: the given broker, else a local one started and stopped around it.
+with_kafka = if [ -z "$$INCIDENTFLOW_KAFKA_BOOTSTRAP" ] && command -v java >/dev/null && command -v mvn >/dev/null; then \
 	  export INCIDENTFLOW_KAFKA_PORT=$(TEST_KAFKA_PORT) INCIDENTFLOW_KAFKA_HOME=$(TEST_KAFKA_HOME); \
 	  deploy/kafka/kafka.sh up || exit 1; \
 	  trap 'deploy/kafka/kafka.sh down' EXIT; \
-	  INCIDENTFLOW_KAFKA_BOOTSTRAP=127.0.0.1:$(TEST_KAFKA_PORT) $(BIN)/pytest tests/integration -q; \
-	else \
-	  $(BIN)/pytest tests/integration -q; \
-	fi
+	  export INCIDENTFLOW_KAFKA_BOOTSTRAP=127.0.0.1:$(TEST_KAFKA_PORT); \
+	fi; $(1)
+
+integration: venv ## integration tests and the short trust suite on a real Kafka: INCIDENTFLOW_KAFKA_BOOTSTRAP if set, else a local broker it starts and stops
+	@$(call with_kafka,$(BIN)/pytest tests/integration tests/trust -q)
+
+trust: venv ## the full trust suite: fault scenarios (100,000 events), the load search, then bench/TRUST.md (about an hour)
+	@$(call with_kafka,INCIDENTFLOW_TRUST=full INCIDENTFLOW_TRUST_RESULTS=bench/results $(BIN)/pytest tests/trust -q --timeout 3600; \
+	  status=$$?; $(BIN)/python -u bench/load.py --search && $(BIN)/python bench/trust_report.py && exit $$status)
+
+soak: venv ## 30 minutes at half the sustained rate (bench/results/load.json), memory and descriptors each minute; updates bench/TRUST.md
+	@$(call with_kafka,$(BIN)/python -u bench/soak.py; status=$$?; $(BIN)/python bench/trust_report.py; exit $$status)
 
 test: lint unit integration ## everything CI runs: lint, unit, integration (with its own Kafka)
 

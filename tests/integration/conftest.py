@@ -142,8 +142,9 @@ class Stack:
         self.processes.append(process)
         return process
 
-    def start_gateway(self, **extra: str) -> Process:
-        self.gateway_port = free_port()
+    def start_gateway(self, port: int | None = None, **extra: str) -> Process:
+        """Starts a gateway, on `port` (the previous one's, after a crash) or a free one."""
+        self.gateway_port = port or free_port()
         process = self._spawn("gateway", "gateway", self.env(INCIDENTFLOW_GATEWAY_PORT=str(self.gateway_port), **extra))
         wait_http(f"{self.gateway_url}/healthz", process)
         return process

@@ -1,0 +1,311 @@
+"""Open-model load against the whole pipeline: constant arrival rate, every source mixed.
+
+    .venv/bin/python bench/load.py --search            # find the highest sustained rate
+    .venv/bin/python bench/load.py --rate 100 --seconds 60
+
+Requests are sent at fixed times (i / rate), whatever the server does, so a slow answer cannot
+hold the next request back and hide latency (no coordinated omission): a request's latency runs
+from the time it was due, not from when it left. Traffic is the trust suite's generator (native,
+Sleuth, Uptrends, Flashduty alerts and changes, Elven); one request in twenty is a probe, an open
+of an incident of its own, whose delay is measured from its 202 to the Kafka timestamp of its
+first record on `incidentflow.incidents`.
+
+A rate is sustained when every request was accepted (202), the gateway's p99 is under 100 ms,
+the probes' p99 end-to-end delay is under 1 s, and the pipeline is drained within 60 s after the
+step (every probe seen, consumer lag 0). `--search` raises the rate by half while it is sustained,
+then bisects between the last rate that passed and the first that failed.
+
+Uses INCIDENTFLOW_KAFKA_BOOTSTRAP, else starts the local broker of deploy/kafka on port 39092.
+Writes its figures as JSON (`--out`, default bench/results/load.json) for bench/TRUST.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import httpx
+from aiokafka import AIOKafkaConsumer
+from common import REPO, broker, product_env, spawn
+
+sys.path.insert(0, str(REPO))
+from tests.trust.traffic import FLEET, Webhook, generate, integrations_yaml  # noqa: E402
+
+from incidentflow.config import Settings  # noqa: E402
+from incidentflow.topics import ensure_topics  # noqa: E402
+
+GATEWAY_P99_MS = 100.0
+E2E_P99_MS = 1000.0
+PROBE_EVERY = 20
+IN_FLIGHT = 2000
+
+
+@dataclass
+class Step:
+    """One constant-rate step and what came of it."""
+
+    offered_rate: float
+    seconds: float
+    requests: int = 0
+    achieved_rate: float = 0.0
+    statuses: dict[str, int] = field(default_factory=dict)
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    e2e_ms: dict[str, float] = field(default_factory=dict)
+    drained: bool = False
+    sustained: bool = False
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    if len(values) < 2:
+        return {"p50": values[0] if values else 0.0, "p95": 0.0, "p99": 0.0, "max": max(values, default=0.0)}
+    cuts = statistics.quantiles(values, n=100, method="inclusive")
+    return {
+        "p50": round(cuts[49], 1),
+        "p95": round(cuts[94], 1),
+        "p99": round(cuts[98], 1),
+        "max": round(max(values), 1),
+    }
+
+
+class Pipeline:
+    """A gateway and worker(s) on a namespace of their own, and the traffic to send them."""
+
+    def __init__(self, bootstrap: str, work: Path, workers: int = 1) -> None:
+        self.bootstrap, self.work = bootstrap, work
+        self.namespace = f"load-{uuid.uuid4().hex[:6]}"
+        (work / "integrations.yaml").write_text(integrations_yaml())
+        self.gateway = "http://127.0.0.1:18097"
+        self.worker_ports = [16097 + i for i in range(workers)]
+        self.processes: dict[str, Any] = {}
+        self.traffic: Iterator[Webhook] = self._traffic()
+        self.sent = 0
+
+    def _traffic(self) -> Iterator[Webhook]:
+        seed = 0
+        while True:  # fresh webhooks for as long as the run goes, never a repeat
+            seed += 1
+            yield from generate(1000 + seed, 20000)
+
+    def start(self) -> None:
+        asyncio.run(ensure_topics(Settings(kafka_bootstrap=self.bootstrap, topic_namespace=self.namespace,
+                                           partitions=8)))  # fmt: skip
+        base = product_env(self.bootstrap, self.namespace, self.work,
+                           INCIDENTFLOW_INTEGRATIONS_FILE=str(self.work / "integrations.yaml"))  # fmt: skip
+        self.processes["gateway"] = spawn("gateway", {**base, "INCIDENTFLOW_GATEWAY_PORT": "18097"}, self.work)
+        for i, port in enumerate(self.worker_ports):
+            env = {**base, "INCIDENTFLOW_WEB_PORT": str(port), "INCIDENTFLOW_DATA_DIR": str(self.work / f"data-{i}")}
+            self.processes[f"worker-{i}"] = spawn("worker", env, self.work)
+        for url in [f"{self.gateway}/healthz", *(f"http://127.0.0.1:{p}/metrics" for p in self.worker_ports)]:
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline:
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(url, timeout=1).status_code == 200:
+                        break
+                time.sleep(0.2)
+        time.sleep(3)  # the workers' first rebalance
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            process.terminate()
+        for process in self.processes.values():
+            process.wait(30)
+
+    def next_request(self) -> tuple[str, dict[str, Any], dict[str, str], str | None]:
+        """(path, body, headers, probe key) of the next request."""
+        i = self.sent
+        self.sent += 1
+        if i % PROBE_EVERY == 0:
+            key = f"probe-{self.namespace}-{i}"
+            body = {"external_aggregate_key": key, "action": "open", "occurred_at": "2026-11-01T00:00:00Z",
+                    "labels": {"team": "probe"}}  # fmt: skip
+            return f"/v1/events/{FLEET['native'].token}", body, {}, f"native:{key}"
+        w = next(self.traffic)
+        return w.path, w.body, dict(w.headers), None
+
+    def lag(self) -> float | None:
+        """Sum of the workers' consumer lag, or None while a worker does not answer."""
+        total = 0.0
+        for port in self.worker_ports:
+            try:
+                text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+            except httpx.HTTPError:
+                return None
+            total += sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                         if line.startswith("incidentflow_consumer_lag{"))  # fmt: skip
+        return total
+
+
+async def run_step(pipeline: Pipeline, rate: float, seconds: float, drain_seconds: float = 60.0) -> Step:
+    step = Step(offered_rate=rate, seconds=seconds)
+    latencies: list[float] = []
+    statuses: Counter[str] = Counter()
+    accepted_probes: dict[str, float] = {}
+    in_flight = 0
+    first_seen: dict[str, float] = {}
+    # with no drain wait (soak minutes) the probes are not followed: the last step checks the delay
+    seen = asyncio.create_task(_first_records(pipeline, first_seen)) if drain_seconds > 0 else None
+    count = int(rate * seconds)
+
+    prepared = [pipeline.next_request() for _ in range(count)]  # before the clock starts
+
+    async def one(
+        session: aiohttp.ClientSession, due: float, request: tuple[str, dict[str, Any], dict[str, str], str | None]
+    ) -> None:
+        nonlocal in_flight
+        path, body, headers, probe = request
+        if in_flight >= IN_FLIGHT:
+            statuses["client-saturated"] += 1
+            return
+        in_flight += 1
+        try:
+            async with session.post(pipeline.gateway + path, json=body, headers=headers) as response:
+                await response.read()
+                statuses[str(response.status)] += 1
+                if response.status == 202 and probe:
+                    accepted_probes[probe] = time.time()
+        except aiohttp.ClientError as error:
+            statuses[type(error).__name__] += 1
+        finally:
+            in_flight -= 1
+            latencies.append((time.monotonic() - due) * 1000)
+
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as session:
+        start = time.monotonic()
+        tasks = []
+        for i in range(count):
+            due = start + i / rate
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            tasks.append(asyncio.create_task(one(session, due, prepared[i])))
+        await asyncio.gather(*tasks)
+        elapsed = time.monotonic() - start
+    step.requests = count
+    step.statuses = dict(statuses)
+    step.achieved_rate = round(statuses.get("202", 0) / elapsed, 1)
+    step.latency_ms = percentiles(latencies)
+    deadline = time.monotonic() + drain_seconds
+    records: dict[str, float] = {}
+    while time.monotonic() < deadline:
+        records = dict(first_seen)
+        if set(accepted_probes) <= set(records) and await asyncio.to_thread(pipeline.lag) == 0:
+            step.drained = True
+            break
+        await asyncio.sleep(1)
+    if seen is not None:
+        seen.cancel()
+    delays = [(records[k] - at) * 1000 for k, at in accepted_probes.items() if k in records]
+    step.e2e_ms = percentiles(delays) if delays else {}
+    step.sustained = (
+        step.drained
+        and statuses.get("202", 0) == count
+        and step.latency_ms["p99"] < GATEWAY_P99_MS
+        and bool(step.e2e_ms)
+        and step.e2e_ms["p99"] < E2E_P99_MS
+    )
+    return step
+
+
+async def _first_records(pipeline: Pipeline, first_seen: dict[str, float]) -> None:
+    """Notes the Kafka timestamp of the first incident record of every probe."""
+    consumer = AIOKafkaConsumer(f"{pipeline.namespace}.incidents", bootstrap_servers=pipeline.bootstrap,
+                                auto_offset_reset="earliest", group_id=None)  # fmt: skip
+    await consumer.start()
+    try:
+        while True:
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                for record in records:
+                    key = record.key.decode()
+                    if key.startswith("native:probe-"):
+                        first_seen.setdefault(key, record.timestamp / 1000)
+    finally:
+        await consumer.stop()
+
+
+def search(pipeline: Pipeline, start: float, seconds: float, rounds: int) -> tuple[float, list[Step]]:
+    steps: list[Step] = []
+    best, worst = 0.0, None
+    rate = start
+    while worst is None:
+        step = asyncio.run(run_step(pipeline, rate, seconds))
+        report(step)
+        steps.append(step)
+        if step.sustained:
+            best, rate = rate, rate * 1.5
+        else:
+            worst = rate
+    for _ in range(rounds):
+        if best == 0.0:
+            break
+        rate = round((best + worst) / 2, 1)
+        step = asyncio.run(run_step(pipeline, rate, seconds))
+        report(step)
+        steps.append(step)
+        if step.sustained:
+            best = rate
+        else:
+            worst = rate
+    return best, steps
+
+
+def report(step: Step) -> None:
+    lat, e2e = step.latency_ms, step.e2e_ms
+    print(f"offered {step.offered_rate:7.1f}/s achieved {step.achieved_rate:7.1f}/s  gateway p50 {lat['p50']:.0f} "
+          f"p95 {lat['p95']:.0f} p99 {lat['p99']:.0f} max {lat['max']:.0f} ms  202->incident p50 "
+          f"{e2e.get('p50', float('nan')):.0f} p99 {e2e.get('p99', float('nan')):.0f} ms  statuses {step.statuses}  "
+          f"drained {step.drained}  {'SUSTAINED' if step.sustained else 'not sustained'}", flush=True)  # fmt: skip
+
+
+def machine() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, Python {platform.python_version()}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--search", action="store_true", help="find the highest sustained rate")
+    parser.add_argument("--rate", type=float, default=50.0, help="requests per second (the first rate with --search)")
+    parser.add_argument("--seconds", type=float, default=30.0, help="length of each step")
+    parser.add_argument("--rounds", type=int, default=3, help="bisection steps after the first failure")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=REPO / "bench/results/load.json")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="incidentflow-load-"))
+    with broker(work) as bootstrap:
+        pipeline = Pipeline(bootstrap, work, args.workers)
+        pipeline.start()
+        try:
+            if args.search:
+                best, steps = search(pipeline, args.rate, args.seconds, args.rounds)
+            else:
+                step = asyncio.run(run_step(pipeline, args.rate, args.seconds))
+                report(step)
+                best, steps = (args.rate if step.sustained else 0.0), [step]
+        finally:
+            pipeline.stop()
+    print(f"highest sustained rate: {best:.1f} requests/s (gateway p99 < {GATEWAY_P99_MS:.0f} ms, "
+          f"202 -> incident p99 < {E2E_P99_MS:.0f} ms, drained)")  # fmt: skip
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({
+        "command": " ".join(["bench/load.py", *sys.argv[1:]]), "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(), "workers": args.workers, "sustained_rate": best, "steps": [asdict(s) for s in steps],
+    }, indent=2))  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

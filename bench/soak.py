@@ -1,0 +1,147 @@
+"""Soak: constant-rate load for a long time, memory and file descriptors of every process sampled each minute.
+
+    .venv/bin/python bench/soak.py                    # half the sustained rate of bench/results/load.json, 30 min
+    .venv/bin/python bench/soak.py --rate 40 --minutes 30
+
+The load is bench/load.py's (open model, every source mixed, probes for the end-to-end delay),
+sent in one-minute steps. After each minute the resident memory (VmRSS) and open file
+descriptors of the gateway, the worker and the broker are read from /proc. Pass means: every
+request accepted, no upward trend — the least-squares slope of each process's memory after the
+first five minutes (warm-up: caches, RocksDB memtables) projects less than 10% growth over an hour,
+and its descriptors end no higher than the most seen in the first half plus 5 — and consumer lag
+back to zero after the run.
+
+Writes bench/results/soak.json for bench/TRUST.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+
+from common import REPO, broker
+from load import Pipeline, Step, machine, report, run_step
+
+WARM_UP_MINUTES = 5
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def broker_pid(bootstrap: str) -> int | None:
+    """The Kafka java process listening on the bootstrap port (when it runs on this machine)."""
+    port = bootstrap.rsplit(":", 1)[1]
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if "kafka.Kafka" in cmdline or "kafka_2.13" in cmdline:
+            props = [a for a in cmdline.split("\0") if a.endswith(".properties")]
+            text = "".join(Path(p).read_text(errors="replace") for p in props if Path(p).exists())
+            if f":{port}" in text:
+                return int(entry.name)
+    return None
+
+
+def slope_per_hour(values: list[float]) -> float:
+    """Least-squares slope of one sample a minute, per hour."""
+    n = len(values)
+    if n < 2:
+        return 0.0
+    mean_x, mean_y = (n - 1) / 2, sum(values) / n
+    num = sum((x - mean_x) * (y - mean_y) for x, y in enumerate(values))
+    den = sum((x - mean_x) ** 2 for x in range(n))
+    return num / den * 60
+
+
+def verdict(samples: dict[str, list[tuple[float, int]]]) -> dict[str, dict[str, float | bool]]:
+    out: dict[str, dict[str, float | bool]] = {}
+    for name, series in samples.items():
+        memory = [m for m, _ in series][WARM_UP_MINUTES:]
+        descriptors = [f for _, f in series]
+        mean = sum(memory) / len(memory) if memory else 0.0
+        growth = slope_per_hour(memory) / mean if mean else 0.0
+        first_half = descriptors[: max(1, len(descriptors) // 2)]
+        out[name] = {
+            "rss_first_mib": round(series[0][0], 1), "rss_last_mib": round(series[-1][0], 1),
+            "rss_slope_mib_per_hour": round(slope_per_hour(memory), 1), "rss_growth_per_hour": round(growth, 3),
+            "fds_first": series[0][1], "fds_last": series[-1][1], "fds_max_first_half": max(first_half),
+            "pass": growth < 0.10 and descriptors[-1] <= max(first_half) + 5,
+        }  # fmt: skip
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rate", type=float, help="requests per second (default: half of bench/results/load.json)")
+    parser.add_argument("--minutes", type=int, default=30)
+    parser.add_argument("--out", type=Path, default=REPO / "bench/results/soak.json")
+    args = parser.parse_args()
+    rate = args.rate
+    if rate is None:
+        found = REPO / "bench/results/load.json"
+        if not found.exists():
+            print("no bench/results/load.json: run bench/load.py --search first, or give --rate", file=sys.stderr)
+            return 2
+        rate = json.loads(found.read_text())["sustained_rate"] / 2
+    work = Path(tempfile.mkdtemp(prefix="incidentflow-soak-"))
+    with broker(work, port=39093) as bootstrap:
+        pipeline = Pipeline(bootstrap, work)
+        pipeline.start()
+        pids = {name: p.pid for name, p in pipeline.processes.items()}
+        kafka = broker_pid(bootstrap)
+        if kafka is not None:
+            pids["broker"] = kafka
+        samples: dict[str, list[tuple[float, int]]] = {name: [] for name in pids}
+        steps: list[Step] = []
+        try:
+            for minute in range(args.minutes):
+                step = asyncio.run(run_step(pipeline, rate, 60.0, drain_seconds=0.0))
+                steps.append(step)
+                for name, pid in pids.items():
+                    samples[name].append((rss_mib(pid), fds(pid)))
+                print(f"minute {minute + 1:3d}: " + "  ".join(f"{n} {m:.0f} MiB {f} fds" for n, (m, f) in
+                                                            ((n, s[-1]) for n, s in samples.items())), flush=True)  # fmt: skip
+            final = asyncio.run(run_step(pipeline, rate, 10.0, drain_seconds=120.0))
+            report(final)
+        finally:
+            pipeline.stop()
+    processes = verdict(samples)
+    accepted = sum(s.statuses.get("202", 0) for s in [*steps, final])
+    offered = sum(s.requests for s in [*steps, final])
+    passed = all(bool(v["pass"]) for v in processes.values()) and final.drained and accepted == offered
+    for name, v in processes.items():
+        print(f"{name}: {v}")
+    print(f"soak {'PASSED' if passed else 'FAILED'}: {accepted}/{offered} accepted at {rate:.1f}/s for "
+          f"{args.minutes} min; lag back to zero: {final.drained}")  # fmt: skip
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({
+        "command": " ".join(["bench/soak.py", *sys.argv[1:]]), "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(), "rate": rate, "minutes": args.minutes, "accepted": accepted, "offered": offered,
+        "drained": final.drained, "passed": passed, "processes": processes,
+        "samples": {n: [{"rss_mib": round(m, 1), "fds": f} for m, f in s] for n, s in samples.items()},
+        "latency_ms_by_minute": [s.latency_ms for s in steps], "final": asdict(final),
+    }, indent=2))  # fmt: skip
+    return 0 if passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,288 @@
+"""Running a trust scenario: send traffic while faults happen, then compare the end state with the expectation.
+
+`Sender` posts deliveries from a thread of its own, as webhook senders do: every delivery until it
+gets a 202, retrying on any other answer and on refused connections, and keeps every attempt
+(status and the gateway's `request_id`). `settle` follows `incidentflow.incidents`,
+`incidentflow.correlations` and `incidentflow.metrics` until they equal the expectation or time
+runs out, and `tally` counts what is lost, counted twice or wrong.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import httpx
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from tests.oracle import live_correlations
+from tests.trust.expected import ChangeRows, Expected, MttrRows
+from tests.trust.traffic import Webhook
+
+GIVE_UP_AFTER = 600  # attempts of one delivery (a minute and more of refusals)
+
+
+@dataclass
+class Attempt:
+    delivery: int
+    status: int | str
+    request_id: str | None
+
+
+@dataclass
+class Sender:
+    """Posts every delivery until it is accepted, `concurrency` at a time, from a thread of its own."""
+
+    url: Callable[[], str]
+    deliveries: list[Webhook]
+    concurrency: int = 16
+    attempts: list[Attempt] = field(default_factory=list)
+    accepted: int = 0
+    gave_up: int = 0
+    thread: threading.Thread | None = None
+
+    def start(self) -> Sender:
+        self.thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+        self.thread.start()
+        return self
+
+    def wait_for(self, share: float, timeout: float = 900) -> None:
+        """Blocks until `share` of the deliveries are accepted."""
+        deadline = time.monotonic() + timeout
+        while self.accepted + self.gave_up < share * len(self.deliveries):
+            assert time.monotonic() < deadline, f"only {self.accepted} of {len(self.deliveries)} accepted"
+            time.sleep(0.1)
+
+    def join(self, timeout: float = 1800) -> None:
+        assert self.thread is not None
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "the sender did not finish"
+
+    @property
+    def statuses(self) -> dict[str, int]:
+        return dict(Counter(str(a.status) for a in self.attempts))
+
+    @property
+    def accepted_ids(self) -> set[str]:
+        return {a.request_id for a in self.attempts if a.status == 202 and a.request_id}
+
+    async def _run(self) -> None:
+        queue: asyncio.Queue[int] = asyncio.Queue()
+        for i in range(len(self.deliveries)):
+            queue.put_nowait(i)
+        timeout = aiohttp.ClientTimeout(total=30)
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=self.concurrency), timeout=timeout) as s:
+            await asyncio.gather(*(self._worker(s, queue) for _ in range(self.concurrency)))
+
+    async def _worker(self, session: aiohttp.ClientSession, queue: asyncio.Queue[int]) -> None:
+        while not queue.empty():
+            i = queue.get_nowait()
+            w = self.deliveries[i]
+            for _ in range(GIVE_UP_AFTER):
+                status: int | str
+                request_id = None
+                try:
+                    async with session.post(self.url() + w.path, json=w.body, headers=dict(w.headers)) as response:
+                        status = response.status
+                        if status == 202:
+                            request_id = (await response.json())["request_id"]
+                        else:
+                            await response.read()
+                except (TimeoutError, aiohttp.ClientError) as error:
+                    status = type(error).__name__
+                self.attempts.append(Attempt(i, status, request_id))
+                if status == 202:
+                    self.accepted += 1
+                    break
+                await asyncio.sleep(0.2)
+            else:
+                self.gave_up += 1
+
+
+# -- reading what the pipeline wrote --------------------------------------------------------------
+
+
+async def _read_all(bootstrap: str, topic: str) -> list[Any]:
+    """Every record of a topic up to its end offsets now."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                auto_offset_reset="earliest")  # fmt: skip
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        if not partitions:
+            await consumer._client.force_metadata_update()  # noqa: SLF001  # first sight of the topic
+            partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        await consumer.seek_to_beginning(*tps)
+        records: list[Any] = []
+        while any(await consumer.position(tp) < ends[tp] for tp in tps):
+            for batch in (await consumer.getmany(timeout_ms=500, max_records=5000)).values():
+                records.extend(r for r in batch if r.offset < ends[TopicPartition(r.topic, r.partition)])
+        return records
+    finally:
+        await consumer.stop()
+
+
+def read_all(bootstrap: str, topic: str) -> list[Any]:
+    return asyncio.run(_read_all(bootstrap, topic))
+
+
+def elven_received(bootstrap: str, namespace: str) -> dict[str, datetime]:
+    """The first receive time of every Elven `webhook-id`, from the raw envelopes."""
+    first: dict[str, datetime] = {}
+    for record in read_all(bootstrap, f"{namespace}.raw"):
+        envelope = json.loads(record.value)
+        key = envelope.get("idempotency_key")
+        if envelope["source"] == "elven" and key:
+            at = datetime.fromisoformat(envelope["received_at"].replace("Z", "+00:00"))
+            first[key] = min(first.get(key, at), at)
+    return first
+
+
+def raw_request_ids(bootstrap: str, namespace: str) -> Counter[str]:
+    return Counter(json.loads(r.value)["request_id"] for r in read_all(bootstrap, f"{namespace}.raw"))
+
+
+@dataclass
+class Observed:
+    incidents: dict[str, dict[str, Any]] = field(default_factory=dict)
+    correlation_records: list[dict[str, Any]] = field(default_factory=list)
+    metric_rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def correlations(self) -> dict[tuple[str, str], dict[str, Any]]:
+        return live_correlations(self.correlation_records)
+
+    @property
+    def mttr_rows(self) -> MttrRows:
+        return {(r["service"], r["severity"], r["day"]): (r["count"], r["sum_seconds"], r["max_seconds"])
+                for r in self.metric_rows.values() if r["metric"] == "mttr" and r["count"]}  # fmt: skip
+
+    @property
+    def change_rows(self) -> ChangeRows:
+        return {(r["service"], r["day"]): (r["changes"], r["failed_changes"])
+                for r in self.metric_rows.values() if r["metric"] == "changes" and r["changes"]}  # fmt: skip
+
+    def matches(self, expected: Expected) -> bool:
+        return (self.incidents == expected.incidents and self.correlations == expected.correlations
+                and _close(self.mttr_rows, expected.mttr_rows) and self.change_rows == expected.change_rows)  # fmt: skip
+
+
+def _close(got: MttrRows, want: MttrRows) -> bool:
+    return got.keys() == want.keys() and all(
+        got[k][0] == want[k][0] and abs(got[k][1] - want[k][1]) < 1e-6 and abs(got[k][2] - want[k][2]) < 1e-6
+        for k in want
+    )
+
+
+def settle(bootstrap: str, namespace: str, expected: Expected, timeout: float) -> Observed:
+    """Follows the output topics until they equal the expectation, or `timeout` seconds pass."""
+
+    async def run() -> Observed:
+        observed = Observed()
+        topics = [f"{namespace}.{t}" for t in ("incidents", "correlations", "metrics")]
+        consumer = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                    auto_offset_reset="earliest")  # fmt: skip
+        await consumer.start()
+        try:
+            deadline = time.monotonic() + timeout
+            checked = 0.0
+            while time.monotonic() < deadline:
+                for batch in (await consumer.getmany(timeout_ms=500, max_records=10000)).values():
+                    for r in batch:
+                        value = json.loads(r.value)
+                        if r.topic == topics[0]:
+                            observed.incidents[r.key.decode()] = value
+                        elif r.topic == topics[1]:
+                            observed.correlation_records.append(value)
+                        else:
+                            observed.metric_rows[r.key.decode()] = value
+                if time.monotonic() - checked > 2:
+                    checked = time.monotonic()
+                    if observed.matches(expected):
+                        break
+        finally:
+            await consumer.stop()
+        return observed
+
+    return asyncio.run(run())
+
+
+def tally(observed: Observed, expected: Expected) -> dict[str, dict[str, int]]:
+    """Lost, double-counted and otherwise wrong, per output, against the expectation.
+
+    Incidents count events (`event_count`): an aggregate missing loses all of its events. Pairs
+    count correlations. Metric rows count incidents and changes per (service, severity, day).
+    """
+    out: dict[str, dict[str, int]] = {}
+    lost = double = wrong = 0
+    for key, want in expected.incidents.items():
+        got = observed.incidents.get(key)
+        have = got["event_count"] if got else 0
+        lost += max(0, want["event_count"] - have)
+        double += max(0, have - want["event_count"])
+        wrong += bool(got) and have == want["event_count"] and got != want
+    double += sum(i["event_count"] for k, i in observed.incidents.items() if k not in expected.incidents)
+    out["incidents"] = {"expected": len(expected.incidents), "lost": lost, "double": double, "wrong": wrong}
+    got_pairs, want_pairs = observed.correlations, expected.correlations
+    out["correlations"] = {
+        "expected": len(want_pairs), "lost": len(want_pairs.keys() - got_pairs.keys()),
+        "double": len(got_pairs.keys() - want_pairs.keys()),
+        "wrong": sum(1 for k in want_pairs.keys() & got_pairs.keys() if want_pairs[k] != got_pairs[k]),
+    }  # fmt: skip
+    for name, got_rows, want_rows in (("mttr_rows", observed.mttr_rows, expected.mttr_rows),
+                                      ("change_rows", observed.change_rows, expected.change_rows)):  # fmt: skip
+        lost = double = wrong = 0
+        for key in want_rows.keys() | got_rows.keys():
+            want_count = want_rows.get(key, (0,))[0]
+            got_count = got_rows.get(key, (0,))[0]
+            lost += max(0, want_count - got_count)
+            double += max(0, got_count - want_count)
+            wrong += want_count == got_count and not _close({0: got_rows[key]}, {0: want_rows[key]})  # type: ignore[dict-item]
+        out[name] = {"expected": sum(r[0] for r in want_rows.values()), "lost": lost, "double": double, "wrong": wrong}
+    return out
+
+
+def lag(ports: list[int]) -> float | None:
+    """Total consumer lag over the workers on `ports`, None when one does not answer."""
+    total = 0.0
+    for port in ports:
+        try:
+            text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        except httpx.HTTPError:
+            return None
+        total += sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                     if line.startswith("incidentflow_consumer_lag{"))  # fmt: skip
+    return total
+
+
+def wait_lag_zero(ports: list[int], timeout: float = 120) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if lag(ports) == 0:
+            return True
+        time.sleep(1)
+    return False
+
+
+def record(result: dict[str, Any]) -> None:
+    """Writes a scenario's figures for bench/TRUST.md when INCIDENTFLOW_TRUST_RESULTS names a directory."""
+    where = os.environ.get("INCIDENTFLOW_TRUST_RESULTS")
+    if where:
+        path = Path(where) / f"trust-{result['scenario']}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(
+            json.dumps(result, indent=2, default=lambda o: asdict(o) if hasattr(o, "__dataclass_fields__") else str(o))
+        )

@@ -1,0 +1,212 @@
+"""Fault scenarios: real processes, a real broker, and the end state against the batch recomputation.
+
+Each scenario sends the generated traffic (every source, duplicates, shuffled) through the
+gateway while something fails, then checks: the incidents, live correlations and metric rows on
+Kafka equal `tests/trust/expected.py` exactly (lost = 0, double-counted = 0, wrong = 0), and the
+workers' consumer lag returns to zero. Sizes: `INCIDENTFLOW_TRUST=full` (make trust) sends
+100,000 events through the SIGKILL scenario and 20,000 through the others; the short version
+(make test) sends a few thousand through the worker SIGKILL, the broker restart and the poison
+records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+from collections import Counter
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from tests.integration.conftest import OwnBroker, Process, Stack
+from tests.trust.expected import Expected, expect
+from tests.trust.harness import (
+    Sender,
+    elven_received,
+    raw_request_ids,
+    read_all,
+    record,
+    settle,
+    tally,
+    wait_lag_zero,
+)
+from tests.trust.traffic import deliveries, generate, integrations_yaml
+
+pytestmark = pytest.mark.integration
+
+FULL = os.environ.get("INCIDENTFLOW_TRUST") == "full"
+PARTITIONS = 6
+SETTLE_SECONDS = 1200 if FULL else 300
+
+
+def size(full: int, short: int) -> int:
+    return full if FULL else short
+
+
+def only_in_full() -> None:
+    if not FULL:
+        pytest.skip("runs in `make trust` (INCIDENTFLOW_TRUST=full)")
+
+
+class Run:
+    """One scenario: its stack, traffic, sender and live workers."""
+
+    def __init__(self, stack: Stack, name: str, events: int, seed: int) -> None:
+        self.stack, self.name = stack, name
+        self.webhooks = generate(seed, events)
+        self.deliveries = deliveries(self.webhooks, seed=seed + 1)
+        self.workers: dict[int, Process] = {}
+        self.ports: dict[int, int] = {}
+        self.started = time.monotonic()
+        self.sender = Sender(lambda: stack.gateway_url, self.deliveries)
+
+    def start_worker(self, index: int) -> None:
+        self.workers[index] = self.stack.start_worker(index)
+        self.ports[index] = self.stack.worker_ports[-1]
+
+    def stop_worker(self, index: int, sig: int = signal.SIGTERM) -> None:
+        self.workers.pop(index).stop(sig)
+        self.ports.pop(index)
+
+    def check(self, **figures: Any) -> dict[str, Any]:
+        """Waits for the end state, compares it, records the figures and asserts the pass criterion."""
+        self.sender.join()
+        assert self.sender.gave_up == 0, self.sender.statuses
+        expected: Expected = expect(self.webhooks, elven_received(self.stack.bootstrap, self.stack.namespace))
+        observed = settle(self.stack.bootstrap, self.stack.namespace, expected, SETTLE_SECONDS)
+        counts = tally(observed, expected)
+        lag_zero = wait_lag_zero(list(self.ports.values()))
+        result = {
+            "scenario": self.name,
+            "events": expected.events,
+            "webhooks": len(self.webhooks),
+            "deliveries": len(self.deliveries),
+            "statuses": self.sender.statuses,
+            "seconds": round(time.monotonic() - self.started, 1),
+            "outputs": counts,
+            "lost": sum(c["lost"] for c in counts.values()),
+            "double_counted": sum(c["double"] for c in counts.values()),
+            "wrong": sum(c["wrong"] for c in counts.values()),
+            "lag_back_to_zero": lag_zero,
+            **figures,
+        }
+        result["passed"] = result["lost"] == result["double_counted"] == result["wrong"] == 0 and lag_zero
+        record(result)
+        assert counts and result["passed"], json.dumps(result, indent=1, default=str)
+        return result
+
+
+def gateway_check(run: Run) -> dict[str, int]:
+    """Every request that got a 202 is on the raw topic; what else is there came from requests answered otherwise."""
+    raw = raw_request_ids(run.stack.bootstrap, run.stack.namespace)
+    accepted = run.sender.accepted_ids
+    missing = accepted - raw.keys()
+    assert not missing, f"{len(missing)} requests answered 202 are not on the raw topic"
+    return {"accepted_requests": len(accepted), "accepted_missing_from_raw": len(missing),
+            "raw_records_without_202": sum(n for rid, n in raw.items() if rid not in accepted),
+            "raw_records_twice": sum(n - 1 for n in raw.values() if n > 1)}  # fmt: skip
+
+
+def test_worker_sigkilled_three_times_loses_nothing(stack_factory: Any) -> None:
+    stack: Stack = stack_factory(integrations_yaml(), partitions=PARTITIONS)
+    run = Run(stack, "worker-sigkill", size(100_000, 3000), seed=101)
+    stack.start_gateway()
+    for i in range(3):
+        run.start_worker(i)
+    run.sender.start()
+    kills = []
+    for share in (0.25, 0.5, 0.75):
+        run.sender.wait_for(share)
+        run.stop_worker(1, signal.SIGKILL)
+        kills.append(run.sender.accepted)
+        time.sleep(2)
+        run.start_worker(1)
+    run.check(kills_at_accepted=kills, workers=3)
+
+
+def test_workers_scaled_one_to_three_to_one_lose_nothing(stack_factory: Any) -> None:
+    only_in_full()
+    stack: Stack = stack_factory(integrations_yaml(), partitions=PARTITIONS)
+    run = Run(stack, "scale-1-3-1", 20_000, seed=201)
+    stack.start_gateway()
+    run.start_worker(0)
+    run.sender.start()
+    run.sender.wait_for(0.3)
+    run.start_worker(1)
+    run.start_worker(2)
+    run.sender.wait_for(0.65)
+    run.stop_worker(2)
+    run.stop_worker(1)
+    run.check(workers="1 -> 3 -> 1")
+
+
+def test_broker_restart_gateway_answers_503_and_loses_nothing(stack_factory: Any, own_broker: OwnBroker) -> None:
+    stack: Stack = stack_factory(integrations_yaml(), partitions=PARTITIONS)
+    stack.bootstrap = own_broker.bootstrap
+    run = Run(stack, "broker-restart", size(20_000, 3000), seed=301)
+    stack.start_gateway(INCIDENTFLOW_PUBLISH_TIMEOUT_SECONDS="2")
+    run.start_worker(0)
+    run.start_worker(1)
+    run.sender.start()
+    run.sender.wait_for(0.4)
+    before = Counter(str(a.status) for a in run.sender.attempts)
+    own_broker.stop()
+    time.sleep(10)
+    during = Counter(str(a.status) for a in run.sender.attempts) - before
+    own_broker.start()
+    assert during.get("503", 0) > 0 and not during.get("202"), f"while the broker was away: {dict(during)}"
+    run.check(answers_while_broker_away=dict(during), broker_away_seconds=10, **gateway_check(run))
+
+
+def test_gateway_sigkilled_mid_request_loses_nothing(stack_factory: Any) -> None:
+    only_in_full()
+    stack: Stack = stack_factory(integrations_yaml(), partitions=PARTITIONS)
+    run = Run(stack, "gateway-sigkill", 20_000, seed=401)
+    gateway = stack.start_gateway()
+    run.start_worker(0)
+    run.start_worker(1)
+    run.sender.start()
+    run.sender.wait_for(0.5)
+    gateway.stop(signal.SIGKILL)  # with 16 requests in flight
+    time.sleep(2)
+    stack.start_gateway(port=stack.gateway_port)
+    run.check(**gateway_check(run))
+
+
+POISON = [b"not json", b"\xff\xfe binary", b'{"json": "of the wrong shape"}', b"[1, 2, 3]", b""]
+INPUTS = ("raw", "alerts", "changes", "metric-contributions", "correlation-scope", "correlation-suspects",
+          "correlation-verdicts", "change-contributions")  # fmt: skip
+
+
+def test_poison_records_on_every_topic_are_dead_lettered_and_the_rest_processed(stack_factory: Any) -> None:
+    stack: Stack = stack_factory(integrations_yaml(), partitions=PARTITIONS)
+    run = Run(stack, "poison", size(20_000, 3000), seed=501)
+    stack.start_gateway()
+    run.start_worker(0)
+    run.start_worker(1)
+    run.sender.start()
+    run.sender.wait_for(0.5)
+    asyncio.run(_produce_poison(stack))
+    result = run.check(poison_per_topic=len(POISON) * PARTITIONS, topics=len(INPUTS))
+    dead = [json.loads(r.value) for r in read_all(stack.bootstrap, f"{stack.namespace}.deadletter")]
+    by_topic = Counter(d["topic"].removeprefix(f"{stack.namespace}.") for d in dead)
+    assert by_topic == dict.fromkeys(INPUTS, len(POISON) * PARTITIONS), by_topic
+    assert all(d["reason"] for d in dead)
+    result["dead_lettered"] = dict(by_topic)
+    record(result)
+
+
+async def _produce_poison(stack: Stack) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=stack.bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        for name in INPUTS:
+            for partition in range(PARTITIONS):
+                for value in POISON:
+                    await producer.send_and_wait(f"{stack.namespace}.{name}", value, key=b"poison", partition=partition)
+    finally:
+        await producer.stop()
