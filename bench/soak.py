@@ -103,7 +103,7 @@ def main() -> int:
             return 2
         rate = json.loads(found.read_text())["sustained_rate"] / 2
     work = Path(tempfile.mkdtemp(prefix="incidentflow-soak-"))
-    with broker(work, port=39093) as bootstrap:
+    with broker(work, port=39292) as bootstrap:
         pipeline = Pipeline(bootstrap, work)
         pipeline.start()
         pids = {name: p.pid for name, p in pipeline.processes.items()}

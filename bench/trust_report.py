@@ -22,7 +22,7 @@ RESULTS = REPO / "bench/results"
 CRITERIA = {
     "worker-sigkill": "A worker is SIGKILLed three times during the run and restarted each time.",
     "scale-1-3-1": "One worker, then three (two join during ingest), then one again (two leave during ingest).",
-    "broker-restart": "The broker is stopped for 10 s during ingest and started again: the gateway answers 503 "
+    "broker-restart": "The broker is stopped for 11 s during ingest and started again: the gateway answers 503 "
     "(never 202) while it is away, and every request answered 202 is on the raw topic.",
     "gateway-sigkill": "The gateway is SIGKILLed with requests in flight and started again on its port: every "
     "request answered 202 is on the raw topic; retried requests are deduplicated downstream.",
