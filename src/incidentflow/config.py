@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     store: str = "rocksdb://"
     data_dir: Path = Path(".data")
     max_events_per_aggregate: int = Field(default=256, ge=4)
+    store_memory_mib: int = Field(default=256, ge=16)
+    """RocksDB memory of a worker: one block cache for every table and partition, memtables charged to it."""
     session_timeout_seconds: float = Field(default=10.0, gt=0)
     log_level: str = "info"
     correlation_scope_labels: CommaList = ("service", "cluster", "host", "namespace", "app")

@@ -30,10 +30,8 @@ class Expected:
     """(service, severity, day) -> (resolved incidents, sum and max of time to restore)."""
     change_rows: ChangeRows
     """(service, day) -> (changes, failed changes)."""
-
-    @property
-    def events(self) -> int:
-        return sum(i["event_count"] for i in self.incidents.values())
+    events: int
+    """Distinct canonical events, alerts and changes."""
 
 
 def expect(webhooks: list[Webhook], elven_received: dict[str, datetime]) -> Expected:
@@ -57,6 +55,7 @@ def expect(webhooks: list[Webhook], elven_received: dict[str, datetime]) -> Expe
         correlations=correlations,
         mttr_rows=mttr_rows(incidents),
         change_rows=recompute_change_failure(folded, correlations),
+        events=sum(len(evs) for evs in alerts.values()) + sum(len(evs) for evs in changes.values()),
     )
 
 

@@ -17,6 +17,7 @@ from incidentflow.metrics.worker import ChangeCollector, LagCollector, SeriesCol
 from incidentflow.stream import correlate, incidents, normalize, series
 from incidentflow.stream.context import Worker
 from incidentflow.stream.series import day_key as series_day_key
+from incidentflow.stream.store import share_one_memory_budget
 from incidentflow.topics import Topics
 
 # Prometheus' text format; aiohttp takes the charset apart from the content type (UTF-8 by default).
@@ -34,6 +35,7 @@ def create_worker(settings: Settings, integrations: Integrations) -> Worker:
     """The worker for these settings; nothing connects to Kafka until it is started."""
     _never_commit_skipped_messages()
     _rewind_after_rebalance()
+    share_one_memory_budget(settings.store_memory_mib)
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{settings.kafka_bootstrap}",

@@ -24,10 +24,13 @@ from incidentflow.topics import Topics
 
 log = logging.getLogger("incidentflow.worker")
 
-# RocksDB's defaults (64 MiB memtables, three per table and partition, a 2 GiB block cache) are
-# sized for a database server, not a worker beside production: these bound memory to tens of MiB.
-ROCKSDB_OPTIONS = {"write_buffer_size": 8 * 1024**2, "max_write_buffer_number": 2, "block_cache_size": 64 * 1024**2,
-                   "block_cache_compressed_size": 16 * 1024**2}  # fmt: skip
+# Per database (one per table and partition): memtables of 8 MiB, at most two. The block cache and
+# the memtables' total are one budget shared by every database (`stream/store.py`).
+ROCKSDB_OPTIONS = {
+    "write_buffer_size": 8 * 1024**2,
+    "max_write_buffer_number": 2,
+    "block_cache_size": 1024**2,
+}  # Faust's own cache per database, unused: replaced by the shared one
 
 
 class DeadLetter(Exception):
