@@ -27,6 +27,7 @@ import contextlib
 import json
 import os
 import platform
+import socket
 import statistics
 import sys
 import tempfile
@@ -45,6 +46,7 @@ from aiokafka import AIOKafkaConsumer
 from common import REPO, broker, product_env, spawn
 
 sys.path.insert(0, str(REPO))
+from tests.trust.harness import lag as workers_lag  # noqa: E402
 from tests.trust.traffic import FLEET, Webhook, generate, integrations_yaml  # noqa: E402
 
 from incidentflow.config import Settings  # noqa: E402
@@ -71,6 +73,12 @@ class Step:
     sustained: bool = False
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def percentiles(values: list[float]) -> dict[str, float]:
     if len(values) < 2:
         return {"p50": values[0] if values else 0.0, "p95": 0.0, "p99": 0.0, "max": max(values, default=0.0)}
@@ -90,8 +98,9 @@ class Pipeline:
         self.bootstrap, self.work = bootstrap, work
         self.namespace = f"load-{uuid.uuid4().hex[:6]}"
         (work / "integrations.yaml").write_text(integrations_yaml())
-        self.gateway = "http://127.0.0.1:18097"
-        self.worker_ports = [16097 + i for i in range(workers)]
+        self.gateway_port = free_port()
+        self.gateway = f"http://127.0.0.1:{self.gateway_port}"
+        self.worker_ports = [free_port() for _ in range(workers)]
         self.processes: dict[str, Any] = {}
         self.traffic: Iterator[Webhook] = self._traffic()
         self.sent = 0
@@ -107,7 +116,9 @@ class Pipeline:
                                            partitions=8)))  # fmt: skip
         base = product_env(self.bootstrap, self.namespace, self.work,
                            INCIDENTFLOW_INTEGRATIONS_FILE=str(self.work / "integrations.yaml"))  # fmt: skip
-        self.processes["gateway"] = spawn("gateway", {**base, "INCIDENTFLOW_GATEWAY_PORT": "18097"}, self.work)
+        self.processes["gateway"] = spawn(
+            "gateway", {**base, "INCIDENTFLOW_GATEWAY_PORT": str(self.gateway_port)}, self.work
+        )
         for i, port in enumerate(self.worker_ports):
             env = {**base, "INCIDENTFLOW_WEB_PORT": str(port), "INCIDENTFLOW_DATA_DIR": str(self.work / f"data-{i}")}
             self.processes[f"worker-{i}"] = spawn("worker", env, self.work)
@@ -119,6 +130,14 @@ class Pipeline:
                         break
                 time.sleep(0.2)
         time.sleep(3)  # the workers' first rebalance
+        self.check_alive()
+
+    def check_alive(self) -> None:
+        """Stops the run when a process of the pipeline has exited: its figures would mean nothing."""
+        for name, process in self.processes.items():
+            if process.poll() is not None:
+                log = (self.work / f"{name.split('-')[0]}.log").read_text(errors="replace")[-3000:]
+                raise SystemExit(f"{name} exited with {process.returncode}:\n{log}")
 
     def stop(self) -> None:
         for process in self.processes.values():
@@ -140,15 +159,7 @@ class Pipeline:
 
     def lag(self) -> float | None:
         """Sum of the workers' consumer lag, or None while a worker does not answer."""
-        total = 0.0
-        for port in self.worker_ports:
-            try:
-                text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-            except httpx.HTTPError:
-                return None
-            total += sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                         if line.startswith("incidentflow_consumer_lag{"))  # fmt: skip
-        return total
+        return workers_lag(self.worker_ports)
 
 
 async def run_step(pipeline: Pipeline, rate: float, seconds: float, drain_seconds: float = 60.0) -> Step:

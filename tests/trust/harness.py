@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -308,6 +309,9 @@ def record(result: dict[str, Any]) -> None:
     """Writes a scenario's figures for bench/TRUST.md when INCIDENTFLOW_TRUST_RESULTS names a directory."""
     where = os.environ.get("INCIDENTFLOW_TRUST_RESULTS")
     if where:
+        result.setdefault("date", datetime.now(UTC).isoformat(timespec="seconds"))
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False)
+        result.setdefault("commit", commit.stdout.strip() or "unknown")
         path = Path(where) / f"trust-{result['scenario']}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(

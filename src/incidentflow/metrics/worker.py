@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import date, datetime
 from typing import Generic, TypeVar
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -136,6 +136,13 @@ class WorkerMetrics:
             ["topic"],
             registry=self.registry,
         )
+
+    def watch_store(self, usage: Callable[[], float], budget: float) -> None:
+        """Exports the shared RocksDB cache's usage (memtables included) and its budget, read at scrape time."""
+        Gauge("incidentflow_store_cache_bytes", "Bytes held by the worker's shared RocksDB block cache, memtables "
+              "included.", registry=self.registry).set_function(usage)  # fmt: skip
+        Gauge("incidentflow_store_cache_budget_bytes", "The shared RocksDB cache's capacity (STORE_MEMORY_MIB).",
+              registry=self.registry).set(budget)  # fmt: skip
 
     def add_series(self, collector: Collector) -> None:
         self.registry.register(collector)

@@ -17,7 +17,7 @@ from incidentflow.metrics.worker import ChangeCollector, LagCollector, SeriesCol
 from incidentflow.stream import correlate, incidents, normalize, series
 from incidentflow.stream.context import Worker
 from incidentflow.stream.series import day_key as series_day_key
-from incidentflow.stream.store import share_one_memory_budget
+from incidentflow.stream.store import cache_usage, share_one_memory_budget
 from incidentflow.topics import Topics
 
 # Prometheus' text format; aiohttp takes the charset apart from the content type (UTF-8 by default).
@@ -70,6 +70,7 @@ def create_worker(settings: Settings, integrations: Integrations) -> Worker:
     correlate.register(worker)
     series.register_changes(worker)
     _add_metrics_page(worker)
+    worker.metrics.watch_store(cache_usage, settings.store_memory_mib * 1024 * 1024)
     if set(worker.tables) != set(TABLES):
         raise RuntimeError(f"TABLES is out of date: the worker has {sorted(worker.tables)}")
     return worker

@@ -42,3 +42,9 @@ def share_one_memory_budget(megabytes: int) -> None:
 
     as_options._incidentflow_budget = True  # type: ignore[attr-defined]
     RocksDBOptions.as_options = as_options  # type: ignore[method-assign]
+
+
+def cache_usage() -> float:
+    """Bytes in the shared cache now (memtables included); 0 before any store opened."""
+    cache = _budget.get("cache")
+    return float(cache.get_usage()) if cache is not None else 0.0
