@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 SERVICES = ["checkout", "payments", "search", "auth", "catalog"]
 SEVERITIES = ["critical", "high", "moderate", "low", None]
@@ -54,8 +54,11 @@ def alert_histories(seed: int, aggregates: int, mean_events: int, start: datetim
     return events
 
 
-def deliveries(events: list[NativeAlert], seed: int, duplicate_rate: float = 0.1) -> list[NativeAlert]:
-    """Every event once, a share of them again, all in shuffled order."""
+T = TypeVar("T")
+
+
+def deliveries(events: list[T], seed: int, duplicate_rate: float = 0.1) -> list[T]:
+    """What senders do: every item once, a share of them again (retries), all in shuffled order."""
     rnd = random.Random(seed)
     delivered = list(events) + [e for e in events if rnd.random() < duplicate_rate]
     rnd.shuffle(delivered)
@@ -137,8 +140,4 @@ def correlated_traffic(
     return posted
 
 
-def shuffled_with_duplicates(posted: list[Posted], seed: int, duplicate_rate: float = 0.1) -> list[Posted]:
-    rnd = random.Random(seed)
-    delivered = list(posted) + [p for p in posted if rnd.random() < duplicate_rate]
-    rnd.shuffle(delivered)
-    return delivered
+shuffled_with_duplicates = deliveries

@@ -24,6 +24,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from tests.integration.conftest import OwnBroker, Process, Stack
+from tests.scenario import deliveries
 from tests.trust.expected import Expected, expect
 from tests.trust.harness import (
     Sender,
@@ -35,7 +36,7 @@ from tests.trust.harness import (
     tally,
     wait_lag_zero,
 )
-from tests.trust.traffic import deliveries, generate, integrations_yaml
+from tests.trust.traffic import generate, integrations_yaml
 
 pytestmark = pytest.mark.integration
 

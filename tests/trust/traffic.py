@@ -8,7 +8,8 @@ integration's configuration (static labels, default severity), never from our ad
 expectation (`tests/trust/expected.py`) is computed from those events alone.
 
 Elven sends no event time: the gateway's receive time is the event time, so its events take their
-times from the raw topic afterwards (`Webhook.received`), one `webhook-id` per event.
+times from the raw topic afterwards (`elven_events`), one `webhook-id` per event. Deliveries
+(duplicates, shuffled) are `tests.scenario.deliveries`.
 """
 
 from __future__ import annotations
@@ -287,14 +288,6 @@ def generate(seed: int, events: int) -> list[Webhook]:
         webhooks.extend(made)
         count += sum(max(1, len(w.events)) for w in made)
     return webhooks
-
-
-def deliveries(webhooks: list[Webhook], seed: int, duplicate_rate: float = 0.1) -> list[Webhook]:
-    """What senders do: every webhook at least once, some again (retries), in shuffled order."""
-    rnd = random.Random(seed)
-    delivered = list(webhooks) + [w for w in webhooks if rnd.random() < duplicate_rate]
-    rnd.shuffle(delivered)
-    return delivered
 
 
 def elven_events(webhooks: list[Webhook], received: dict[str, datetime]) -> list[AlertEvent]:

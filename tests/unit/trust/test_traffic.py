@@ -12,8 +12,9 @@ from datetime import UTC, datetime, timedelta
 
 from incidentflow import sources
 from incidentflow.domain.events import AlertEvent
+from tests.scenario import deliveries
 from tests.trust.expected import expect
-from tests.trust.traffic import FLEET, deliveries, elven_events, generate
+from tests.trust.traffic import FLEET, elven_events, generate
 
 IGNORED = {"event_id", "received_at", "request_id"}
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
