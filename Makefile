@@ -47,7 +47,7 @@ trust: venv ## the full trust suite: fault scenarios (100,000 events), the load 
 soak: venv ## 30 minutes at half the sustained rate (bench/results/load.json), memory and descriptors each minute; updates bench/TRUST.md
 	@$(call with_kafka,$(BIN)/python -u bench/soak.py; status=$$?; $(BIN)/python bench/trust_report.py; exit $$status)
 
-test: lint unit integration ## everything CI runs: lint, unit, integration (with its own Kafka)
+test: lint unit integration ## everything CI runs: lint, unit, integration and the short trust suite (with its own Kafka)
 
 demo: venv ## run the product locally: Kafka, gateway, worker, sample webhooks; Ctrl-C stops it all
 	deploy/demo.sh
