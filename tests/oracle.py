@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from incidentflow.domain.events import AlertEvent
+from incidentflow.domain.incident import MAX_EPISODES
 
 RANK = ["informational", "low", "moderate", "high", "critical"]
 
@@ -71,6 +72,10 @@ def recompute_incident(events: list[AlertEvent]) -> dict[str, Any] | None:
         return None
     status = "open" if closed[-1] is None else "resolved"
     seconds = sum((c - o).total_seconds() for o, c in zip(opened, closed, strict=True) if c is not None)
+    dropped = max(0, len(opened) - MAX_EPISODES)  # the record lists the latest episodes only
+    earlier_seconds = sum(
+        ((c or o) - o).total_seconds() for o, c in zip(opened[:dropped], closed[:dropped], strict=True)
+    )
     return {
         "aggregate_id": last.aggregate_id,
         "integration": last.integration,
@@ -85,7 +90,9 @@ def recompute_incident(events: list[AlertEvent]) -> dict[str, Any] | None:
         "labels": labels,
         "opened_at": opened[0],
         "resolved_at": closed[-1],
-        "episodes": [{"opened_at": o, "resolved_at": c} for o, c in zip(opened, closed, strict=True)],
+        "episodes": [{"opened_at": o, "resolved_at": c} for o, c in zip(opened, closed, strict=True)][dropped:],
+        "earlier_episodes": dropped,
+        "earlier_episodes_seconds": float(earlier_seconds),
         "reopen_count": len(opened) - 1,
         "time_to_restore_seconds": seconds if status == "resolved" else None,
         "last_event_at": last.occurred_at,

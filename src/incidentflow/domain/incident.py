@@ -15,6 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from incidentflow.domain.events import AlertEvent, Labels, Severity, UtcDatetime, peak
 
+MAX_EPISODES = 50
+"""Episodes an incident lists; older ones are kept as a count and a sum (docs/semantics.md, "Bounded state")."""
+
 
 class Episode(BaseModel):
     """One stretch of time the incident was open; `resolved_at` is None while it still is."""
@@ -49,12 +52,29 @@ class Incident(BaseModel):
     labels: Labels
     opened_at: UtcDatetime = Field(description="When the first episode opened.")
     resolved_at: UtcDatetime | None = Field(description="Close of the last episode; null while open.")
-    episodes: tuple[Episode, ...]
+    episodes: tuple[Episode, ...] = Field(description=f"The latest {MAX_EPISODES} episodes, oldest first.")
+    earlier_episodes: int = Field(default=0, description="Episodes older than those listed (all closed).")
+    earlier_episodes_seconds: float = Field(default=0.0, description="Time open of the episodes not listed.")
     reopen_count: int
-    time_to_restore_seconds: float | None = Field(description="Sum of closed episodes; null while open.")
+    time_to_restore_seconds: float | None = Field(
+        description="Sum of closed episodes, those not listed included; null while open."
+    )
     last_event_at: UtcDatetime
     event_count: int = Field(description="Distinct events applied.")
     version: int = Field(description="Grows with every distinct event applied; newer states have larger versions.")
+
+
+class Waiting(BaseModel):
+    """Resolves seen before any open, reduced to what the first open takes from them."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    count: int
+    labels: Labels
+    title: str | None
+    description: str | None
+    url: str | None
+    current_severity: Severity | None
 
 
 class Fold(BaseModel):
@@ -67,7 +87,7 @@ class Fold(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     incident: Incident | None = None
-    pending: tuple[AlertEvent, ...] = ()
+    pending: Waiting | None = None
 
 
 def _latest(values: Iterable[str | None]) -> str | None:
@@ -93,11 +113,22 @@ def _merge_details(incident: Incident, event: AlertEvent) -> dict[str, object]:
     }
 
 
-def _first_open(event: AlertEvent, pending: tuple[AlertEvent, ...]) -> Incident:
-    seen = (*pending, event)
-    labels: dict[str, str] = {}
-    for e in seen:
-        labels.update(e.labels)
+def _wait(pending: Waiting | None, event: AlertEvent) -> Waiting:
+    if pending is None:
+        return Waiting(count=1, labels=event.labels, title=event.title, description=event.description,
+                       url=event.url, current_severity=event.severity)  # fmt: skip
+    return Waiting(
+        count=pending.count + 1,
+        labels={**pending.labels, **event.labels},
+        title=_latest((pending.title, event.title)),
+        description=_latest((pending.description, event.description)),
+        url=_latest((pending.url, event.url)),
+        current_severity=_latest((pending.current_severity, event.severity)),
+    )
+
+
+def _first_open(event: AlertEvent, pending: Waiting | None) -> Incident:
+    seen = _wait(pending, event)
     closes_at = event.occurred_at if pending else None
     return Incident(
         aggregate_id=event.aggregate_id,
@@ -106,30 +137,39 @@ def _first_open(event: AlertEvent, pending: tuple[AlertEvent, ...]) -> Incident:
         external_aggregate_key=event.external_aggregate_key,
         status="resolved" if pending else "open",
         severity=event.severity,
-        current_severity=_latest(e.severity for e in seen),
-        title=_latest(e.title for e in seen),
-        description=_latest(e.description for e in seen),
-        url=_latest(e.url for e in seen),
-        labels=labels,
+        current_severity=seen.current_severity,
+        title=seen.title,
+        description=seen.description,
+        url=seen.url,
+        labels=seen.labels,
         opened_at=event.occurred_at,
         resolved_at=closes_at,
         episodes=(Episode(opened_at=event.occurred_at, resolved_at=closes_at),),
         reopen_count=0,
         time_to_restore_seconds=0.0 if pending else None,
         last_event_at=event.occurred_at,
-        event_count=len(seen),
-        version=len(seen),
+        event_count=seen.count,
+        version=seen.count,
     )
 
 
 def _start_episode(incident: Incident, event: AlertEvent) -> Incident:
+    episodes = (*incident.episodes, Episode(opened_at=event.occurred_at))
+    earlier, earlier_seconds = incident.earlier_episodes, incident.earlier_episodes_seconds
+    if len(episodes) > MAX_EPISODES:
+        # The oldest is closed (only the last episode can be open); added one at a time, in order,
+        # so the sum is the same float as summing every episode from the first.
+        earlier, earlier_seconds = earlier + 1, earlier_seconds + (episodes[0].seconds or 0.0)
+        episodes = episodes[1:]
     return incident.model_copy(
         update={
             **_merge_details(incident, event),
             "status": "open",
             "severity": peak(incident.severity, event.severity),
             "resolved_at": None,
-            "episodes": (*incident.episodes, Episode(opened_at=event.occurred_at)),
+            "episodes": episodes,
+            "earlier_episodes": earlier,
+            "earlier_episodes_seconds": earlier_seconds,
             "reopen_count": incident.reopen_count + 1,
             "time_to_restore_seconds": None,
         }
@@ -146,7 +186,7 @@ def _close_episode(incident: Incident, event: AlertEvent) -> Incident:
             "status": "resolved",
             "resolved_at": event.occurred_at,
             "episodes": episodes,
-            "time_to_restore_seconds": sum(e.seconds or 0.0 for e in episodes),
+            "time_to_restore_seconds": sum((e.seconds or 0.0 for e in episodes), incident.earlier_episodes_seconds),
         }
     )
 
@@ -168,7 +208,7 @@ def evolve(fold: Fold, event: AlertEvent) -> Fold:
     incident = fold.incident
     if incident is None:
         if event.action == "resolve":
-            return Fold(pending=(*fold.pending, event))
+            return Fold(pending=_wait(fold.pending, event))
         return Fold(incident=_first_open(event, fold.pending))
     is_open = incident.status == "open"
     match event.action:

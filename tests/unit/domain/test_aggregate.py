@@ -55,3 +55,18 @@ def test_events_older_than_the_horizon_are_refused_not_misapplied() -> None:
     again = apply(state, events[0], Limits(max_events=8))
     assert (late.outcome, again.outcome) == ("too_late", "duplicate")
     assert late.state == state
+
+
+def test_a_flapping_aggregate_and_resolves_waiting_for_an_open_keep_the_state_bounded() -> None:
+    limits = Limits(max_events=16, max_compacted_ids=32)
+
+    def stored_size(flaps: int, waiting: int) -> int:
+        events = [alert("resolve", i / 1000 - 1, event_id=f"w{i}", title=f"t{i}") for i in range(waiting)]
+        for i in range(flaps):
+            events += [alert("open", i, event_id=f"o{i}"), alert("resolve", i + 0.5, event_id=f"r{i}")]
+        state, _ = deliver(events, limits)
+        assert state.incident == project(events)
+        return len(state.model_dump_json())
+
+    # Ten times the history: only wider numbers (versions, counters) in the stored state.
+    assert stored_size(flaps=2000, waiting=500) < 1.05 * stored_size(flaps=200, waiting=50)

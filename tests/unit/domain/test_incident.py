@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from incidentflow.domain.events import AlertEvent
-from incidentflow.domain.incident import project
+from incidentflow.domain.incident import MAX_EPISODES, project
 from tests.factories import alert
 from tests.oracle import incident_dict, recompute_incident
 
@@ -103,3 +103,22 @@ def test_any_order_and_duplication_folds_the_same(events: list[AlertEvent], rnd:
 @given(event_sets())
 def test_fold_agrees_with_batch_recomputation(events: list[AlertEvent]) -> None:
     assert incident_dict(project(events)) == recompute_incident(events)
+
+
+@pytest.mark.parametrize("flaps", [MAX_EPISODES - 1, MAX_EPISODES, MAX_EPISODES + 1, 3 * MAX_EPISODES + 7])
+def test_a_flapping_incident_lists_its_latest_episodes_and_still_counts_every_one(flaps: int) -> None:
+    # Odd durations (7.302 s open each time) so that the sum is sensitive to the order of addition.
+    events = []
+    for i in range(flaps):
+        events += [alert("open", i, event_id=f"o{i}"), alert("resolve", i + 0.1217, event_id=f"r{i}")]
+    delivered = events + events[::3]
+    random.Random(flaps).shuffle(delivered)
+    incident = project(delivered)
+    assert incident is not None
+    assert len(incident.episodes) == min(flaps, MAX_EPISODES)
+    assert incident.earlier_episodes == max(0, flaps - MAX_EPISODES)
+    assert incident.episodes[-1].opened_at == events[-2].occurred_at
+    assert incident.reopen_count == flaps - 1
+    every = [(r.occurred_at - o.occurred_at).total_seconds() for o, r in zip(events[::2], events[1::2], strict=True)]
+    assert incident.time_to_restore_seconds == sum(every)
+    assert incident_dict(incident) == recompute_incident(events)

@@ -29,4 +29,3 @@ def test_stores_bound_open_files_and_charge_index_and_filter_blocks_to_the_cache
     assert options["max_open_files"] == str(store.MAX_OPEN_FILES)
     assert options["cache_index_and_filter_blocks"] == "true"
     assert options["pin_l0_filter_and_index_blocks_in_cache"] == "true"
-
