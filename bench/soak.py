@@ -76,14 +76,19 @@ def slope_per_hour(values: list[float]) -> float:
     return num / den * 60
 
 
-def cache_mib(port: int) -> tuple[float, float]:
-    """(usage, budget) of a worker's shared RocksDB cache in MiB."""
+def store_figures(port: int) -> dict[str, float]:
+    """A worker's `incidentflow_store_*` samples: cache, memtables and table readers in MiB, SST files."""
     found = {}
     for line in httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text.splitlines():
-        if line.startswith("incidentflow_store_cache"):
+        if line.startswith("incidentflow_store_"):
             name, value = line.rsplit(" ", 1)
-            found[name] = float(value) / 1024**2
-    return found.get("incidentflow_store_cache_bytes", 0.0), found.get("incidentflow_store_cache_budget_bytes", 0.0)
+            found[name] = float(value) / (1 if name.endswith(("_files", "_databases")) else 1024**2)
+    return found
+
+
+def cache_mib(figures: dict[str, float]) -> tuple[float, float]:
+    """(usage, budget) of a worker's shared RocksDB cache in MiB."""
+    return figures.get("incidentflow_store_cache_bytes", 0.0), figures.get("incidentflow_store_cache_budget_bytes", 0.0)
 
 
 def verdict(
@@ -133,6 +138,7 @@ def main() -> int:
         samples: dict[str, list[tuple[float, int, float]]] = {name: [] for name in pids}
         ports = {f"worker-{i}": port for i, port in enumerate(pipeline.worker_ports)}
         budgets: dict[str, float] = {}
+        stores: dict[str, list[dict[str, float]]] = {name: [] for name in ports}
         steps: list[Step] = []
         try:
             for minute in range(args.minutes):
@@ -142,7 +148,8 @@ def main() -> int:
                 for name, pid in pids.items():
                     cache = 0.0
                     if name in ports:
-                        cache, budgets[name] = cache_mib(ports[name])
+                        stores[name].append(store_figures(ports[name]))
+                        cache, budgets[name] = cache_mib(stores[name][-1])
                     samples[name].append((rss_mib(pid), fds(pid), cache))
                 print(f"minute {minute + 1:3d}: " + "  ".join(f"{n} {m:.0f} MiB (cache {c:.0f}) {f} fds" for n, (m, f, c) in
                                                             ((n, s[-1]) for n, s in samples.items())), flush=True)  # fmt: skip
@@ -165,6 +172,7 @@ def main() -> int:
         "drained": final.drained, "passed": passed, "processes": processes,
         "samples": {n: [{"rss_mib": round(m, 1), "fds": f, "cache_mib": round(c, 1)} for m, f, c in s]
                     for n, s in samples.items()},
+        "store_by_minute": stores,
         "latency_ms_by_minute": [s.latency_ms for s in steps], "final": asdict(final),
     }, indent=2))  # fmt: skip
     return 0 if passed else 1

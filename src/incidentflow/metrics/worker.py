@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from datetime import date, datetime
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import GaugeMetricFamily
@@ -13,6 +13,12 @@ from prometheus_client.registry import Collector
 from incidentflow.domain import metrics
 
 B = TypeVar("B")
+
+
+class Database(Protocol):
+    """What `StoreCollector` reads of a RocksDB database (a rocksdict `Rdict`)."""
+
+    def property_int_value(self, name: str) -> int | None: ...
 
 
 class _OwnedSeries(Collector, Generic[B]):
@@ -118,6 +124,42 @@ class LagCollector(Collector):
         for topic, partition, value in self._lags():
             lag.add_metric([topic, str(partition)], value)
         yield lag
+
+
+class StoreCollector(Collector):
+    """RocksDB memory outside the shared cache's own blocks, and files, summed over every open database.
+
+    Read at scrape time from RocksDB's own properties, so that a worker's memory can be told apart:
+    what the shared cache holds is `incidentflow_store_cache_bytes`, what the memtables and the
+    table readers hold is here, and the rest of the process is Python and the allocator.
+    """
+
+    MEMORY = {"memtables": "rocksdb.cur-size-all-mem-tables", "table_readers": "rocksdb.estimate-table-readers-mem"}
+    LEVELS = 7
+
+    def __init__(self, databases: Callable[[], Iterable[Database]]) -> None:
+        self._databases = databases
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        memory = GaugeMetricFamily(
+            "incidentflow_store_memory_bytes", "RocksDB memory of every open table store, by kind.", labels=["kind"]
+        )
+        files = GaugeMetricFamily("incidentflow_store_sst_files", "Live SST files of every open table store.")
+        databases = GaugeMetricFamily("incidentflow_store_databases", "Open RocksDB databases (tables x partitions).")
+        totals = dict.fromkeys(self.MEMORY, 0)
+        count = opened = 0
+        for db in self._databases():
+            opened += 1
+            for kind, name in self.MEMORY.items():
+                totals[kind] += db.property_int_value(name) or 0
+            count += sum(db.property_int_value(f"rocksdb.num-files-at-level{n}") or 0 for n in range(self.LEVELS))
+        for kind, value in totals.items():
+            memory.add_metric([kind], value)
+        files.add_metric([], count)
+        databases.add_metric([], opened)
+        yield memory
+        yield files
+        yield databases
 
 
 class WorkerMetrics:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime
 
 import faust
@@ -13,7 +13,14 @@ from prometheus_client import generate_latest
 
 from incidentflow.config import Integrations, Settings
 from incidentflow.domain import metrics
-from incidentflow.metrics.worker import ChangeCollector, LagCollector, SeriesCollector, WorkerMetrics
+from incidentflow.metrics.worker import (
+    ChangeCollector,
+    Database,
+    LagCollector,
+    SeriesCollector,
+    StoreCollector,
+    WorkerMetrics,
+)
 from incidentflow.stream import correlate, incidents, normalize, series
 from incidentflow.stream.context import Worker
 from incidentflow.stream.series import day_key as series_day_key
@@ -162,7 +169,13 @@ def _add_metrics_page(worker: Worker) -> None:
                 found.append((tp.topic, tp.partition, max(0, end - (committed or 0))))
         return found
 
+    def databases() -> Iterator[Database]:
+        for table in worker.tables.values():
+            # Faust's RocksDB store keeps one open database per partition; other stores have none.
+            yield from getattr(table.data, "_dbs", {}).values()
+
     worker.metrics.add_series(LagCollector(lags))
+    worker.metrics.add_series(StoreCollector(databases))
     worker.metrics.add_series(SeriesCollector(index=lambda: index.data.items(), day=day, owned=owner(index), now=now))
     worker.metrics.add_series(
         ChangeCollector(index=lambda: change_index.data.items(), day=change_day, owned=owner(change_index), now=now)

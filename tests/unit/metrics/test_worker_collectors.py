@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import rocksdict
 
 from prometheus_client import CollectorRegistry, generate_latest
 
 from incidentflow.domain import metrics
-from incidentflow.metrics.worker import ChangeCollector, SeriesCollector
+from incidentflow.metrics.worker import ChangeCollector, SeriesCollector, StoreCollector
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
@@ -52,3 +55,24 @@ def test_mttr_is_absent_without_resolutions_and_open_counts_show() -> None:
                                  day=lambda s, d: metrics.DayBucket(), owned=lambda key: True, now=lambda: NOW))  # fmt: skip
     assert 'incidentflow_incidents_open{service="db",severity="high"} 3.0' in text
     assert "incidentflow_mttr_seconds{" not in text
+
+
+def _sample(text: str, name: str) -> float:
+    return next(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+
+
+def test_store_collector_sums_memtables_and_files_of_every_open_database(tmp_path: Path) -> None:
+    databases = [rocksdict.Rdict(str(tmp_path / name)) for name in ("a", "b")]
+    for i in range(2_000):
+        databases[i % 2][f"key-{i}".encode()] = b"x" * 100
+    before = _text(StoreCollector(lambda: databases))
+    assert _sample(before, 'incidentflow_store_memory_bytes{kind="memtables"}') > 2_000 * 100
+    assert _sample(before, "incidentflow_store_sst_files") == 0
+    assert _sample(before, "incidentflow_store_databases") == 2
+    for db in databases:
+        db.flush()
+    after = _text(StoreCollector(lambda: databases))
+    assert _sample(after, "incidentflow_store_sst_files") == 2
+    assert _sample(after, 'incidentflow_store_memory_bytes{kind="table_readers"}') > 0
+    for db in databases:
+        db.close()
