@@ -25,7 +25,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from common import broker, product_env, spawn
 
@@ -99,6 +99,29 @@ async def passthrough(bootstrap: str, source: str, sink: str, expected: int) -> 
     return seen / (last - first)
 
 
+async def records_written(bootstrap: str, namespace: str, exclude: set[str]) -> int:
+    """Records on every topic of this run (outputs, internal topics, table changelogs) but `exclude`,
+    read once they stop growing: what the worker wrote for its input."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    await admin.start()
+    await consumer.start()
+    try:
+        topics = [t for t in await admin.list_topics() if t.startswith(namespace) and t not in exclude]
+        described = await admin.describe_topics(topics)
+        partitions = [TopicPartition(d["topic"], p["partition"]) for d in described for p in d["partitions"]]
+        last, stable_since = -1, time.monotonic()
+        while time.monotonic() - stable_since < 3.0:
+            total = sum((await consumer.end_offsets(partitions)).values())
+            if total != last:
+                last, stable_since = total, time.monotonic()
+            await asyncio.sleep(0.5)
+        return last
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+
 def rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -150,6 +173,8 @@ def run(args: argparse.Namespace, work: Path, bootstrap: str) -> int:
         rate, folded = asyncio.run(wait_folded(bootstrap, f"{namespace}-app", alerts))
         print(f"incidentflow worker fold (RocksDB):           {rate:9.0f} records/s   ({folded} records)")
         print(f"ratio fold/baseline: {rate / base:.2f}")
+        written = asyncio.run(records_written(bootstrap, namespace, {alerts, f"{namespace}.passthrough"}))
+        print(f"records the worker wrote per input record: {written / folded:.1f} (the baseline writes 1.0)")
 
         idle = rss_kib(worker.pid)
         print(f"folding {args.open_incidents} incidents that stay open ...")

@@ -146,8 +146,10 @@ def register(worker: Worker) -> None:
     def refile(bucket: str, kind: str, item: str, old: str | None, new: str | None) -> None:
         """Moves an id between hourly slot indexes (either slot may be None: not filed)."""
         if old == new:
-            if new is not None:
-                _store(scope, f"{bucket}|{kind}|{new}", index(bucket, kind, new).add(item))
+            # Already filed there (every update of a known side): an index holds every id of its
+            # bucket and hour, so writing it again would cost its whole size for nothing.
+            if new is not None and item not in (filed := index(bucket, kind, new)).ids:
+                _store(scope, f"{bucket}|{kind}|{new}", filed.add(item))
             return
         if old is not None:
             _store(scope, f"{bucket}|{kind}|{old}", index(bucket, kind, old).remove(item))
