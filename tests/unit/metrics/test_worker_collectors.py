@@ -6,7 +6,6 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import rocksdict
-
 from prometheus_client import CollectorRegistry, generate_latest
 
 from incidentflow.domain import metrics
