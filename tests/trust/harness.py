@@ -288,7 +288,8 @@ def lag(ports: list[int]) -> float | None:
     total = 0.0
     for port in ports:
         try:
-            text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+            # An error page has no lag lines: it must not read as zero lag.
+            text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).raise_for_status().text
         except httpx.HTTPError:
             return None
         total += sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()

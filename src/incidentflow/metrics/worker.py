@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import date, datetime
 from typing import Generic, Protocol, TypeVar
 
+import rocksdict
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -149,10 +150,15 @@ class StoreCollector(Collector):
         totals = dict.fromkeys(self.MEMORY, 0)
         count = opened = 0
         for db in self._databases():
+            try:
+                memory_of = {kind: db.property_int_value(name) or 0 for kind, name in self.MEMORY.items()}
+                files_of = sum(db.property_int_value(f"rocksdb.num-files-at-level{n}") or 0 for n in range(self.LEVELS))
+            except rocksdict.DbClosedError:
+                continue  # closed under us: it holds nothing any more, and the page must still answer
             opened += 1
-            for kind, name in self.MEMORY.items():
-                totals[kind] += db.property_int_value(name) or 0
-            count += sum(db.property_int_value(f"rocksdb.num-files-at-level{n}") or 0 for n in range(self.LEVELS))
+            count += files_of
+            for kind, value in memory_of.items():
+                totals[kind] += value
         for kind, value in totals.items():
             memory.add_metric([kind], value)
         files.add_metric([], count)

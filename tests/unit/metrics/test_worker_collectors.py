@@ -73,5 +73,6 @@ def test_store_collector_sums_memtables_and_files_of_every_open_database(tmp_pat
     after = _text(StoreCollector(lambda: databases))
     assert _sample(after, "incidentflow_store_sst_files") == 2
     assert _sample(after, 'incidentflow_store_memory_bytes{kind="table_readers"}') > 0
-    for db in databases:
-        db.close()
+    databases[0].close()
+    assert _sample(_text(StoreCollector(lambda: databases)), "incidentflow_store_databases") == 1
+    databases[1].close()
