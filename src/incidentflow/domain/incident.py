@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from incidentflow.domain.events import AlertEvent, Labels, Severity, UtcDatetime, peak
 
@@ -88,6 +88,17 @@ class Fold(BaseModel):
 
     incident: Incident | None = None
     pending: Waiting | None = None
+
+    @field_validator("pending", mode="before")
+    @classmethod
+    def _from_stored_events(cls, value: object) -> object:
+        """States stored before 0.2 kept the waiting resolves themselves: a list, read as their summary."""
+        if not isinstance(value, list | tuple):
+            return value
+        waiting = None
+        for item in value:
+            waiting = _wait(waiting, AlertEvent.model_validate(item))
+        return waiting
 
 
 def _latest(values: Iterable[str | None]) -> str | None:
