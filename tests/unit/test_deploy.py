@@ -33,7 +33,12 @@ def exported_names() -> set[str]:
     """Every sample name the worker and the gateway can expose (counters with `_total`, histograms' series)."""
     worker = WorkerMetrics()
     for collector in (
-        SeriesCollector(index=lambda: [], day=lambda s, d: metrics.DayBucket(), owned=lambda k: True, now=_now),
+        SeriesCollector(
+            index=lambda: [],
+            day=lambda s, d: metrics.Day(on=d, figures=metrics.DayFigures(), resolutions=list),
+            owned=lambda k: True,
+            now=_now,
+        ),
         ChangeCollector(index=lambda: [], day=lambda s, d: metrics.ChangeDay(), owned=lambda k: True, now=_now),
         LagCollector(lambda: []),
     ):

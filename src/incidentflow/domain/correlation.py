@@ -387,18 +387,6 @@ class ScopeChange(_Value):
     forwarded: tuple[str, ...] = ()
 
 
-class SlotIndex(_Value):
-    """The ids filed in one scope bucket and hourly slot."""
-
-    ids: tuple[str, ...] = ()
-
-    def add(self, item: str) -> SlotIndex:
-        return self if item in self.ids else SlotIndex(ids=tuple(sorted((*self.ids, item))))
-
-    def remove(self, item: str) -> SlotIndex:
-        return SlotIndex(ids=tuple(i for i in self.ids if i != item))
-
-
 class Side(_Value):
     """A record of the internal correlation topics: an incident side or a change snapshot.
 

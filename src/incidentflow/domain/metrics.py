@@ -2,17 +2,18 @@
 
 A series keeps one `Member` per incident, replaced whole by newer versions, so applying a
 contribution is idempotent and a reopen, a late event or a severity change retracts the old
-contribution exactly. Resolutions are filed in one `DayBucket` per series and UTC day, and the
-`SeriesIndex` counts open incidents: each contribution touches one member, at most two buckets
-and the index, whatever the size of the series. Daily figures and trailing windows are sums over
-buckets, which is why they equal a batch recomputation over the final incidents.
+contribution exactly. Resolutions are filed one per key under their series and UTC day, beside
+that day's running `DayFigures`, and the `SeriesIndex` counts open incidents: each contribution
+touches one member, at most two resolutions and days, and the index, whatever the size of the
+series or the day. Daily figures and trailing windows are sums over days, which is why they equal
+a batch recomputation over the final incidents.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -110,12 +111,59 @@ class Member(BaseModel):
         return self.present and self.status == "open"
 
 
-class DayBucket(BaseModel):
-    """The incidents of one series finally resolved on one UTC day: aggregate_id -> (resolved_at, seconds)."""
+class Resolution(BaseModel):
+    """One incident finally resolved on a day of a series (kept under its own key, beside the day's figures)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    resolutions: dict[str, tuple[UtcDatetime, float]] = Field(default_factory=dict)
+    resolved_at: UtcDatetime
+    seconds: float
+
+
+class DayFigures(BaseModel):
+    """The incidents of one series finally resolved on one UTC day, as running figures.
+
+    The resolutions themselves are kept one per key beside it, so that an incident entering or
+    leaving a day costs the same however many the day holds (a value listing them all was
+    rewritten whole on every resolution: the fold benchmark's largest cost). The sum is kept in
+    whole microseconds, the unit of the event times, so adding and removing in any order is exact.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    count: int = 0
+    sum_microseconds: int = 0
+    max_seconds: float = 0.0
+
+    def entered(self, seconds: float) -> DayFigures:
+        return DayFigures(count=self.count + 1, sum_microseconds=self.sum_microseconds + microseconds(seconds),
+                          max_seconds=max(self.max_seconds, seconds))  # fmt: skip
+
+    def left(self, seconds: float, others: Callable[[], Iterable[float]]) -> DayFigures:
+        """Without one resolution of `seconds`; `others` (the day's remaining resolutions) is read
+        only when the longest one leaves, since a maximum cannot be undone."""
+        if self.count <= 1:
+            return DayFigures()
+        longest = self.max_seconds if seconds < self.max_seconds else max(others(), default=0.0)
+        return DayFigures(count=self.count - 1, sum_microseconds=self.sum_microseconds - microseconds(seconds),
+                          max_seconds=longest)  # fmt: skip
+
+    def figures(self) -> Bucket:
+        """The day's additive figures (what `incidentflow.metrics` carries)."""
+        return Bucket(count=self.count, sum_seconds=self.sum_microseconds / 1e6, max_seconds=self.max_seconds)
+
+
+@dataclass(frozen=True)
+class Day:
+    """One day of a series as a scrape reads it: its figures, and its resolutions for a window that cuts through it."""
+
+    on: date
+    figures: DayFigures
+    resolutions: Callable[[], Iterable[Resolution]]
+
+
+def microseconds(seconds: float) -> int:
+    return round(seconds * 1_000_000)
 
 
 class SeriesIndex(BaseModel):
@@ -170,23 +218,9 @@ def move(old: Member | None, contribution: Contribution) -> Move | None:
     )
 
 
-def leave(bucket: DayBucket, aggregate_id: str) -> DayBucket:
-    return DayBucket(resolutions={k: v for k, v in bucket.resolutions.items() if k != aggregate_id})
-
-
-def enter(bucket: DayBucket, aggregate_id: str, resolved_at: datetime, seconds: float) -> DayBucket:
-    return DayBucket(resolutions={**bucket.resolutions, aggregate_id: (resolved_at, seconds)})
-
-
 def with_day(index: SeriesIndex, day: date | None, open_delta: int) -> SeriesIndex:
     days = index.days if day is None or day in index.days else tuple(sorted((*index.days, day)))
     return index.model_copy(update={"open": index.open + open_delta, "days": days})
-
-
-def figures(bucket: DayBucket) -> Bucket:
-    """The day's additive figures (what `incidentflow.metrics` carries)."""
-    seconds = [s for _, s in bucket.resolutions.values()]
-    return Bucket(count=len(seconds), sum_seconds=sum(seconds), max_seconds=max(seconds, default=0.0))
 
 
 def window_days(now: datetime, window: timedelta) -> list[date]:
@@ -195,10 +229,23 @@ def window_days(now: datetime, window: timedelta) -> list[date]:
     return [first + timedelta(days=i) for i in range((last - first).days + 1)]
 
 
-def mttr(buckets: Iterable[DayBucket], now: datetime, window: timedelta) -> tuple[int, float | None]:
-    """(incidents, mean time to restore) of incidents finally resolved in (now - window, now]."""
-    seconds = [s for b in buckets for at, s in b.resolutions.values() if now - window < at <= now]
-    return len(seconds), (sum(seconds) / len(seconds) if seconds else None)
+def mttr(days: Iterable[Day], now: datetime, window: timedelta) -> tuple[int, float | None]:
+    """(incidents, mean time to restore) of incidents finally resolved in (now - window, now].
+
+    A day wholly inside the window counts by its figures; only the days the window's ends cut
+    through are read resolution by resolution.
+    """
+    start = now - window
+    count = total = 0
+    for day in days:
+        begin = datetime.combine(day.on, time(), tzinfo=UTC)
+        if start < begin and begin + timedelta(days=1) <= now:
+            count, total = count + day.figures.count, total + day.figures.sum_microseconds
+            continue
+        for resolution in day.resolutions():
+            if start < resolution.resolved_at <= now:
+                count, total = count + 1, total + microseconds(resolution.seconds)
+    return count, (total / 1e6 / count if count else None)
 
 
 class ChangeMember(BaseModel):

@@ -47,7 +47,7 @@ class _OwnedSeries(Collector, Generic[B]):
                 yield key, value
 
 
-class SeriesCollector(_OwnedSeries[metrics.DayBucket]):
+class SeriesCollector(_OwnedSeries[metrics.Day]):
     """MTTR, resolved and open incidents per (service, severity) series this worker owns."""
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
@@ -69,10 +69,10 @@ class SeriesCollector(_OwnedSeries[metrics.DayBucket]):
             series = key.decode()
             open_.add_metric([index.service, index.severity], index.open)
             recent = set(metrics.window_days(now, longest))
-            buckets = {day: self._day(series, day) for day in index.days if day in recent}
+            found = [self._day(series, day) for day in index.days if day in recent]
             for window, span in metrics.WINDOWS.items():
                 days = set(metrics.window_days(now, span))
-                count, mean = metrics.mttr((b for d, b in buckets.items() if d in days), now, span)
+                count, mean = metrics.mttr((day for day in found if day.on in days), now, span)
                 resolved.add_metric([index.service, index.severity, window], count)
                 if mean is not None:
                     mttr.add_metric([index.service, index.severity, window], mean)

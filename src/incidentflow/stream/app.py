@@ -24,7 +24,8 @@ from incidentflow.metrics.worker import (
 from incidentflow.stream import correlate, incidents, normalize, series
 from incidentflow.stream.context import Worker
 from incidentflow.stream.series import day_key as series_day_key
-from incidentflow.stream.store import cache_usage, share_one_memory_budget
+from incidentflow.stream.series import resolutions_prefix
+from incidentflow.stream.store import cache_usage, items_with_prefix, share_one_memory_budget
 from incidentflow.topics import Topics
 
 # Prometheus' text format; aiohttp takes the charset apart from the content type (UTF-8 by default).
@@ -133,9 +134,18 @@ def _add_metrics_page(worker: Worker) -> None:
     index, days = worker.tables["series-index"], worker.tables["series-days"]
     change_index, change_days = worker.tables["change-index"], worker.tables["change-days"]
 
-    def day(series: str, on: date) -> metrics.DayBucket:
+    def partition_of(key: bytes) -> int:
+        return int(murmur2(key) & 0x7FFFFFFF) % settings.partitions
+
+    def day(series: str, on: date) -> metrics.Day:
         stored = days.get(series_day_key(series, on))
-        return metrics.DayBucket.model_validate_json(stored) if stored else metrics.DayBucket()
+        figures = metrics.DayFigures.model_validate_json(stored) if stored else metrics.DayFigures()
+
+        def resolutions() -> list[metrics.Resolution]:
+            found = items_with_prefix(days, resolutions_prefix(series, on), partition=partition_of(series.encode()))
+            return [metrics.Resolution.model_validate_json(value) for _, value in found]
+
+        return metrics.Day(on=on, figures=figures, resolutions=resolutions)
 
     def change_day(service: str, on: date) -> metrics.ChangeDay:
         stored = change_days.get(series_day_key(service, on))
@@ -145,8 +155,7 @@ def _add_metrics_page(worker: Worker) -> None:
         changelog = table.changelog_topic.get_topic_name()
 
         def owned(key: bytes) -> bool:
-            partition = (murmur2(key) & 0x7FFFFFFF) % settings.partitions
-            return faust.types.TP(changelog, partition) in app.assignor.assigned_actives()
+            return faust.types.TP(changelog, partition_of(key)) in app.assignor.assigned_actives()
 
         return owned
 

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ValidationError
 from incidentflow.domain import correlation as corr
 from incidentflow.domain.events import ChangeEvent
 from incidentflow.stream.context import DeadLetter, Worker
+from incidentflow.stream.store import items_with_prefix
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -78,7 +79,7 @@ def register(worker: Worker) -> None:
     reach_ahead = max(lookback for lookback, _ in windows)  # a change before an open by at most this
 
     changes = worker.table("changes", "ChangeRecord JSON by change_id")
-    scope = worker.table("correlation-scope", "sides and slot indexes by label=value")
+    scope = worker.table("correlation-scope", "sides, and their ids by hourly slot, by label=value")
     suspects = worker.table("correlation-suspects", "Suspects JSON by aggregate_id")
 
     async def contribute(contributions: list[corr.ChangeContribution]) -> None:
@@ -140,21 +141,19 @@ def register(worker: Worker) -> None:
             await worker.handle(event, fold_change)
 
     # -- scope: key label=value ----------------------------------------------------------------
-    def index(bucket: str, kind: str, slot: str) -> corr.SlotIndex:
-        return _load(scope, f"{bucket}|{kind}|{slot}", corr.SlotIndex) or corr.SlotIndex()
+    def ids_in(bucket: str, kind: str, slot: str) -> list[str]:
+        """The ids filed in one bucket, kind and hourly slot: one key each, `bucket|kind|slot|id`."""
+        prefix = f"{bucket}|{kind}|{slot}|".encode()
+        return [key[len(prefix) :].decode() for key, _ in items_with_prefix(scope, prefix)]
 
     def refile(bucket: str, kind: str, item: str, old: str | None, new: str | None) -> None:
-        """Moves an id between hourly slot indexes (either slot may be None: not filed)."""
-        if old == new:
-            # Already filed there (every update of a known side): an index holds every id of its
-            # bucket and hour, so writing it again would cost its whole size for nothing.
-            if new is not None and item not in (filed := index(bucket, kind, new)).ids:
-                _store(scope, f"{bucket}|{kind}|{new}", filed.add(item))
-            return
-        if old is not None:
-            _store(scope, f"{bucket}|{kind}|{old}", index(bucket, kind, old).remove(item))
+        """Moves an id between hourly slots (either slot may be None: not filed)."""
+        if old is not None and old != new:
+            scope.pop(f"{bucket}|{kind}|{old}|{item}".encode(), None)
         if new is not None:
-            _store(scope, f"{bucket}|{kind}|{new}", index(bucket, kind, new).add(item))
+            key = f"{bucket}|{kind}|{new}|{item}".encode()
+            if old != new or key not in scope:  # every update of a known side: already filed
+                scope[key] = b""
 
     async def forward(aggregate_id: str, change: corr.Change) -> None:
         await worker.send(names.suspects, aggregate_id, corr.Side(change=change).model_dump_json())
@@ -176,7 +175,7 @@ def register(worker: Worker) -> None:
         start = side.opened_at - timedelta(seconds=side.lookback_seconds)
         end = side.opened_at + timedelta(seconds=side.lookahead_seconds)
         for slot in corr.slots_between(start, end):
-            for change_id in index(bucket, "sc", slot).ids:
+            for change_id in ids_in(bucket, "sc", slot):
                 filed = _load(scope, f"{bucket}|c|{change_id}", corr.ScopeChange)
                 if filed is None or corr.match(side, filed.change, rules) is None:
                     continue
@@ -204,7 +203,7 @@ def register(worker: Worker) -> None:
             start = merged.changed_at - timedelta(seconds=reach_back)
             end = merged.changed_at + timedelta(seconds=reach_ahead)
             for slot in corr.slots_between(start, end):
-                for aggregate_id in index(bucket, "si", slot).ids:
+                for aggregate_id in ids_in(bucket, "si", slot):
                     side = _load(scope, f"{bucket}|i|{aggregate_id}", corr.IncidentSide)
                     if side is not None and corr.match(side, merged, rules) is not None:
                         forwarded.add(aggregate_id)

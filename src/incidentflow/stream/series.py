@@ -11,10 +11,16 @@ from incidentflow.domain import correlation as corr
 from incidentflow.domain import metrics
 from incidentflow.domain.records import MetricRow
 from incidentflow.stream.context import DeadLetter, Worker
+from incidentflow.stream.store import items_with_prefix
 
 
 def day_key(series: str, day: date) -> bytes:
     return f"{series}|{day.isoformat()}".encode()
+
+
+def resolutions_prefix(series: str, day: date) -> bytes:
+    """Where a day's resolutions are filed, one key each (`series|YYYY-MM-DD|aggregate_id`), beside its figures."""
+    return f"{series}|{day.isoformat()}|".encode()
 
 
 def register(worker: Worker) -> None:
@@ -23,8 +29,24 @@ def register(worker: Worker) -> None:
     # All three are written while handling a contribution, so they live in the partition of its
     # series (the contributions topic is keyed by series): a series has exactly one owner.
     members = worker.table("series-members", "Member JSON by series|aggregate_id")
-    days = worker.table("series-days", "DayBucket JSON by series|YYYY-MM-DD")
+    days = worker.table("series-days", "DayFigures JSON by series|day, Resolution JSON by series|day|aggregate_id")
     index = worker.table("series-index", "SeriesIndex JSON by series")
+
+    def day_figures(series: str, day: date) -> metrics.DayFigures:
+        stored = days.get(day_key(series, day))
+        return metrics.DayFigures.model_validate_json(stored) if stored else metrics.DayFigures()
+
+    def leave(series: str, day: date, aggregate_id: str, figures: metrics.DayFigures) -> metrics.DayFigures:
+        """The day without this incident's resolution (unchanged when it holds none)."""
+        stored = days.pop(resolutions_prefix(series, day) + aggregate_id.encode(), None)
+        if stored is None:
+            return figures
+
+        def others() -> list[float]:
+            return [metrics.Resolution.model_validate_json(value).seconds
+                    for _, value in items_with_prefix(days, resolutions_prefix(series, day))]  # fmt: skip
+
+        return figures.left(metrics.Resolution.model_validate_json(stored).seconds, others)
 
     async def record_one(message: Message) -> str:
         try:
@@ -41,17 +63,20 @@ def register(worker: Worker) -> None:
         if move is None:
             return "duplicate"
         members[member_key] = move.member.model_dump_json().encode()
-        changed: dict[date, metrics.DayBucket] = {}
+        changed: dict[date, metrics.DayFigures] = {}
         if move.leave_day is not None:
-            changed[move.leave_day] = metrics.leave(
-                _bucket(days.get(day_key(series, move.leave_day))), contribution.aggregate_id
-            )
+            changed[move.leave_day] = leave(series, move.leave_day, contribution.aggregate_id,
+                                            day_figures(series, move.leave_day))  # fmt: skip
         if move.enter_day is not None and move.member.resolved_at is not None:
-            current = changed.get(move.enter_day) or _bucket(days.get(day_key(series, move.enter_day)))
-            seconds = move.member.time_to_restore_seconds or 0.0
-            changed[move.enter_day] = metrics.enter(
-                current, contribution.aggregate_id, move.member.resolved_at, seconds
+            figures = changed[move.enter_day] if move.enter_day in changed else day_figures(series, move.enter_day)
+            # A resolution already filed that day (it cannot be, unless one was missed) counts once.
+            figures = leave(series, move.enter_day, contribution.aggregate_id, figures)
+            resolution = metrics.Resolution(resolved_at=move.member.resolved_at,
+                                            seconds=move.member.time_to_restore_seconds or 0.0)  # fmt: skip
+            days[resolutions_prefix(series, move.enter_day) + contribution.aggregate_id.encode()] = (
+                resolution.model_dump_json().encode()
             )
+            changed[move.enter_day] = figures.entered(resolution.seconds)
         stored_index = index.get(series.encode())
         current_index = (
             metrics.SeriesIndex.model_validate_json(stored_index)
@@ -61,22 +86,18 @@ def register(worker: Worker) -> None:
         index[series.encode()] = (
             metrics.with_day(current_index, move.enter_day, move.open_delta).model_dump_json().encode()
         )
-        for day, bucket in sorted(changed.items()):
-            days[day_key(series, day)] = bucket.model_dump_json().encode()
+        for day, figures in sorted(changed.items()):
+            days[day_key(series, day)] = figures.model_dump_json().encode()
             row = MetricRow(metric="mttr", service=contribution.service, severity=contribution.severity,
-                            day=day.isoformat(), **metrics.figures(bucket).model_dump())  # fmt: skip
+                            day=day.isoformat(), **figures.figures().model_dump())  # fmt: skip
             await worker.send(names.metrics, row.key, row.model_dump_json())
         return "applied"
 
     @worker.app.agent(worker.topic(names.contributions), name="series")
     async def record(stream: StreamT[bytes]) -> None:
-        """Runs for every incident contribution: moves it within its series and publishes changed day buckets."""
+        """Runs for every incident contribution: moves it within its series and publishes changed days."""
         async for event in stream.events():
             await worker.handle(event, record_one)
-
-
-def _bucket(stored: bytes | None) -> metrics.DayBucket:
-    return metrics.DayBucket.model_validate_json(stored) if stored else metrics.DayBucket()
 
 
 def register_changes(worker: Worker) -> None:

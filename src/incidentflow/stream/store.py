@@ -20,6 +20,8 @@ from typing import Any
 
 import rocksdict
 from faust.stores.rocksdb import RocksDBOptions
+from faust.streams import current_event
+from faust.types import TableT
 
 MAX_OPEN_FILES = 32
 """Per database; RocksDB keeps 10 of them for its own files, and closes the least recently used SST files past that."""
@@ -61,3 +63,40 @@ def cache_usage() -> float:
     """Bytes in the shared cache now (memtables included); 0 before any store opened."""
     cache = _budget.get("cache")
     return float(cache.get_usage()) if cache is not None else 0.0
+
+
+def items_with_prefix(
+    table: TableT[bytes, bytes], prefix: bytes, partition: int | None = None
+) -> list[tuple[bytes, bytes]]:
+    """The (key, value) pairs of `table` whose key starts with `prefix`, in key order, from one
+    partition: `partition`, else that of the record being processed (where every key of that
+    record's key lives: tables are co-partitioned with their agent's input).
+
+    Faust tables have no range reads; RocksDB keeps keys sorted, so one seek finds them all. So a
+    set that grows (the ids filed under one scope slot, the resolutions of one day) can be one
+    small key per member, each written and deleted on its own, rather than one value holding them
+    all and rewritten whole on every change. Without a RocksDB store (`memory://`, used by nothing
+    but experiments) every key is scanned.
+    """
+    store: Any = table.data
+    databases: dict[int, Any] | None = getattr(store, "_dbs", None)  # Faust's RocksDB store: one per partition
+    if databases is None:
+        return sorted((key, value) for key, value in store.items() if key.startswith(prefix))
+    if partition is None:
+        event = current_event()
+        if event is None:
+            raise RuntimeError("items_with_prefix outside of an agent needs the partition to read")
+        partition = event.message.partition
+    db = databases.get(partition)
+    if db is None:  # not opened by this worker: it holds nothing here
+        return []
+    found: list[tuple[bytes, bytes]] = []
+    cursor = db.iter()
+    cursor.seek(prefix)
+    while cursor.valid():
+        key = cursor.key()
+        if not key.startswith(prefix):
+            break
+        found.append((key, cursor.value()))
+        cursor.next()
+    return found

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -19,11 +19,18 @@ from tests.oracle import incident_dict, recompute_incident, recompute_mttr, reco
 
 @dataclass
 class Series:
-    """The three stores of one series, as the series agent keeps them (tables there, dicts here)."""
+    """The stores of one series, as the series agent keeps them (tables there, dicts here)."""
 
     index: metrics.SeriesIndex
     members: dict[str, metrics.Member] = field(default_factory=dict)
-    days: dict[date, metrics.DayBucket] = field(default_factory=dict)
+    days: dict[date, metrics.DayFigures] = field(default_factory=dict)
+    resolutions: dict[date, dict[str, metrics.Resolution]] = field(default_factory=dict)
+
+    def leave(self, day: date, aggregate_id: str) -> None:
+        left = self.resolutions.setdefault(day, {}).pop(aggregate_id, None)
+        if left is not None:
+            others = self.resolutions[day].values()
+            self.days[day] = self.days[day].left(left.seconds, lambda: [r.seconds for r in others])
 
     def record(self, c: metrics.Contribution) -> None:
         move = metrics.move(self.members.get(c.aggregate_id), c)
@@ -31,17 +38,30 @@ class Series:
             return
         self.members[c.aggregate_id] = move.member
         if move.leave_day is not None:
-            self.days[move.leave_day] = metrics.leave(
-                self.days.get(move.leave_day, metrics.DayBucket()), c.aggregate_id
-            )
+            self.leave(move.leave_day, c.aggregate_id)
         if move.enter_day is not None and move.member.resolved_at is not None:
-            bucket = self.days.get(move.enter_day, metrics.DayBucket())
+            self.leave(move.enter_day, c.aggregate_id)
             seconds = move.member.time_to_restore_seconds or 0.0
-            self.days[move.enter_day] = metrics.enter(bucket, c.aggregate_id, move.member.resolved_at, seconds)
+            self.resolutions[move.enter_day][c.aggregate_id] = metrics.Resolution(
+                resolved_at=move.member.resolved_at, seconds=seconds
+            )
+            self.days[move.enter_day] = self.days.get(move.enter_day, metrics.DayFigures()).entered(seconds)
         self.index = metrics.with_day(self.index, move.enter_day, move.open_delta)
 
     def mttr(self, now: datetime, window: timedelta) -> tuple[int, float | None]:
-        return metrics.mttr(self.days.values(), now, window)
+        days = [
+            metrics.Day(on=day, figures=figures, resolutions=lambda day=day: self.resolutions[day].values())  # type: ignore[misc]
+            for day, figures in self.days.items()
+        ]
+        return metrics.mttr(days, now, window)
+
+    def figures(self, day: date) -> metrics.Bucket:
+        """The day's figures, checked against its resolutions."""
+        kept = [r.seconds for r in self.resolutions.get(day, {}).values()]
+        found = self.days.get(day, metrics.DayFigures()).figures()
+        assert (found.count, found.max_seconds) == (len(kept), max(kept, default=0.0))
+        assert abs(found.sum_seconds - sum(kept)) < 1e-6
+        return found
 
 
 def run(deliveries: list[AlertEvent], rnd: random.Random) -> dict[str, Series]:
@@ -106,6 +126,9 @@ def test_series_equal_batch_recomputation(events: list[AlertEvent], rnd: random.
         assert got.keys() == expected.keys()
         for k, v in expected.items():
             assert abs(got[k] - v) < 1e-6
+    for s in series.values():
+        for day in s.days:
+            s.figures(day)
     opened = {(s.index.service, s.index.severity): s.index.open for s in series.values() if s.index.open}
     assert opened == recompute_open(final)
 
@@ -132,10 +155,50 @@ def test_daily_bucket_is_additive() -> None:
         alert("open", 0, key="b", event_id="b1"), alert("resolve", 40, key="b", event_id="b2"),
     ]  # fmt: skip
     series = run(events, random.Random(1))
-    assert metrics.figures(series["unknown|unknown"].days[T0.date()]) == metrics.Bucket(
+    assert series["unknown|unknown"].figures(T0.date()) == metrics.Bucket(
         count=2, sum_seconds=3000.0, max_seconds=2400.0
     )
     assert incident_dict(None) is None
+
+
+def test_the_longest_resolution_leaving_a_day_gives_the_next_longest_as_its_maximum() -> None:
+    day = metrics.DayFigures().entered(600.0).entered(2400.0).entered(0.1).entered(0.2)
+    assert day.figures() == metrics.Bucket(count=4, sum_seconds=3000.3, max_seconds=2400.0)
+    asked: list[bool] = []
+
+    def others() -> list[float]:
+        asked.append(True)
+        return [600.0, 0.1, 0.2]
+
+    shorter = day.left(0.1, others)
+    assert shorter.figures() == metrics.Bucket(count=3, sum_seconds=3000.2, max_seconds=2400.0) and not asked
+    longest = shorter.left(2400.0, others)
+    assert longest.figures() == metrics.Bucket(count=2, sum_seconds=600.2, max_seconds=600.0) and asked
+    assert longest.left(600.0, lambda: [0.2]).left(0.2, lambda: []) == metrics.DayFigures()
+
+
+def test_a_window_counts_whole_days_by_their_figures_and_reads_the_resolutions_of_cut_days() -> None:
+    read: list[date] = []
+
+    def day(on: date, *resolved: tuple[datetime, float]) -> metrics.Day:
+        figures = metrics.DayFigures()
+        for _, seconds in resolved:
+            figures = figures.entered(seconds)
+        found = [metrics.Resolution(resolved_at=at, seconds=seconds) for at, seconds in resolved]
+        return metrics.Day(on=on, figures=figures, resolutions=lambda: read.append(on) or found)  # type: ignore[func-returns-value]
+
+    midnight = datetime.combine(T0.date(), time(), tzinfo=UTC)
+    yesterday, today = (midnight - timedelta(days=1)).date(), midnight.date()
+    days = [
+        day(yesterday, (midnight - timedelta(hours=20), 100.0), (midnight - timedelta(hours=2), 300.0)),
+        day(today, (midnight + timedelta(hours=1), 600.0), (midnight + timedelta(hours=7), 50.0)),
+    ]
+    # At 06:00 the one-day window starts yesterday at 06:00 (04:00 is out, 22:00 in) and ends now (07:00 is out).
+    assert metrics.mttr(days, midnight + timedelta(hours=6), timedelta(days=1)) == (2, 450.0)
+    assert sorted(read) == [yesterday, today]
+    read.clear()
+    assert metrics.mttr(days[:1], midnight + timedelta(days=1), timedelta(days=3)) == (2, 200.0)
+    assert read == []  # yesterday lies wholly inside the window: its figures are enough
 
 
 def test_window_days_cover_the_trailing_window() -> None:

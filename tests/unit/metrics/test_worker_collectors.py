@@ -51,7 +51,7 @@ def test_change_failure_ratio_and_changes_per_window() -> None:
 def test_mttr_is_absent_without_resolutions_and_open_counts_show() -> None:
     index = {b"db|high": metrics.SeriesIndex(service="db", severity="high", open=3)}
     text = _text(SeriesCollector(index=lambda: [(k, v.model_dump_json().encode()) for k, v in index.items()],
-                                 day=lambda s, d: metrics.DayBucket(), owned=lambda key: True, now=lambda: NOW))  # fmt: skip
+                                 day=lambda s, d: metrics.Day(on=d, figures=metrics.DayFigures(), resolutions=list), owned=lambda key: True, now=lambda: NOW))  # fmt: skip
     assert 'incidentflow_incidents_open{service="db",severity="high"} 3.0' in text
     assert "incidentflow_mttr_seconds{" not in text
 
