@@ -35,11 +35,16 @@ def exported_names() -> set[str]:
     for collector in (
         SeriesCollector(
             index=lambda: [],
-            day=lambda s, d: metrics.Day(on=d, figures=metrics.DayFigures(), resolutions=list),
+            day=lambda s, d: metrics.Day(on=d, figures=metrics.DayFigures(), entries=list),
             owned=lambda k: True,
             now=_now,
         ),
-        ChangeCollector(index=lambda: [], day=lambda s, d: metrics.ChangeDay(), owned=lambda k: True, now=_now),
+        ChangeCollector(
+            index=lambda: [],
+            day=lambda s, d: metrics.Day(on=d, figures=metrics.ChangeDayFigures(), entries=list),
+            owned=lambda k: True,
+            now=_now,
+        ),
         LagCollector(lambda: []),
     ):
         worker.add_series(collector)

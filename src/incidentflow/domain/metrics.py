@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Literal
+from typing import Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -135,16 +135,18 @@ class DayFigures(BaseModel):
     sum_microseconds: int = 0
     max_seconds: float = 0.0
 
-    def entered(self, seconds: float) -> DayFigures:
+    def entered(self, resolution: Resolution) -> DayFigures:
+        seconds = resolution.seconds
         return DayFigures(count=self.count + 1, sum_microseconds=self.sum_microseconds + microseconds(seconds),
                           max_seconds=max(self.max_seconds, seconds))  # fmt: skip
 
-    def left(self, seconds: float, others: Callable[[], Iterable[float]]) -> DayFigures:
-        """Without one resolution of `seconds`; `others` (the day's remaining resolutions) is read
-        only when the longest one leaves, since a maximum cannot be undone."""
+    def left(self, resolution: Resolution, others: Callable[[], Iterable[Resolution]]) -> DayFigures:
+        """Without one resolution; `others` (the day's remaining resolutions) is read only when the
+        longest one leaves, since a maximum cannot be undone."""
+        seconds = resolution.seconds
         if self.count <= 1:
             return DayFigures()
-        longest = self.max_seconds if seconds < self.max_seconds else max(others(), default=0.0)
+        longest = self.max_seconds if seconds < self.max_seconds else max((r.seconds for r in others()), default=0.0)
         return DayFigures(count=self.count - 1, sum_microseconds=self.sum_microseconds - microseconds(seconds),
                           max_seconds=longest)  # fmt: skip
 
@@ -153,13 +155,23 @@ class DayFigures(BaseModel):
         return Bucket(count=self.count, sum_seconds=self.sum_microseconds / 1e6, max_seconds=self.max_seconds)
 
 
+F = TypeVar("F")
+E = TypeVar("E")
+
+
 @dataclass(frozen=True)
-class Day:
-    """One day of a series as a scrape reads it: its figures, and its resolutions for a window that cuts through it."""
+class Day(Generic[F, E]):
+    """One day of a series as a scrape reads it: its figures, and its entries (each resolution or
+    change) for a window that cuts through it."""
 
     on: date
-    figures: DayFigures
-    resolutions: Callable[[], Iterable[Resolution]]
+    figures: F
+    entries: Callable[[], Iterable[E]]
+
+    def inside(self, start: datetime, end: datetime) -> bool:
+        """Whether the whole day lies in the window (start, end]."""
+        begin = datetime.combine(self.on, time(), tzinfo=UTC)
+        return start < begin and begin + timedelta(days=1) <= end
 
 
 def microseconds(seconds: float) -> int:
@@ -229,7 +241,7 @@ def window_days(now: datetime, window: timedelta) -> list[date]:
     return [first + timedelta(days=i) for i in range((last - first).days + 1)]
 
 
-def mttr(days: Iterable[Day], now: datetime, window: timedelta) -> tuple[int, float | None]:
+def mttr(days: Iterable[Day[DayFigures, Resolution]], now: datetime, window: timedelta) -> tuple[int, float | None]:
     """(incidents, mean time to restore) of incidents finally resolved in (now - window, now].
 
     A day wholly inside the window counts by its figures; only the days the window's ends cut
@@ -238,11 +250,10 @@ def mttr(days: Iterable[Day], now: datetime, window: timedelta) -> tuple[int, fl
     start = now - window
     count = total = 0
     for day in days:
-        begin = datetime.combine(day.on, time(), tzinfo=UTC)
-        if start < begin and begin + timedelta(days=1) <= now:
+        if day.inside(start, now):
             count, total = count + day.figures.count, total + day.figures.sum_microseconds
             continue
-        for resolution in day.resolutions():
+        for resolution in day.entries():
             if start < resolution.resolved_at <= now:
                 count, total = count + 1, total + microseconds(resolution.seconds)
     return count, (total / 1e6 / count if count else None)
@@ -262,22 +273,33 @@ class ChangeMember(BaseModel):
         return self.changed_at.date() if self.present and self.changed_at is not None else None
 
 
-class ChangeDay(BaseModel):
-    """The changes of one service whose change time fell on one UTC day: change_id -> (changed_at, failed)."""
+class ChangeEntry(BaseModel):
+    """One change filed on a day of a service's change series (under its own key, beside the day's figures)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    changes: dict[str, tuple[UtcDatetime, bool]] = Field(default_factory=dict)
+    changed_at: UtcDatetime
+    failed: bool
 
-    def without(self, change_id: str) -> ChangeDay:
-        return ChangeDay(changes={k: v for k, v in self.changes.items() if k != change_id})
 
-    def with_change(self, change_id: str, changed_at: datetime, failed: bool) -> ChangeDay:
-        return ChangeDay(changes={**self.changes, change_id: (changed_at, failed)})
+class ChangeDayFigures(BaseModel):
+    """The changes of one service whose change time fell on one UTC day, as running counts (each
+    change is kept under its own key beside them, as resolutions are)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    changes: int = 0
+    failed: int = 0
+
+    def entered(self, entry: ChangeEntry) -> ChangeDayFigures:
+        return ChangeDayFigures(changes=self.changes + 1, failed=self.failed + int(entry.failed))
+
+    def left(self, entry: ChangeEntry, others: Callable[[], Iterable[ChangeEntry]]) -> ChangeDayFigures:
+        return ChangeDayFigures(changes=max(0, self.changes - 1), failed=max(0, self.failed - int(entry.failed)))
 
     def figures(self) -> tuple[int, int]:
         """(changes, failed changes) of the day."""
-        return len(self.changes), sum(1 for _, failed in self.changes.values() if failed)
+        return self.changes, self.failed
 
 
 class ChangeIndex(BaseModel):
@@ -294,10 +316,20 @@ class ChangeIndex(BaseModel):
         return self.model_copy(update={"days": tuple(sorted((*self.days, day)))})
 
 
-def change_failure(buckets: Iterable[ChangeDay], now: datetime, window: timedelta) -> tuple[int, int]:
+def change_failure(
+    days: Iterable[Day[ChangeDayFigures, ChangeEntry]], now: datetime, window: timedelta
+) -> tuple[int, int]:
     """(changes, failed changes) with their change time in (now - window, now]."""
-    found = [failed for b in buckets for at, failed in b.changes.values() if now - window < at <= now]
-    return len(found), sum(found)
+    start = now - window
+    changes = failed = 0
+    for day in days:
+        if day.inside(start, now):
+            changes, failed = changes + day.figures.changes, failed + day.figures.failed
+            continue
+        for entry in day.entries():
+            if start < entry.changed_at <= now:
+                changes, failed = changes + 1, failed + int(entry.failed)
+    return changes, failed
 
 
 class ServiceReport(BaseModel):

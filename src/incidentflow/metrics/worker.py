@@ -47,7 +47,7 @@ class _OwnedSeries(Collector, Generic[B]):
                 yield key, value
 
 
-class SeriesCollector(_OwnedSeries[metrics.Day]):
+class SeriesCollector(_OwnedSeries[metrics.Day[metrics.DayFigures, metrics.Resolution]]):
     """MTTR, resolved and open incidents per (service, severity) series this worker owns."""
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
@@ -81,7 +81,7 @@ class SeriesCollector(_OwnedSeries[metrics.Day]):
         yield open_
 
 
-class ChangeCollector(_OwnedSeries[metrics.ChangeDay]):
+class ChangeCollector(_OwnedSeries[metrics.Day[metrics.ChangeDayFigures, metrics.ChangeEntry]]):
     """Change counts and change failure ratio per service series this worker owns."""
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
@@ -99,10 +99,10 @@ class ChangeCollector(_OwnedSeries[metrics.ChangeDay]):
         recent = set(metrics.window_days(now, max(metrics.WINDOWS.values())))
         for _, value in self._owned_indexes():
             index = metrics.ChangeIndex.model_validate_json(value)
-            buckets = {day: self._day(index.service, day) for day in index.days if day in recent}
+            found = [self._day(index.service, day) for day in index.days if day in recent]
             for window, span in metrics.WINDOWS.items():
                 days = set(metrics.window_days(now, span))
-                count, failed = metrics.change_failure((b for d, b in buckets.items() if d in days), now, span)
+                count, failed = metrics.change_failure((day for day in found if day.on in days), now, span)
                 changes.add_metric([index.service, window], count)
                 if count:
                     ratio.add_metric([index.service, window], failed / count)

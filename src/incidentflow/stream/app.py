@@ -23,9 +23,8 @@ from incidentflow.metrics.worker import (
 )
 from incidentflow.stream import correlate, incidents, normalize, series
 from incidentflow.stream.context import Worker
-from incidentflow.stream.series import day_key as series_day_key
-from incidentflow.stream.series import resolutions_prefix
-from incidentflow.stream.store import cache_usage, items_with_prefix, share_one_memory_budget
+from incidentflow.stream.series import Days, E, F
+from incidentflow.stream.store import cache_usage, share_one_memory_budget
 from incidentflow.topics import Topics
 
 # Prometheus' text format; aiohttp takes the charset apart from the content type (UTF-8 by default).
@@ -131,25 +130,21 @@ def _rewind_after_rebalance() -> None:
 
 def _add_metrics_page(worker: Worker) -> None:
     app, settings = worker.app, worker.settings
-    index, days = worker.tables["series-index"], worker.tables["series-days"]
-    change_index, change_days = worker.tables["change-index"], worker.tables["change-days"]
+    index, change_index = worker.tables["series-index"], worker.tables["change-index"]
+    days = Days(worker.tables["series-days"], metrics.DayFigures, metrics.Resolution)
+    change_days = Days(worker.tables["change-days"], metrics.ChangeDayFigures, metrics.ChangeEntry)
 
     def partition_of(key: bytes) -> int:
         return int(murmur2(key) & 0x7FFFFFFF) % settings.partitions
 
-    def day(series: str, on: date) -> metrics.Day:
-        stored = days.get(series_day_key(series, on))
-        figures = metrics.DayFigures.model_validate_json(stored) if stored else metrics.DayFigures()
+    def scraped(of: Days[F, E]) -> Callable[[str, date], metrics.Day[F, E]]:
+        """A day of a series, its entries read from the partition of the series (a scrape is outside any agent)."""
 
-        def resolutions() -> list[metrics.Resolution]:
-            found = items_with_prefix(days, resolutions_prefix(series, on), partition=partition_of(series.encode()))
-            return [metrics.Resolution.model_validate_json(value) for _, value in found]
+        def day(series: str, on: date) -> metrics.Day[F, E]:
+            return metrics.Day(on=on, figures=of.figures(series, on),
+                               entries=lambda: of.entries(series, on, partition=partition_of(series.encode())))  # fmt: skip
 
-        return metrics.Day(on=on, figures=figures, resolutions=resolutions)
-
-    def change_day(service: str, on: date) -> metrics.ChangeDay:
-        stored = change_days.get(series_day_key(service, on))
-        return metrics.ChangeDay.model_validate_json(stored) if stored else metrics.ChangeDay()
+        return day
 
     def owner(table: faust.types.TableT[bytes, bytes]) -> Callable[[bytes], bool]:
         changelog = table.changelog_topic.get_topic_name()
@@ -185,9 +180,13 @@ def _add_metrics_page(worker: Worker) -> None:
 
     worker.metrics.add_series(LagCollector(lags))
     worker.metrics.add_series(StoreCollector(databases))
-    worker.metrics.add_series(SeriesCollector(index=lambda: index.data.items(), day=day, owned=owner(index), now=now))
     worker.metrics.add_series(
-        ChangeCollector(index=lambda: change_index.data.items(), day=change_day, owned=owner(change_index), now=now)
+        SeriesCollector(index=lambda: index.data.items(), day=scraped(days), owned=owner(index), now=now)
+    )
+    worker.metrics.add_series(
+        ChangeCollector(
+            index=lambda: change_index.data.items(), day=scraped(change_days), owned=owner(change_index), now=now
+        )
     )
 
     @app.page("/metrics")

@@ -30,7 +30,7 @@ class Series:
         left = self.resolutions.setdefault(day, {}).pop(aggregate_id, None)
         if left is not None:
             others = self.resolutions[day].values()
-            self.days[day] = self.days[day].left(left.seconds, lambda: [r.seconds for r in others])
+            self.days[day] = self.days[day].left(left, lambda: others)
 
     def record(self, c: metrics.Contribution) -> None:
         move = metrics.move(self.members.get(c.aggregate_id), c)
@@ -42,15 +42,14 @@ class Series:
         if move.enter_day is not None and move.member.resolved_at is not None:
             self.leave(move.enter_day, c.aggregate_id)
             seconds = move.member.time_to_restore_seconds or 0.0
-            self.resolutions[move.enter_day][c.aggregate_id] = metrics.Resolution(
-                resolved_at=move.member.resolved_at, seconds=seconds
-            )
-            self.days[move.enter_day] = self.days.get(move.enter_day, metrics.DayFigures()).entered(seconds)
+            resolution = metrics.Resolution(resolved_at=move.member.resolved_at, seconds=seconds)
+            self.resolutions[move.enter_day][c.aggregate_id] = resolution
+            self.days[move.enter_day] = self.days.get(move.enter_day, metrics.DayFigures()).entered(resolution)
         self.index = metrics.with_day(self.index, move.enter_day, move.open_delta)
 
     def mttr(self, now: datetime, window: timedelta) -> tuple[int, float | None]:
         days = [
-            metrics.Day(on=day, figures=figures, resolutions=lambda day=day: self.resolutions[day].values())  # type: ignore[misc]
+            metrics.Day(on=day, figures=figures, entries=lambda day=day: self.resolutions[day].values())  # type: ignore[misc]
             for day, figures in self.days.items()
         ]
         return metrics.mttr(days, now, window)
@@ -162,30 +161,41 @@ def test_daily_bucket_is_additive() -> None:
 
 
 def test_the_longest_resolution_leaving_a_day_gives_the_next_longest_as_its_maximum() -> None:
-    day = metrics.DayFigures().entered(600.0).entered(2400.0).entered(0.1).entered(0.2)
+    def r(seconds: float) -> metrics.Resolution:
+        return metrics.Resolution(resolved_at=T0, seconds=seconds)
+
+    day = metrics.DayFigures().entered(r(600.0)).entered(r(2400.0)).entered(r(0.1)).entered(r(0.2))
     assert day.figures() == metrics.Bucket(count=4, sum_seconds=3000.3, max_seconds=2400.0)
     asked: list[bool] = []
 
-    def others() -> list[float]:
+    def others() -> list[metrics.Resolution]:
         asked.append(True)
-        return [600.0, 0.1, 0.2]
+        return [r(600.0), r(0.1), r(0.2)]
 
-    shorter = day.left(0.1, others)
+    shorter = day.left(r(0.1), others)
     assert shorter.figures() == metrics.Bucket(count=3, sum_seconds=3000.2, max_seconds=2400.0) and not asked
-    longest = shorter.left(2400.0, others)
+    longest = shorter.left(r(2400.0), others)
     assert longest.figures() == metrics.Bucket(count=2, sum_seconds=600.2, max_seconds=600.0) and asked
-    assert longest.left(600.0, lambda: [0.2]).left(0.2, lambda: []) == metrics.DayFigures()
+    assert longest.left(r(600.0), lambda: [r(0.2)]).left(r(0.2), list) == metrics.DayFigures()
+
+
+def test_change_day_counts_follow_entries_in_and_out() -> None:
+    failed = metrics.ChangeEntry(changed_at=T0, failed=True)
+    fine = metrics.ChangeEntry(changed_at=T0, failed=False)
+    day = metrics.ChangeDayFigures().entered(failed).entered(fine).entered(failed)
+    assert day.figures() == (3, 2)
+    assert day.left(failed, list).left(fine, list).figures() == (1, 1)
 
 
 def test_a_window_counts_whole_days_by_their_figures_and_reads_the_resolutions_of_cut_days() -> None:
     read: list[date] = []
 
     def day(on: date, *resolved: tuple[datetime, float]) -> metrics.Day:
-        figures = metrics.DayFigures()
-        for _, seconds in resolved:
-            figures = figures.entered(seconds)
         found = [metrics.Resolution(resolved_at=at, seconds=seconds) for at, seconds in resolved]
-        return metrics.Day(on=on, figures=figures, resolutions=lambda: read.append(on) or found)  # type: ignore[func-returns-value]
+        figures = metrics.DayFigures()
+        for resolution in found:
+            figures = figures.entered(resolution)
+        return metrics.Day(on=on, figures=figures, entries=lambda: read.append(on) or found)  # type: ignore[func-returns-value]
 
     midnight = datetime.combine(T0.date(), time(), tzinfo=UTC)
     yesterday, today = (midnight - timedelta(days=1)).date(), midnight.date()

@@ -21,12 +21,10 @@ def _text(collector: object) -> str:
 
 
 def test_change_failure_ratio_and_changes_per_window() -> None:
-    days = {
-        ("checkout", NOW.date()): metrics.ChangeDay(changes={
-            "c1": (NOW - timedelta(hours=1), True), "c2": (NOW - timedelta(hours=2), False)}),
-        ("checkout", (NOW - timedelta(days=3)).date()): metrics.ChangeDay(changes={
-            "c3": (NOW - timedelta(days=3), True), "c4": (NOW - timedelta(days=3), True)}),
-        ("search", (NOW - timedelta(days=40)).date()): metrics.ChangeDay(changes={"c5": (NOW - timedelta(days=40), True)}),
+    entries = {
+        ("checkout", NOW.date()): [(NOW - timedelta(hours=1), True), (NOW - timedelta(hours=2), False)],
+        ("checkout", (NOW - timedelta(days=3)).date()): [(NOW - timedelta(days=3), True), (NOW - timedelta(days=3), True)],
+        ("search", (NOW - timedelta(days=40)).date()): [(NOW - timedelta(days=40), True)],
     }  # fmt: skip
     index = {
         b"checkout": metrics.ChangeIndex(service="checkout", days=(NOW.date() - timedelta(days=3), NOW.date())),
@@ -34,8 +32,12 @@ def test_change_failure_ratio_and_changes_per_window() -> None:
         b"payments": metrics.ChangeIndex(service="payments", days=(NOW.date(),)),
     }
 
-    def day(service: str, on: date) -> metrics.ChangeDay:
-        return days.get((service, on), metrics.ChangeDay())
+    def day(service: str, on: date) -> metrics.Day[metrics.ChangeDayFigures, metrics.ChangeEntry]:
+        filed = [metrics.ChangeEntry(changed_at=at, failed=failed) for at, failed in entries.get((service, on), [])]
+        figures = metrics.ChangeDayFigures()
+        for entry in filed:
+            figures = figures.entered(entry)
+        return metrics.Day(on=on, figures=figures, entries=lambda: filed)
 
     text = _text(ChangeCollector(index=lambda: [(k, v.model_dump_json().encode()) for k, v in index.items()],
                                  day=day, owned=lambda key: key != b"payments", now=lambda: NOW))  # fmt: skip
@@ -51,7 +53,7 @@ def test_change_failure_ratio_and_changes_per_window() -> None:
 def test_mttr_is_absent_without_resolutions_and_open_counts_show() -> None:
     index = {b"db|high": metrics.SeriesIndex(service="db", severity="high", open=3)}
     text = _text(SeriesCollector(index=lambda: [(k, v.model_dump_json().encode()) for k, v in index.items()],
-                                 day=lambda s, d: metrics.Day(on=d, figures=metrics.DayFigures(), resolutions=list), owned=lambda key: True, now=lambda: NOW))  # fmt: skip
+                                 day=lambda s, d: metrics.Day(on=d, figures=metrics.DayFigures(), entries=list), owned=lambda key: True, now=lambda: NOW))  # fmt: skip
     assert 'incidentflow_incidents_open{service="db",severity="high"} 3.0' in text
     assert "incidentflow_mttr_seconds{" not in text
 
