@@ -13,13 +13,15 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @contextmanager
-def broker(work: Path, port: int = 39092) -> Iterator[str]:
-    """INCIDENTFLOW_KAFKA_BOOTSTRAP when set, else the local broker of deploy/kafka, started and stopped here."""
+def broker(work: Path, port: int = 39092, java_opts: str = "") -> Iterator[str]:
+    """INCIDENTFLOW_KAFKA_BOOTSTRAP when set, else the local broker of deploy/kafka, started and stopped here
+    (with `java_opts` added to its JVM's)."""
     given = os.environ.get("INCIDENTFLOW_KAFKA_BOOTSTRAP")
     if given:
         yield given
         return
-    env = {**os.environ, "INCIDENTFLOW_KAFKA_PORT": str(port), "INCIDENTFLOW_KAFKA_HOME": str(work / "kafka")}
+    env = {**os.environ, "INCIDENTFLOW_KAFKA_PORT": str(port), "INCIDENTFLOW_KAFKA_HOME": str(work / "kafka"),
+           "INCIDENTFLOW_KAFKA_JAVA_OPTS": java_opts}  # fmt: skip
     subprocess.run([str(REPO / "deploy/kafka/kafka.sh"), "up"], env=env, check=True)
     try:
         yield f"127.0.0.1:{port}"

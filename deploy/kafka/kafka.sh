@@ -72,6 +72,9 @@ PROPS
   local java_opts=(-Xms256m -Xmx${INCIDENTFLOW_KAFKA_HEAP:-768m} -XX:+UseG1GC
     -Dkafka.logs.dir="$home/logs" -Dlog4j2.configurationFile="$here/log4j2.properties"
     -Djava.awt.headless=true)
+  # Extra JVM options, after ours so that they win (the soak pre-touches the whole heap).
+  read -r -a extra <<<"${INCIDENTFLOW_KAFKA_JAVA_OPTS:-}"
+  java_opts+=("${extra[@]}")
   if [ ! -f "$home/data/meta.properties" ]; then
     local cluster_id
     cluster_id=$(java -cp "$cp" "${java_opts[@]}" kafka.tools.StorageTool random-uuid | tail -n 1)
