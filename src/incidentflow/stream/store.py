@@ -86,10 +86,12 @@ def items_with_prefix(
         event = current_event()
         if event is None:
             raise RuntimeError("items_with_prefix outside of an agent needs the partition to read")
-        partition = event.message.partition
-    db = databases.get(partition)
-    if db is None:  # not opened by this worker: it holds nothing here
-        return []
+        # The database Faust's own reads of this record use (it opens one not open yet, as they do).
+        db = store._db_for_partition(event.message.partition)  # noqa: SLF001
+    else:
+        db = databases.get(partition)
+        if db is None:  # not opened by this worker: it holds nothing here
+            return []
     found: list[tuple[bytes, bytes]] = []
     cursor = db.iter()
     cursor.seek(prefix)

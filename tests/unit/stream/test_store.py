@@ -49,7 +49,7 @@ def test_items_with_prefix_read_one_partition_in_key_order(tmp_path: Path) -> No
     databases[1][b"b=1|si|10|other-partition"] = b""
     for value, key in enumerate((b"b=1|si|10|z", b"b=1|si|10|a|b")):
         databases[0][key] = str(value).encode()
-    table = SimpleNamespace(data=SimpleNamespace(_dbs=databases))
+    table = SimpleNamespace(data=SimpleNamespace(_dbs=databases, _db_for_partition=databases.__getitem__))
     event = _Event(SimpleNamespace(partition=0))
     token = _current_event.set(weakref.ref(event))  # what Faust sets while an agent handles a record
     try:
