@@ -87,5 +87,9 @@ def test_broker_stopped_mid_run_gives_503s_and_exactly_the_accepted_events(
     records = read_topic(own_broker.bootstrap, f"{stack.namespace}.raw", lambda r: len(r) >= len(accepted), timeout=60)
     stored = [RawEnvelope.model_validate_json(r.value).request_id for r in records]
     assert len(stored) == len(set(stored)), "a record was stored twice"
-    assert set(stored) == accepted, (f"missing {len(accepted - set(stored))}, extra {len(set(stored) - accepted)}, "
-                                     f"of which refused {len(set(stored) & refused)}")  # fmt: skip
+    # Every 202 is stored. A request answered 503 may be stored too (issue 7): its write can reach the
+    # broker with the acknowledgement lost as it goes away, or once it is back; the client's retry is
+    # then a second copy, which the worker's deduplication removes (the trust suite counts them as
+    # `raw_records_without_202` and proves the end state exact).
+    assert accepted <= set(stored), (f"missing {len(accepted - set(stored))} of {len(accepted)} accepted "
+                                     f"({len(set(stored) & refused)} refused ones stored)")  # fmt: skip
