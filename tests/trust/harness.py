@@ -283,27 +283,39 @@ def tally(observed: Observed, expected: Expected) -> dict[str, dict[str, int]]:
     return out
 
 
-def lag(ports: list[int]) -> float | None:
-    """Total consumer lag over the workers on `ports`, None when one does not answer."""
-    total = 0.0
+def lag_by_partition(ports: list[int]) -> dict[str, float] | None:
+    """Consumer lag of every input partition the workers on `ports` own ({'topic[p]@port': lag}), None when
+    one does not answer."""
+    found: dict[str, float] = {}
     for port in ports:
         try:
             # An error page has no lag lines: it must not read as zero lag.
             text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).raise_for_status().text
         except httpx.HTTPError:
             return None
-        total += sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                     if line.startswith("incidentflow_consumer_lag{"))  # fmt: skip
-    return total
+        for line in text.splitlines():
+            if line.startswith("incidentflow_consumer_lag{"):
+                labels, _, value = line.rpartition(" ")
+                found[f"{labels[len('incidentflow_consumer_lag') :]}@{port}"] = float(value)
+    return found
 
 
-def wait_lag_zero(ports: list[int], timeout: float = 120) -> bool:
+def lag(ports: list[int]) -> float | None:
+    """Total consumer lag over the workers on `ports`, None when one does not answer."""
+    found = lag_by_partition(ports)
+    return None if found is None else sum(found.values())
+
+
+def wait_lag_zero(ports: list[int], timeout: float = 120) -> tuple[bool, dict[str, float] | None]:
+    """Whether the lag returned to zero in time, and else the partitions still behind when it gave up."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if lag(ports) == 0:
-            return True
+    found = lag_by_partition(ports)
+    while found is None or any(found.values()):
+        if time.monotonic() > deadline:
+            return False, found if found is None else {k: v for k, v in found.items() if v}
         time.sleep(1)
-    return False
+        found = lag_by_partition(ports)
+    return True, {}
 
 
 def record(result: dict[str, Any]) -> None:

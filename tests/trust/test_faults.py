@@ -85,7 +85,7 @@ class Run:
         expected: Expected = expect(self.webhooks, elven_received(self.stack.bootstrap, self.stack.namespace))
         observed = settle(self.stack.bootstrap, self.stack.namespace, expected, SETTLE_SECONDS)
         counts = tally(observed, expected)
-        lag_zero = wait_lag_zero(list(self.ports.values()))
+        lag_zero, lag_left = wait_lag_zero(list(self.ports.values()))
         result = {
             "scenario": self.name,
             "events": expected.events,
@@ -98,6 +98,7 @@ class Run:
             "double_counted": sum(c["double"] for c in counts.values()),
             "wrong": sum(c["wrong"] for c in counts.values()),
             "lag_back_to_zero": lag_zero,
+            **({"lag_left": lag_left} if not lag_zero else {}),
             **figures,
         }
         result["passed"] = result["lost"] == result["double_counted"] == result["wrong"] == 0 and lag_zero

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from contextvars import ContextVar
 from datetime import UTC, date, datetime
 
 import faust
 from aiokafka.partitioner import murmur2
+from faust.tables.recovery import Recovery
 from faust.transport.consumer import Consumer as FaustConsumer
 from faust.types import Message
 from prometheus_client import generate_latest
@@ -109,10 +111,19 @@ def _never_commit_skipped_messages() -> None:
     FaustConsumer.ack = ack  # type: ignore[method-assign]
 
 
+_AFTER_RECOVERY: ContextVar[bool] = ContextVar("incidentflow_after_recovery", default=False)
+"""True inside the step that ends a table recovery (and the tasks it starts)."""
+
+
 def _rewind_after_rebalance() -> None:
-    """After Faust seeks the assigned partitions to their committed offsets (end of every
-    rebalance), reads again any partition whose committed offset jumped over records: see
-    `Positions` in stream/context.py."""
+    """After Faust seeks the assigned partitions to their committed offsets at the end of a
+    rebalance, reads again any partition whose committed offset jumped over records: see
+    `Positions` in stream/context.py.
+
+    Only that seek counts: Faust also seeks to committed offsets whenever its fetcher runs while
+    the flow is stopped, which happens during the recovery itself, before the positions table of a
+    newly assigned partition is restored (a stale position there would only read records again,
+    but needlessly: thousands in our 3-worker test)."""
     if getattr(FaustConsumer.perform_seek, "_incidentflow_guard", False):
         return
     original = FaustConsumer.perform_seek
@@ -120,12 +131,26 @@ def _rewind_after_rebalance() -> None:
     async def perform_seek(self: FaustConsumer) -> None:
         await original(self)
         worker = getattr(self.app, "incidentflow_worker", None)
-        if worker is not None and worker.positions is not None:
+        if _AFTER_RECOVERY.get() and worker is not None and worker.positions is not None:
             for topic, _ in await worker.positions.rewind_assigned(self):
                 worker.metrics.rewinds.labels(topic).inc()
 
     perform_seek._incidentflow_guard = True  # type: ignore[attr-defined]
     FaustConsumer.perform_seek = perform_seek  # type: ignore[method-assign]
+    # The two places where a recovery ends and streams resume: with or without changelog to read.
+    for name in ("on_recovery_completed", "_resume_streams"):
+        setattr(Recovery, name, _after_recovery(getattr(Recovery, name)))
+
+
+def _after_recovery(step: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+    async def run(self: Recovery, *args: object, **kwargs: object) -> None:
+        token = _AFTER_RECOVERY.set(True)
+        try:
+            await step(self, *args, **kwargs)
+        finally:
+            _AFTER_RECOVERY.reset(token)
+
+    return run
 
 
 def _add_metrics_page(worker: Worker) -> None:
