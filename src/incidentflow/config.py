@@ -57,6 +57,11 @@ class Settings(BaseSettings):
     store_memory_mib: int = Field(default=256, ge=16)
     """RocksDB memory of a worker: one block cache for every table and partition, memtables charged to it."""
     session_timeout_seconds: float = Field(default=10.0, gt=0)
+    """How long the group waits for a silent worker (its heartbeats) before giving its partitions away."""
+    rebalance_timeout_seconds: float = Field(default=120.0, gt=0)
+    """How long a rebalance waits for a live worker to finish its records in hand and rejoin. A worker
+    dropped for being slow keeps writing for a moment while its partitions are already someone else's
+    (late changelog and output records), so this is generous: a dead worker is found by its heartbeats."""
     log_level: str = "info"
     correlation_scope_labels: CommaList = ("service", "cluster", "host", "namespace", "app")
     """A change and an incident must share one of these labels with equal values (same on every worker)."""

@@ -66,7 +66,7 @@ def create_worker(settings: Settings, integrations: Integrations) -> Worker:
         broker_request_timeout=max(40.0, settings.session_timeout_seconds * 3),
         consumer_max_fetch_size=4 * 1024 * 1024,
         table_standby_replicas=0,
-        broker_rebalance_timeout=settings.session_timeout_seconds * 2,
+        broker_rebalance_timeout=max(settings.rebalance_timeout_seconds, settings.session_timeout_seconds),
         broker_commit_interval=1.0,
         stream_wait_empty=True,
     )
