@@ -211,8 +211,19 @@ class Worker:
                 await self._run(message, handler)
                 return
             await self._run(message, handler)
+            await self._commit_past(message, skipped_from)
         if positions is not None:
             positions.handled(self.app, message)
+
+    async def _commit_past(self, message: Message, start: int) -> None:
+        """Tells Faust's consumer that the records from `start` up to this one were handled, though not
+        through it: it commits a partition only up to the first offset it has not seen acked, so a gap
+        that it did not note itself would hold the partition's committed offset (and its lag) there
+        until the next rebalance."""
+        consumer = getattr(self.app, "consumer", None)
+        add_gap = getattr(consumer, "_add_gap", None)  # Faust's own bookkeeping of offsets that need no ack
+        if add_gap is not None and message.offset > start:
+            await add_gap(message.tp, start, message.offset - 1)
 
     async def _run(self, message: Message, handler: Callable[[Message], Awaitable[str]]) -> None:
         """Never lets a record fail silently or kill the agent.

@@ -23,11 +23,22 @@ TOPIC = "t.raw"
 
 
 @dataclass
+class FaustConsumer:
+    """Faust's consumer: the ranges it is told need no ack (inclusive ends, as Faust's `_add_gap`)."""
+
+    gaps: list[tuple[TP, int, int]] = field(default_factory=list)
+
+    async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
+        self.gaps.append((tp, offset_from, offset_to))
+
+
+@dataclass
 class App:
-    """What `Worker` asks of the Faust app: tables (dicts here) and the consumer's generation."""
+    """What `Worker` asks of the Faust app: tables (dicts here), the consumer and its generation."""
 
     consumer_generation_id: int = 1
     tables: dict[str, dict[bytes, bytes]] = field(default_factory=dict)
+    consumer: FaustConsumer = field(default_factory=FaustConsumer)
 
     def Table(self, name: str, **_: Any) -> dict[bytes, bytes]:  # noqa: N802  # Faust's name
         return self.tables.setdefault(name, {})
@@ -97,6 +108,8 @@ def test_records_skipped_within_a_generation_are_read_from_the_broker_before_the
     assert consumer.handled == list(range(10))
     assert broker.reads == [(3, 6)]
     assert rewinds(consumer) == 1
+    # Faust's consumer commits only past offsets it saw acked: it is told these were handled.
+    assert app.consumer.gaps == [(TP(TOPIC, 0), 3, 5)]
 
 
 def test_records_delivered_again_after_a_gap_are_handled_again_not_skipped() -> None:
@@ -126,3 +139,4 @@ def test_a_gap_the_broker_cannot_give_now_is_tried_again_at_the_next_record() ->
     consumer.deliver([0, 1, 5, 6])
     assert consumer.handled == [0, 1, 5, 2, 3, 4, 5, 6]
     assert broker.reads == [(2, 5), (2, 6)]
+    assert app.consumer.gaps == [(TP(TOPIC, 0), 2, 5)]  # only once they were read
