@@ -168,6 +168,23 @@ class StoreCollector(Collector):
         yield databases
 
 
+class HeapCollector(Collector):
+    """The C heap (Python's large objects, RocksDB and every extension): bytes in use and kept free."""
+
+    def __init__(self, figures: Callable[[], dict[str, int]]) -> None:
+        self._figures = figures
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        heap = GaugeMetricFamily(
+            "incidentflow_heap_bytes",
+            "C heap of the worker (glibc): bytes in use, and bytes free but still held by the allocator.",
+            labels=["state"],
+        )
+        for state, value in self._figures().items():
+            heap.add_metric([state], value)
+        yield heap
+
+
 class WorkerMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()

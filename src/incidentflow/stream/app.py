@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Iterator
 from contextvars import ContextVar
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from functools import cache
 
 import faust
 from aiokafka.partitioner import murmur2
+from faust.tables.base import Collection
 from faust.tables.recovery import Recovery
 from faust.transport.consumer import Consumer as FaustConsumer
 from faust.types import Message
@@ -18,12 +22,13 @@ from incidentflow.domain import metrics
 from incidentflow.metrics.worker import (
     ChangeCollector,
     Database,
+    HeapCollector,
     LagCollector,
     SeriesCollector,
     StoreCollector,
     WorkerMetrics,
 )
-from incidentflow.stream import correlate, incidents, normalize, series
+from incidentflow.stream import correlate, heap, incidents, normalize, series
 from incidentflow.stream.context import Worker
 from incidentflow.stream.series import Days, E, F
 from incidentflow.stream.store import cache_usage, share_one_memory_budget
@@ -44,6 +49,7 @@ def create_worker(settings: Settings, integrations: Integrations) -> Worker:
     """The worker for these settings; nothing connects to Kafka until it is started."""
     _never_commit_skipped_messages()
     _rewind_after_rebalance()
+    _send_changelog_straight()
     share_one_memory_budget(settings.store_memory_mib)
     app = faust.App(
         settings.app_id,
@@ -79,6 +85,7 @@ def create_worker(settings: Settings, integrations: Integrations) -> Worker:
     correlate.register(worker)
     series.register_changes(worker)
     _add_metrics_page(worker)
+    _return_free_memory(worker)
     worker.metrics.watch_store(cache_usage, settings.store_memory_mib * 1024 * 1024)
     if set(worker.tables) != set(TABLES):
         raise RuntimeError(f"TABLES is out of date: the worker has {sorted(worker.tables)}")
@@ -109,6 +116,44 @@ def _never_commit_skipped_messages() -> None:
 
     ack._incidentflow_guard = True  # type: ignore[attr-defined]
     FaustConsumer.ack = ack  # type: ignore[method-assign]
+
+
+def _send_changelog_straight() -> None:
+    """Table writes made while a worker handles a record skip Faust's producer buffer: their
+    changelog records are sent when the record is done (`Changelog` in stream/context.py). Writes
+    of other shapes (a serializer other than raw bytes) take Faust's own path."""
+    if getattr(Collection.send_changelog, "_incidentflow_guard", False):
+        return
+    original = Collection.send_changelog
+
+    def send_changelog(self: Collection, partition: int | None, key: object, value: object,
+                       key_serializer: object = None, value_serializer: object = None) -> object:  # fmt: skip
+        worker = getattr(self.app, "incidentflow_worker", None)
+        raw = (key_serializer or self.key_serializer) == "raw" and (value_serializer or self.value_serializer) == "raw"
+        if (worker is None or partition is None or not raw or not isinstance(key, bytes)
+                or not (value is None or isinstance(value, bytes))):  # fmt: skip
+            return original(self, partition, key, value, key_serializer, value_serializer)  # type: ignore[arg-type]
+        worker.changelog.add(self.changelog_topic.get_topic_name(), partition, key, value, self.data)
+        return _queued(partition)  # Faust's callers read the partition the record goes to
+
+    send_changelog._incidentflow_guard = True  # type: ignore[attr-defined]
+    Collection.send_changelog = send_changelog  # type: ignore[assignment,method-assign]
+
+
+@dataclass(frozen=True)
+class _Queued:
+    """What Faust's table reads of the future `send_changelog` returns: `.message.partition`."""
+
+    partition: int
+
+    @property
+    def message(self) -> _Queued:
+        return self
+
+
+@cache
+def _queued(partition: int) -> _Queued:
+    return _Queued(partition)
 
 
 _AFTER_RECOVERY: ContextVar[bool] = ContextVar("incidentflow_after_recovery", default=False)
@@ -151,6 +196,16 @@ def _after_recovery(step: Callable[..., Awaitable[None]]) -> Callable[..., Await
             _AFTER_RECOVERY.reset(token)
 
     return run
+
+
+def _return_free_memory(worker: Worker) -> None:
+    """Gives the C heap's free pages back to the system once a minute (see stream/heap.py)."""
+    if not heap.available():
+        return
+
+    @worker.app.timer(heap.TRIM_EVERY_SECONDS)  # type: ignore[untyped-decorator]  # faust declares no types for timer
+    async def return_free_memory() -> None:
+        await asyncio.get_running_loop().run_in_executor(None, heap.trim)
 
 
 def _add_metrics_page(worker: Worker) -> None:
@@ -204,6 +259,7 @@ def _add_metrics_page(worker: Worker) -> None:
             yield from getattr(table.data, "_dbs", {}).values()
 
     worker.metrics.add_series(LagCollector(lags))
+    worker.metrics.add_series(HeapCollector(heap.figures))
     worker.metrics.add_series(StoreCollector(databases))
     worker.metrics.add_series(
         SeriesCollector(index=lambda: index.data.items(), day=scraped(days), owned=owner(index), now=now)

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -146,6 +147,36 @@ class GapReader:
 
 
 @dataclass
+class Changelog:
+    """Table changelog records written while handling records, sent straight to the producer when a
+    record is done (see `send_changelog_straight` in stream/app.py).
+
+    Faust queues every table write in a buffer of its own that one task drains a record at a time
+    through its publishing path, and stops the streams whenever more than 100 wait: in our fold
+    benchmark the worker spent a third of its time waiting there. Records go out in the order they
+    were written, one flush at a time, so the changelog of every key keeps the order of its writes.
+    When one is acknowledged, the store notes its offset as Faust's own callback does (recovery
+    starts after it).
+    """
+
+    pending: deque[tuple[str, int, bytes, bytes | None, Any]] = field(default_factory=deque)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def add(self, topic: str, partition: int, key: bytes, value: bytes | None, store: Any) -> None:
+        self.pending.append((topic, partition, key, value, store))
+
+    async def flush(self, app: faust.App) -> None:
+        """Returns once every record written so far is in the producer's hands (whoever sends it), so
+        that the commit that follows, which flushes the producer first, covers them."""
+        async with self.lock:
+            while self.pending:
+                producer = app.producer
+                topic, partition, key, value, store = self.pending.popleft()
+                delivery = await producer.send(topic, key, value, partition=partition, timestamp=None, headers=None)
+                cast(asyncio.Future[Any], delivery).add_done_callback(partial(_changelog_delivered, store))
+
+
+@dataclass
 class Worker:
     """The worker's Faust app with its topics; built once by `create_worker`."""
 
@@ -158,6 +189,7 @@ class Worker:
     tables: dict[str, TableT[bytes, bytes]] = field(default_factory=dict)
     positions: Positions | None = None
     gaps: GapReader = field(init=False)
+    changelog: Changelog = field(default_factory=Changelog)
 
     def __post_init__(self) -> None:
         self.positions = Positions(self.table("positions", "next offset expected by topic:partition"))
@@ -214,6 +246,7 @@ class Worker:
             await self._commit_past(message, skipped_from)
         if positions is not None:
             positions.handled(self.app, message)
+        await self.changelog.flush(self.app)
 
     async def _commit_past(self, message: Message, start: int) -> None:
         """Tells Faust's consumer that the records from `start` up to this one were handled, though not
@@ -267,6 +300,17 @@ def _delivered(topic: str, delivery: asyncio.Future[object]) -> None:
     """Runs when the broker answered a send: a record it refused after every retry is logged loudly."""
     if not delivery.cancelled() and delivery.exception() is not None:
         log.error("a record for %s was not delivered: %r", topic, delivery.exception())
+
+
+def _changelog_delivered(store: Any, delivery: asyncio.Future[Any]) -> None:
+    """What Faust does when a changelog record is acknowledged: the store notes its offset."""
+    if delivery.cancelled() or delivery.exception() is not None:
+        log.error(
+            "a table changelog record was not delivered: %r", None if delivery.cancelled() else delivery.exception()
+        )
+        return
+    sent = delivery.result()
+    store.set_persisted_offset(faust.types.TP(sent.topic, sent.partition), sent.offset)
 
 
 def _highwater(app: faust.App, message: Message) -> int:
