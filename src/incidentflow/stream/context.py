@@ -78,6 +78,11 @@ class Positions:
             return expected
         return None
 
+    def first_in_generation(self, app: faust.App, message: Message) -> bool:
+        """Whether this is the first record of its partition this worker sees since the last rebalance."""
+        known = self.expected.get((message.topic, message.partition))
+        return known is None or known[0] != app.consumer_generation_id
+
     def handled(self, app: faust.App, message: Message) -> None:
         """Records that every offset up to this record's has been handled."""
         tp = (message.topic, message.partition)
@@ -225,38 +230,47 @@ class Worker:
         """Run one record's handler, after those of any records skipped before it (see `Positions`)."""
         message = event.message
         positions = self.positions
-        skipped_from = positions.skipped_from(self.app, message) if positions is not None else None
-        if positions is None or skipped_from is None:
+        if positions is None:
             await self._run(message, handler)
         else:
-            log.warning("%s[%d]: offset %d follows %d: reading the %d records in between from the broker",
-                        message.topic, message.partition, message.offset, skipped_from - 1,
-                        message.offset - skipped_from)  # fmt: skip
-            self.metrics.rewinds.labels(message.topic).inc()
-            try:
-                async for missed in self.gaps.read(message.topic, message.partition, skipped_from, message.offset):
-                    await self._run(missed, handler)
-                    positions.handled(self.app, missed)
-            except (GapUnreadable, KafkaError) as error:
-                # Not marked as handled: the next record of the partition finds the same gap and tries again.
-                log.error("%s[%d]: could not read the skipped records: %s", message.topic, message.partition, error)
-                await self._run(message, handler)
-                return
+            first = positions.first_in_generation(self.app, message)
+            skipped_from = positions.skipped_from(self.app, message)
+            complete = skipped_from is None or await self._read_skipped(message, skipped_from, handler)
             await self._run(message, handler)
-            await self._commit_past(message, skipped_from)
-        if positions is not None:
-            positions.handled(self.app, message)
+            if complete:
+                if first or skipped_from is not None:
+                    await self._commit_past(message)
+                positions.handled(self.app, message)
         await self.changelog.flush(self.app)
 
-    async def _commit_past(self, message: Message, start: int) -> None:
-        """Tells Faust's consumer that the records from `start` up to this one were handled, though not
-        through it: it commits a partition only up to the first offset it has not seen acked, so a gap
-        that it did not note itself would hold the partition's committed offset (and its lag) there
-        until the next rebalance."""
+    async def _read_skipped(self, message: Message, start: int, handler: Callable[[Message], Awaitable[str]]) -> bool:
+        """Handles the records from `start` up to this one, read from the broker; False if it could not."""
+        assert self.positions is not None  # noqa: S101  # only called with positions; for the type checker
+        log.warning("%s[%d]: offset %d follows %d: reading the %d records in between from the broker",
+                    message.topic, message.partition, message.offset, start - 1, message.offset - start)  # fmt: skip
+        self.metrics.rewinds.labels(message.topic).inc()
+        try:
+            async for missed in self.gaps.read(message.topic, message.partition, start, message.offset):
+                await self._run(missed, handler)
+                self.positions.handled(self.app, missed)
+        except (GapUnreadable, KafkaError) as error:
+            # Not marked as handled: the next record of the partition finds the same gap and tries again.
+            log.error("%s[%d]: could not read the skipped records: %s", message.topic, message.partition, error)
+            return False
+        return True
+
+    async def _commit_past(self, message: Message) -> None:
+        """Tells Faust's consumer that every record before this one was handled (`Positions` knows it:
+        by an earlier owner, by this one, or just now from the broker), though not necessarily through
+        it in this generation. It commits a partition only up to the first offset it has seen neither
+        acked nor noted as a gap, so records skipped below the position an earlier owner recorded
+        would hold the committed offset (and the lag) there until the next rebalance: seen in a broker
+        restart, where the committed offset was behind the recorded position and Faust delivered
+        records only from beyond it. Faust clamps the range to what follows its committed offset."""
         consumer = getattr(self.app, "consumer", None)
         add_gap = getattr(consumer, "_add_gap", None)  # Faust's own bookkeeping of offsets that need no ack
-        if add_gap is not None and message.offset > start:
-            await add_gap(message.tp, start, message.offset - 1)
+        if add_gap is not None and message.offset > 0:
+            await add_gap(message.tp, 0, message.offset - 1)
 
     async def _run(self, message: Message, handler: Callable[[Message], Awaitable[str]]) -> None:
         """Never lets a record fail silently or kill the agent.

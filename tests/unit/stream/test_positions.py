@@ -108,8 +108,8 @@ def test_records_skipped_within_a_generation_are_read_from_the_broker_before_the
     assert consumer.handled == list(range(10))
     assert broker.reads == [(3, 6)]
     assert rewinds(consumer) == 1
-    # Faust's consumer commits only past offsets it saw acked: it is told these were handled.
-    assert app.consumer.gaps == [(TP(TOPIC, 0), 3, 5)]
+    # Faust's consumer commits only past offsets it saw acked: it is told every earlier one was handled.
+    assert app.consumer.gaps == [(TP(TOPIC, 0), 0, 5)]
 
 
 def test_records_delivered_again_after_a_gap_are_handled_again_not_skipped() -> None:
@@ -131,6 +131,21 @@ def test_a_new_owner_starts_from_the_position_the_last_owner_saved() -> None:
     second.deliver([20, 21])
     assert second.handled == list(range(10, 22))
     assert broker.reads == [(10, 20)]
+    # and the new owner's consumer may commit past all of it, whatever the group had committed
+    assert app.consumer.gaps == [(TP(TOPIC, 0), 0, 19)]
+
+
+def test_a_new_owner_delivered_records_from_below_the_recorded_position_lets_its_consumer_commit() -> None:
+    app, broker = App(), Broker(records=30)
+    Consumer(app, broker).deliver(list(range(10)))
+    app.consumer_generation_id = 2
+    second = Consumer(app, broker)
+    # The group had committed 3 and Faust starts the new owner at 6: 3..5 were handled by the first
+    # owner (its recorded position is 10), but the new owner's consumer never sees them acked.
+    second.deliver([6, 7, 8, 9, 10])
+    assert second.handled == [6, 7, 8, 9, 10]
+    assert broker.reads == []
+    assert app.consumer.gaps == [(TP(TOPIC, 0), 0, 5)]  # once, at the first record of the generation
 
 
 def test_a_gap_the_broker_cannot_give_now_is_tried_again_at_the_next_record() -> None:
@@ -139,4 +154,4 @@ def test_a_gap_the_broker_cannot_give_now_is_tried_again_at_the_next_record() ->
     consumer.deliver([0, 1, 5, 6])
     assert consumer.handled == [0, 1, 5, 2, 3, 4, 5, 6]
     assert broker.reads == [(2, 5), (2, 6)]
-    assert app.consumer.gaps == [(TP(TOPIC, 0), 2, 5)]  # only once they were read
+    assert app.consumer.gaps == [(TP(TOPIC, 0), 0, 5)]  # only once they were read
