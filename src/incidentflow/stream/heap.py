@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import logging
 from typing import Any
-
-log = logging.getLogger("incidentflow.worker")
 
 TRIM_EVERY_SECONDS = 60.0
 
