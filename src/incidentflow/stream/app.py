@@ -86,6 +86,11 @@ def create_worker(settings: Settings, integrations: Integrations) -> Worker:
     series.register_changes(worker)
     _add_metrics_page(worker)
     _return_free_memory(worker)
+
+    @app.timer(5.0)  # type: ignore[untyped-decorator]  # faust declares no types for timer
+    async def let_commit() -> None:
+        await worker.let_commit()
+
     worker.metrics.watch_store(cache_usage, settings.store_memory_mib * 1024 * 1024)
     if set(worker.tables) != set(TABLES):
         raise RuntimeError(f"TABLES is out of date: the worker has {sorted(worker.tables)}")

@@ -155,3 +155,15 @@ def test_a_gap_the_broker_cannot_give_now_is_tried_again_at_the_next_record() ->
     assert consumer.handled == [0, 1, 5, 2, 3, 4, 5, 6]
     assert broker.reads == [(2, 5), (2, 6)]
     assert app.consumer.gaps == [(TP(TOPIC, 0), 0, 5)]  # only once they were read
+
+
+def test_the_consumer_is_told_every_handled_offset_of_the_current_generation_needs_no_ack() -> None:
+    app, broker = App(), Broker(records=30)
+    consumer = Consumer(app, broker)
+    consumer.deliver([0, 1, 2, 3])
+    asyncio.run(consumer.worker.let_commit())
+    assert app.consumer.gaps[-1] == (TP(TOPIC, 0), 0, 3)
+    app.consumer_generation_id = 2  # after a rebalance, nothing until records of the new generation are handled
+    before = len(app.consumer.gaps)
+    asyncio.run(consumer.worker.let_commit())
+    assert len(app.consumer.gaps) == before
