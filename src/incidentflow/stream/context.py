@@ -243,7 +243,8 @@ class Worker:
             await self._run(message, handler)
             if complete:
                 if first or skipped_from is not None:
-                    await self._commit_past(message)
+                    # at the first record nothing of the partition is acked yet in this generation
+                    await self._commit_past(message, 0 if first or skipped_from is None else skipped_from)
                 positions.handled(self.app, message)
             await self.changelog.flush(self.app)
             if complete:
@@ -253,19 +254,29 @@ class Worker:
         await self.changelog.flush(self.app)
 
     async def let_commit(self) -> None:
-        """Runs every few seconds: tells Faust's consumer, for every partition this worker handled
-        records of since the last rebalance, that every offset below the next one expected needs no
-        ack (`Positions` knows they were handled). A safety net under `_commit_past`: a broker restart
-        in the trust suite twice left one partition's committed offset behind for good with every
-        record handled, by a hole in Faust's bookkeeping we did not find."""
+        """Runs every few seconds: where Faust's consumer holds a partition's commit because offsets
+        just past its committed one were never acked, and this worker has handled them in this
+        generation (`Positions` knows), tells it they need no ack. A safety net under `_commit_past`:
+        a broker restart in the trust suite twice left one partition's committed offset behind for
+        good with every record handled, by a hole in Faust's bookkeeping we did not find. Only the
+        hole itself is filled (see `_commit_past` for why no acked offset may be in it)."""
         consumer = getattr(self.app, "consumer", None)
         add_gap = getattr(consumer, "_add_gap", None)
-        if add_gap is None:
+        acked_of = getattr(consumer, "_acked", None)
+        committed_of = getattr(consumer, "_committed_offset", None)
+        if add_gap is None or acked_of is None or committed_of is None:
             return
         generation = self.app.consumer_generation_id
         for (topic, partition), (seen_in, nxt) in list(self.completed.items()):
-            if seen_in == generation and nxt > 0:
-                await add_gap(faust.types.TP(topic, partition), 0, nxt - 1)
+            tp = faust.types.TP(topic, partition)
+            acked, committed = acked_of.get(tp), committed_of.get(tp)
+            if seen_in != generation or not acked or committed is None:
+                continue
+            lowest = min(acked)
+            if lowest - committed > 1 and lowest <= nxt:  # the condition on which Faust refuses to commit
+                log.warning("%s[%d]: committed offset held at %d while %d..%d were handled: letting it move",
+                            topic, partition, committed, committed + 1, lowest - 1)  # fmt: skip
+                await add_gap(tp, committed + 1, lowest - 1)
 
     async def _read_skipped(self, message: Message, start: int, handler: Callable[[Message], Awaitable[str]]) -> bool:
         """Handles the records from `start` up to this one, read from the broker; False if it could not."""
@@ -283,18 +294,20 @@ class Worker:
             return False
         return True
 
-    async def _commit_past(self, message: Message) -> None:
+    async def _commit_past(self, message: Message, start: int) -> None:
         """Tells Faust's consumer that every record before this one was handled (`Positions` knows it:
         by an earlier owner, by this one, or just now from the broker), though not necessarily through
         it in this generation. It commits a partition only up to the first offset it has seen neither
         acked nor noted as a gap, so records skipped below the position an earlier owner recorded
         would hold the committed offset (and the lag) there until the next rebalance: seen in a broker
         restart, where the committed offset was behind the recorded position and Faust delivered
-        records only from beyond it. Faust clamps the range to what follows its committed offset."""
+        records only from beyond it. Faust clamps the range to what follows its committed offset.
+        The range must hold no offset Faust saw acked: a duplicate in its list of acked offsets
+        makes every commit that follows advance by one record only."""
         consumer = getattr(self.app, "consumer", None)
         add_gap = getattr(consumer, "_add_gap", None)  # Faust's own bookkeeping of offsets that need no ack
-        if add_gap is not None and message.offset > 0:
-            await add_gap(message.tp, 0, message.offset - 1)
+        if add_gap is not None and message.offset > start:
+            await add_gap(message.tp, start, message.offset - 1)
 
     async def _run(self, message: Message, handler: Callable[[Message], Awaitable[str]]) -> None:
         """Never lets a record fail silently or kill the agent.
