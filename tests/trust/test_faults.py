@@ -74,6 +74,14 @@ class Run:
         self.workers.pop(index).stop(sig)
         self.ports.pop(index)
 
+    def dump_tasks(self) -> None:
+        """Every live worker writes the stack of each of its tasks to its log (mode's SIGUSR1): what
+        a stuck worker was waiting for."""
+        for process in self.workers.values():
+            if process.popen.poll() is None:
+                process.popen.send_signal(signal.SIGUSR1)
+        time.sleep(3)
+
     def check(self, after_sending: Callable[[Run], dict[str, Any]] | None = None, **figures: Any) -> dict[str, Any]:
         """Waits for the end state, compares it, records the figures and asserts the pass criterion.
 
@@ -103,6 +111,8 @@ class Run:
         }
         result["passed"] = result["lost"] == result["double_counted"] == result["wrong"] == 0 and lag_zero
         record(result)
+        if not result["passed"]:
+            self.dump_tasks()
         assert counts and result["passed"], json.dumps(result, indent=1, default=str)
         return result
 

@@ -31,6 +31,7 @@ from incidentflow.metrics.worker import (
 from incidentflow.stream import correlate, heap, incidents, normalize, series
 from incidentflow.stream.context import Worker
 from incidentflow.stream.series import Days, E, F
+from incidentflow.stream.stall import StallWatch
 from incidentflow.stream.store import cache_usage, share_one_memory_budget
 from incidentflow.topics import Topics
 
@@ -87,9 +88,12 @@ def create_worker(settings: Settings, integrations: Integrations) -> Worker:
     _add_metrics_page(worker)
     _return_free_memory(worker)
 
+    stalls = StallWatch()
+
     @app.timer(5.0)  # type: ignore[untyped-decorator]  # faust declares no types for timer
     async def let_commit() -> None:
         await worker.let_commit()
+        stalls.check(app, worker.completed)
 
     worker.metrics.watch_store(cache_usage, settings.store_memory_mib * 1024 * 1024)
     if set(worker.tables) != set(TABLES):

@@ -1,0 +1,103 @@
+"""Notices an input partition with records waiting and none handled for a minute, and says what
+Faust's consumer and aiokafka think of it.
+
+A worker that silently stops consuming is the worst thing a stream processor can do: once, in CI,
+after a broker restart, every record of three partitions waited for seven minutes with nothing
+in the log, the consumer lag the only sign. The warning names the partition and the consumer's
+state of it, so that the cause can be found (`kill -USR1` on the worker adds every task's stack).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+
+log = logging.getLogger("incidentflow.worker")
+
+STALL_SECONDS = 60.0
+
+
+@dataclass
+class StallWatch:
+    """Called every few seconds with the worker's progress; warns once a minute per stalled partition."""
+
+    seconds: float = STALL_SECONDS
+    waiting: dict[Any, tuple[int, float]] = field(default_factory=dict)
+    """tp -> (next offset to handle, since when it has not moved while records wait)."""
+    warned: dict[Any, float] = field(default_factory=dict)
+
+    def check(self, app: faust.App, completed: dict[tuple[str, int], tuple[int, int]],
+              now: float | None = None) -> list[str]:  # fmt: skip
+        """The warnings for the partitions stalled now (they are also logged)."""
+        now = time.monotonic() if now is None else now
+        consumer: Any = app.consumer  # Faust's private bookkeeping is read below
+        generation = app.consumer_generation_id
+        found: list[str] = []
+        seen = set()
+        for tp in sorted(app.assignor.assigned_actives()):
+            if tp.topic.endswith("-changelog"):
+                continue
+            seen.add(tp)
+            end = _highwater(consumer, tp)
+            handled = completed.get((tp.topic, tp.partition))
+            nxt = handled[1] if handled and handled[0] == generation else consumer._committed_offset.get(tp)  # noqa: SLF001
+            if end is None or nxt is None or nxt >= end:
+                self.waiting.pop(tp, None)
+                continue
+            before = self.waiting.get(tp)
+            if before is None or before[0] != nxt:
+                self.waiting[tp] = (nxt, now)
+                continue
+            if now - before[1] >= self.seconds and now - self.warned.get(tp, -self.seconds) >= self.seconds:
+                self.warned[tp] = now
+                message = (f"{tp.topic}[{tp.partition}]: {end - nxt} records waiting and none handled for "
+                           f"{now - before[1]:.0f} s (next offset {nxt}, end {end}; {describe(app, tp)})")  # fmt: skip
+                log.warning("%s", message)
+                found.append(message)
+        for gone in set(self.waiting) - seen:
+            self.waiting.pop(gone, None)
+        return found
+
+
+def describe(app: faust.App, tp: Any) -> str:
+    """What Faust's consumer and the aiokafka consumer under it hold about one partition."""
+    consumer: Any = app.consumer
+    facts = {
+        "app flow active": _safe(lambda: app.flow_control.is_active()),
+        "consumer flow active": getattr(consumer, "flow_active", "?"),
+        "rebalancing": getattr(app, "rebalancing", "?"),
+        "in recovery": getattr(app, "in_recovery", "?"),
+        "faust active": _safe(lambda: tp in (consumer._active_partitions or ())),  # noqa: SLF001
+        "faust paused": _safe(lambda: tp in consumer._paused_partitions),  # noqa: SLF001
+        "faust buffered": _safe(lambda: tp in consumer._buffered_partitions),  # noqa: SLF001
+        "committed": _safe(lambda: consumer._committed_offset.get(tp)),  # noqa: SLF001
+        "acked": _safe(lambda: len(consumer._acked.get(tp) or ())),  # noqa: SLF001
+        "aiokafka position": _safe(lambda: _aiokafka_state(consumer, tp)),
+    }
+    return ", ".join(f"{name}: {value}" for name, value in facts.items())
+
+
+def _aiokafka_state(consumer: Any, tp: Any) -> str:
+    inner = consumer._thread._consumer  # noqa: SLF001  # read across threads: a diagnostic only
+    assignment = inner._subscription.subscription.assignment  # noqa: SLF001
+    state = assignment.state_value(tp)
+    return f"{state._position} ({state._status.name.lower()}{', paused' if state._paused else ''})"
+
+
+def _highwater(consumer: Any, tp: Any) -> int | None:
+    try:
+        end = consumer.highwater(tp)
+    except Exception:  # noqa: BLE001  # not fetched yet
+        return None
+    return int(end) if end is not None else None
+
+
+def _safe(read: Any) -> object:
+    try:
+        return read()
+    except Exception as error:  # noqa: BLE001  # a diagnostic never fails the worker
+        return f"? ({type(error).__name__})"

@@ -1,0 +1,77 @@
+"""A partition with records waiting and none handled for a minute is named, once a minute."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from faust.types import TP
+
+from incidentflow.stream.stall import StallWatch
+
+RAW = TP("t.raw", 0)
+CHANGELOG = TP("app-positions-changelog", 0)
+
+
+@dataclass
+class Consumer:
+    ends: dict[TP, int]
+    _committed_offset: dict[TP, int | None] = field(default_factory=dict)
+    flow_active: bool = True
+
+    def highwater(self, tp: TP) -> int | None:
+        return self.ends.get(tp)
+
+
+@dataclass
+class Assignor:
+    tps: set[TP]
+
+    def assigned_actives(self) -> set[TP]:
+        return self.tps
+
+
+@dataclass
+class App:
+    consumer: Consumer
+    assignor: Assignor
+    consumer_generation_id: int = 3
+
+
+def app(end: int, committed: int | None = 0) -> Any:
+    return App(Consumer({RAW: end, CHANGELOG: 99}, {RAW: committed, CHANGELOG: 0}), Assignor({RAW, CHANGELOG}))
+
+
+def test_a_partition_that_does_not_move_while_records_wait_is_named_after_a_minute(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    watch, worker = StallWatch(), app(end=500)
+    completed = {("t.raw", 0): (3, 120)}
+    assert watch.check(worker, completed, now=0.0) == []
+    assert watch.check(worker, completed, now=59.0) == []
+    with caplog.at_level(logging.WARNING, "incidentflow.worker"):
+        [warning] = watch.check(worker, completed, now=61.0)
+    assert warning.startswith("t.raw[0]: 380 records waiting and none handled for 61 s (next offset 120, end 500;")
+    assert "consumer flow active: True" in warning and "aiokafka position: ?" in warning  # unknown parts say so
+    assert caplog.messages == [warning]
+    assert watch.check(worker, completed, now=90.0) == []  # once a minute
+    assert len(watch.check(worker, completed, now=122.0)) == 1
+
+
+def test_progress_or_an_empty_partition_is_not_a_stall() -> None:
+    watch, worker = StallWatch(), app(end=500)
+    for second in range(0, 300, 5):
+        assert watch.check(worker, {("t.raw", 0): (3, 100 + second)}, now=float(second)) == []
+    caught_up = {("t.raw", 0): (3, 500)}
+    assert watch.check(worker, caught_up, now=400.0) == []
+    assert watch.check(worker, caught_up, now=500.0) == []
+
+
+def test_before_a_first_record_of_this_generation_the_committed_offset_is_the_progress() -> None:
+    watch, worker = StallWatch(), app(end=500, committed=40)
+    handled_in_an_earlier_generation = {("t.raw", 0): (2, 480)}
+    assert watch.check(worker, handled_in_an_earlier_generation, now=0.0) == []
+    [warning] = watch.check(worker, handled_in_an_earlier_generation, now=60.0)
+    assert "460 records waiting" in warning
