@@ -51,6 +51,7 @@ def create_worker(settings: Settings, integrations: Integrations) -> Worker:
     _never_commit_skipped_messages()
     _rewind_after_rebalance()
     _send_changelog_straight()
+    heap.tune()  # before RocksDB's and Faust's threads start (stream/heap.py)
     share_one_memory_budget(settings.store_memory_mib)
     app = faust.App(
         settings.app_id,

@@ -5,16 +5,27 @@ full, glibc's allocator keeps the memory of evicted blocks as free chunks in the
 heap and hands it back to the system only from the heap's top, so a worker's resident memory
 rose by about 2 MiB a minute in our soak while the memory in use stayed flat (bench/README.md).
 `malloc_trim(0)` releases the whole free pages inside the heap as well; the worker calls it once a
-minute. Where the C library is not glibc (musl, macOS) both calls are absent and nothing happens.
+minute. What is free in pieces smaller than a page stays, so the worker also keeps the allocator
+from making such pieces (`tune`): a fixed threshold above which blocks are mapped on their own
+(glibc raises its threshold each time a mapped block is freed, up to 32 MiB, after which RocksDB's
+memtable blocks of 1 MiB come from the heap and leave holes in it when a memtable is flushed), and
+two arenas rather than eight per core (each of RocksDB's and Faust's threads would otherwise keep
+its own heap with its own holes). Both are what glibc's `MALLOC_MMAP_THRESHOLD_` and
+`MALLOC_ARENA_MAX` set; where the process was started with either, that one is left as given.
+Where the C library is not glibc (musl, macOS) these calls are absent and nothing happens.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 from typing import Any
 
 TRIM_EVERY_SECONDS = 60.0
+MMAP_THRESHOLD_BYTES = 256 * 1024
+ARENAS = 2
+_M_MMAP_THRESHOLD, _M_ARENA_MAX = -3, -8  # glibc's malloc.h
 
 
 class _MallInfo2(ctypes.Structure):
@@ -46,14 +57,31 @@ def _libc() -> Any:
 _LIBC = _libc()
 _TRIM = getattr(_LIBC, "malloc_trim", None)
 _INFO = getattr(_LIBC, "mallinfo2", None)  # glibc 2.33 and later
+_OPT = getattr(_LIBC, "mallopt", None) if _TRIM is not None else None  # glibc's, not another libc's
 if _TRIM is not None:
     _TRIM.argtypes, _TRIM.restype = [ctypes.c_size_t], ctypes.c_int
 if _INFO is not None:
     _INFO.argtypes, _INFO.restype = [], _MallInfo2
+if _OPT is not None:
+    _OPT.argtypes, _OPT.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
 
 
 def available() -> bool:
     return _TRIM is not None
+
+
+def tune(environ: dict[str, str] | None = None) -> dict[str, int]:
+    """Sets the allocator's mapping threshold and arena count unless the environment already did;
+    call it before the threads start. Returns what it set."""
+    environ = dict(os.environ) if environ is None else environ
+    done: dict[str, int] = {}
+    if _OPT is None:
+        return done
+    for variable, option, value in (("MALLOC_MMAP_THRESHOLD_", _M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES),
+                                    ("MALLOC_ARENA_MAX", _M_ARENA_MAX, ARENAS)):  # fmt: skip
+        if variable not in environ and _OPT(option, value) == 1:
+            done[variable] = value
+    return done
 
 
 def trim() -> None:

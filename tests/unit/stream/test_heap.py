@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -39,3 +42,35 @@ def test_the_heap_figures_are_exported() -> None:
     in_use = registry.get_sample_value("incidentflow_heap_bytes", {"state": "in_use"})
     free = registry.get_sample_value("incidentflow_heap_bytes", {"state": "free"})
     assert in_use is not None and in_use > 0 and free is not None
+
+
+MAPPED_AFTER_A_FREE = """
+import ctypes, json, sys
+from incidentflow.stream import heap
+done = heap.tune() if sys.argv[1] == "tune" else {}
+first = bytearray(400 * 1024)  # above glibc's initial threshold of 128 KiB: mapped on its own
+del first  # glibc's own rule now raises its threshold to 400 KiB
+before = int(heap._INFO().hblks)
+second = bytearray(400 * 1024)
+print(json.dumps({"done": done, "mapped_blocks": int(heap._INFO().hblks) - before}))
+"""
+
+
+def run_fresh(*args: str, **env: str) -> dict[str, object]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    out = subprocess.run([sys.executable, "-c", MAPPED_AFTER_A_FREE, *args], env={**clean, **env},
+                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    return json.loads(out)  # type: ignore[no-any-return]
+
+
+def test_large_blocks_stay_mapped_on_their_own_once_tuned() -> None:
+    assert run_fresh("as is")["mapped_blocks"] == 0  # glibc alone: the second block came from the heap
+    tuned = run_fresh("tune")
+    assert tuned["done"] == {"MALLOC_MMAP_THRESHOLD_": heap.MMAP_THRESHOLD_BYTES, "MALLOC_ARENA_MAX": heap.ARENAS}
+    assert tuned["mapped_blocks"] == 1  # freed whole when it is freed: no hole left in the heap
+
+
+def test_what_the_environment_sets_is_left_as_given() -> None:
+    given = run_fresh("tune", MALLOC_ARENA_MAX="4", MALLOC_MMAP_THRESHOLD_=str(1024 * 1024))
+    assert given["done"] == {}
+    assert given["mapped_blocks"] == 0  # 400 KiB is below the threshold the environment set
