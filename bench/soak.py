@@ -95,10 +95,11 @@ def slope_per_hour(values: list[float]) -> float:
 
 
 def store_figures(port: int) -> dict[str, float]:
-    """A worker's `incidentflow_store_*` samples: cache, memtables and table readers in MiB, SST files."""
+    """A worker's `incidentflow_store_*` and `incidentflow_heap_bytes` samples: cache, memtables, table
+    readers and the C heap (in use and kept free) in MiB, SST files."""
     found = {}
     for line in httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text.splitlines():
-        if line.startswith("incidentflow_store_"):
+        if line.startswith(("incidentflow_store_", "incidentflow_heap_bytes")):
             name, value = line.rsplit(" ", 1)
             found[name] = float(value) / (1 if name.endswith(("_files", "_databases")) else 1024**2)
     return found
