@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -38,6 +39,8 @@ from incidentflow.topics import Topics
 # Prometheus' text format; aiohttp takes the charset apart from the content type (UTF-8 by default).
 EXPOSITION_TYPE = "text/plain; version=0.0.4"
 
+
+log = logging.getLogger("incidentflow.worker")
 
 TABLES = (
     "positions", "aggregates", "series-members", "series-days", "series-index", "changes", "correlation-scope",
@@ -94,7 +97,10 @@ def create_worker(settings: Settings, integrations: Integrations) -> Worker:
     @app.timer(5.0)  # type: ignore[untyped-decorator]  # faust declares no types for timer
     async def let_commit() -> None:
         await worker.let_commit()
-        stalls.check(app, worker.completed)
+        try:
+            stalls.check(app, worker.completed)
+        except Exception:  # a diagnostic must never stop the timer that lets commits move
+            log.exception("the stall check failed")
 
     worker.metrics.watch_store(cache_usage, settings.store_memory_mib * 1024 * 1024)
     if set(worker.tables) != set(TABLES):
