@@ -96,7 +96,7 @@ def create_worker(settings: Settings, integrations: Integrations) -> Worker:
 
     @app.timer(5.0)  # type: ignore[untyped-decorator]  # faust declares no types for timer
     async def let_commit() -> None:
-        await worker.let_commit()
+        worker.let_commit()
         try:
             stalls.check(app, worker.completed)
         except Exception:  # a diagnostic must never stop the timer that lets commits move

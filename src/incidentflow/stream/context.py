@@ -34,6 +34,10 @@ ROCKSDB_OPTIONS = {
 }  # Faust's own cache per database, unused: replaced by the shared one
 
 
+HELD_SECONDS = 10.0
+"""How long a committed offset may stay below what a worker handled before `let_commit` steps in."""
+
+
 class DeadLetter(Exception):
     """Raised by a handler for a record it cannot use; the record goes to the dead-letter topic."""
 
@@ -199,6 +203,8 @@ class Worker:
     completed: dict[tuple[str, int], tuple[int, int]] = field(default_factory=dict)
     """(topic, partition) -> (consumer generation, next offset) once every earlier record is handled
     and its table writes are in the producer's hands (see `let_commit`)."""
+    held: dict[Any, tuple[int, float]] = field(default_factory=dict)
+    """tp -> (Faust's committed offset, since when it has not moved while records beyond are handled)."""
 
     def __post_init__(self) -> None:
         self.positions = Positions(self.table("positions", "next offset expected by topic:partition"))
@@ -253,30 +259,53 @@ class Worker:
             return
         await self.changelog.flush(self.app)
 
-    async def let_commit(self) -> None:
-        """Runs every few seconds: where Faust's consumer holds a partition's commit because offsets
-        just past its committed one were never acked, and this worker has handled them in this
-        generation (`Positions` knows), tells it they need no ack. A safety net under `_commit_past`:
-        a broker restart in the trust suite twice left one partition's committed offset behind for
-        good with every record handled, by a hole in Faust's bookkeeping we did not find. Only the
-        hole itself is filled (see `_commit_past` for why no acked offset may be in it)."""
+    def let_commit(self, now: float | None = None) -> None:
+        """Runs every few seconds: where Faust's consumer has held a partition's committed offset for
+        `HELD_SECONDS` while this worker handled every record up to a later offset in this
+        generation (`Positions` knows; their table writes are in the producer's hands), marks those
+        records acked in Faust's own bookkeeping, so that its next commit moves past them.
+
+        A safety net under `_commit_past`: Faust commits a partition only past a run of offsets it
+        saw acked or noted as a gap, and in the trust suite's broker restart a partition's commit
+        stayed behind for good, every record handled, in three different ways: offsets never
+        acked just past the committed one; a gap that Faust merges only into a non-empty list of
+        acks; an offset twice in that list (every commit then moves by one record). Here the list is
+        rebuilt without duplicates, with every handled offset from the committed one on, and the
+        gaps over that range dropped (merged again they would be duplicates)."""
         consumer = getattr(self.app, "consumer", None)
-        add_gap = getattr(consumer, "_add_gap", None)
         acked_of = getattr(consumer, "_acked", None)
+        index_of = getattr(consumer, "_acked_index", None)
+        gaps_of = getattr(consumer, "_gap", None)
         committed_of = getattr(consumer, "_committed_offset", None)
-        if add_gap is None or acked_of is None or committed_of is None:
+        if acked_of is None or index_of is None or gaps_of is None or committed_of is None:
             return
+        now = time.monotonic() if now is None else now
         generation = self.app.consumer_generation_id
         for (topic, partition), (seen_in, nxt) in list(self.completed.items()):
             tp = faust.types.TP(topic, partition)
-            acked, committed = acked_of.get(tp), committed_of.get(tp)
-            if seen_in != generation or not acked or committed is None:
+            committed = committed_of.get(tp)
+            if seen_in != generation or committed is None or committed >= nxt:
+                self.held.pop(tp, None)
                 continue
-            lowest = min(acked)
-            if lowest - committed > 1 and lowest <= nxt:  # the condition on which Faust refuses to commit
-                log.warning("%s[%d]: committed offset held at %d while %d..%d were handled: letting it move",
-                            topic, partition, committed, committed + 1, lowest - 1)  # fmt: skip
-                await add_gap(tp, committed + 1, lowest - 1)
+            since = self.held.get(tp)
+            if since is None or since[0] != committed:
+                self.held[tp] = (committed, now)
+                continue
+            acked = acked_of[tp]
+            if now - since[1] < HELD_SECONDS or (acked and acked == list(range(committed, committed + len(acked)))):
+                continue  # not held long, or a clean run from the committed offset: Faust commits it
+            handled = set(range(committed, nxt))
+            marked = handled - index_of[tp]
+            offsets = sorted(set(acked) | handled)
+            acked[:] = offsets
+            index_of[tp].clear()
+            index_of[tp].update(offsets)
+            if gaps_of.get(tp):
+                gaps_of[tp].chop(committed, nxt)
+            log.warning("%s[%d]: committed offset held at %d for %.0f s, every record up to %d handled: "
+                        "%d of them marked acked for Faust", topic, partition, committed, now - since[1],
+                        nxt - 1, len(marked))  # fmt: skip
+            self.held.pop(tp, None)
 
     async def _read_skipped(self, message: Message, start: int, handler: Callable[[Message], Awaitable[str]]) -> bool:
         """Handles the records from `start` up to this one, read from the broker; False if it could not."""

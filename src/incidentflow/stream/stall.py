@@ -75,7 +75,8 @@ def describe(app: faust.App, tp: Any) -> str:
         "faust paused": _safe(lambda: tp in consumer._paused_partitions),  # noqa: SLF001
         "faust buffered": _safe(lambda: tp in consumer._buffered_partitions),  # noqa: SLF001
         "committed": _safe(lambda: consumer._committed_offset.get(tp)),  # noqa: SLF001
-        "acked": _safe(lambda: len(consumer._acked.get(tp) or ())),  # noqa: SLF001
+        "acked": _safe(lambda: _span(consumer._acked.get(tp) or [])),  # noqa: SLF001
+        "gaps": _safe(lambda: sorted((i.begin, i.end - 1) for i in consumer._gap.get(tp) or ())[:5]),  # noqa: SLF001
         "aiokafka position": _safe(lambda: _aiokafka_state(consumer, tp)),
     }
     return ", ".join(f"{name}: {value}" for name, value in facts.items())
@@ -86,6 +87,10 @@ def _aiokafka_state(consumer: Any, tp: Any) -> str:
     assignment = inner._subscription.subscription.assignment  # noqa: SLF001
     state = assignment.state_value(tp)
     return f"{state._position} ({state._status.name.lower()}{', paused' if state._paused else ''})"
+
+
+def _span(offsets: list[int]) -> str:
+    return f"{len(offsets)} ({min(offsets)}..{max(offsets)})" if offsets else "0"
 
 
 def _highwater(consumer: Any, tp: Any) -> int | None:

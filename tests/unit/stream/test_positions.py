@@ -8,11 +8,13 @@ generation, and a new generation that starts at a committed offset beyond what w
 from __future__ import annotations
 
 import asyncio
+from collections import defaultdict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from faust.types import TP, Message
+from intervaltree import IntervalTree
 
 from incidentflow.config import Integrations, Settings
 from incidentflow.metrics.worker import WorkerMetrics
@@ -27,7 +29,9 @@ class FaustConsumer:
     """Faust's consumer: the ranges it is told need no ack (inclusive ends, as Faust's `_add_gap`)."""
 
     gaps: list[tuple[TP, int, int]] = field(default_factory=list)
-    _acked: dict[TP, list[int]] = field(default_factory=dict)
+    _acked: defaultdict[TP, list[int]] = field(default_factory=lambda: defaultdict(list))
+    _acked_index: defaultdict[TP, set[int]] = field(default_factory=lambda: defaultdict(set))
+    _gap: defaultdict[TP, IntervalTree] = field(default_factory=lambda: defaultdict(IntervalTree))
     _committed_offset: dict[TP, int | None] = field(default_factory=dict)
 
     async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
@@ -160,20 +164,59 @@ def test_a_gap_the_broker_cannot_give_now_is_tried_again_at_the_next_record() ->
     assert app.consumer.gaps == [(TP(TOPIC, 0), 2, 5)]  # only once they were read
 
 
-def test_a_commit_held_by_offsets_never_acked_but_handled_is_let_go() -> None:
-    app, broker = App(), Broker(records=30)
-    consumer = Consumer(app, broker)
-    consumer.deliver([0, 1, 2, 3, 4, 5])
+def held_partition(committed: int, acked: list[int], delivered: int = 6) -> tuple[Consumer, TP]:
+    """A worker that handled offsets 0..delivered-1, and Faust's bookkeeping as given."""
+    app = App()
+    consumer = Consumer(app, Broker(records=30))
+    consumer.deliver(list(range(delivered)))
     tp = TP(TOPIC, 0)
-    app.consumer._committed_offset[tp] = 1
-    app.consumer._acked[tp] = [4, 5]  # 2 and 3 handled, never seen acked: Faust would not commit
-    before = list(app.consumer.gaps)
-    asyncio.run(consumer.worker.let_commit())
-    assert app.consumer.gaps == [*before, (tp, 2, 3)]
-    app.consumer._acked[tp] = [2, 3, 4]  # nothing held: nothing told (a duplicate would slow every commit)
-    asyncio.run(consumer.worker.let_commit())
-    assert app.consumer.gaps == [*before, (tp, 2, 3)]
-    app.consumer_generation_id = 2  # handled in an earlier generation: not this worker's to say
-    app.consumer._acked[tp] = [4, 5]
-    asyncio.run(consumer.worker.let_commit())
-    assert app.consumer.gaps == [*before, (tp, 2, 3)]
+    app.consumer._committed_offset[tp] = committed
+    app.consumer._acked[tp] = list(acked)
+    app.consumer._acked_index[tp] = set(acked)
+    return consumer, tp
+
+
+def test_a_commit_held_below_handled_records_never_acked_is_let_go() -> None:
+    consumer, tp = held_partition(committed=2, acked=[4, 5])  # 2 and 3 handled, never acked
+    faust = consumer.app.consumer
+    consumer.worker.let_commit(now=0.0)
+    consumer.worker.let_commit(now=5.0)
+    assert faust._acked[tp] == [4, 5]  # held for 5 s only: left to Faust
+    consumer.worker.let_commit(now=10.0)
+    assert faust._acked[tp] == [2, 3, 4, 5] and faust._acked_index[tp] == {2, 3, 4, 5}
+
+
+def test_a_commit_held_with_nothing_acked_is_let_go() -> None:
+    # Every record read by the worker itself: Faust merges gaps only into a non-empty list of acks.
+    consumer, tp = held_partition(committed=2, acked=[])
+    faust = consumer.app.consumer
+    faust._gap[tp].addi(2, 6)
+    consumer.worker.let_commit(now=0.0)
+    consumer.worker.let_commit(now=10.0)
+    assert faust._acked[tp] == [2, 3, 4, 5]
+    assert not faust._gap[tp]  # merged again, they would be duplicates
+
+
+def test_duplicates_in_the_acks_are_removed_where_they_hold_the_commit() -> None:
+    consumer, tp = held_partition(committed=2, acked=[2, 3, 3, 4, 5])
+    consumer.worker.let_commit(now=0.0)
+    consumer.worker.let_commit(now=10.0)
+    assert consumer.app.consumer._acked[tp] == [2, 3, 4, 5]
+
+
+def test_a_moving_commit_a_clean_run_or_another_generation_is_left_alone() -> None:
+    consumer, tp = held_partition(committed=2, acked=[4, 5])
+    faust = consumer.app.consumer
+    for second, committed in ((0.0, 2), (5.0, 3), (10.0, 4), (15.0, 4)):  # it moves: never held 10 s
+        faust._committed_offset[tp] = committed
+        consumer.worker.let_commit(now=second)
+    assert faust._acked[tp] == [4, 5]
+    clean, tp = held_partition(committed=2, acked=[2, 3, 4])
+    clean.worker.let_commit(now=0.0)
+    clean.worker.let_commit(now=60.0)
+    assert clean.app.consumer._acked[tp] == [2, 3, 4]  # Faust commits that itself
+    earlier, tp = held_partition(committed=2, acked=[4, 5])
+    earlier.app.consumer_generation_id = 2  # handled in an earlier generation: not this worker's to say
+    earlier.worker.let_commit(now=0.0)
+    earlier.worker.let_commit(now=60.0)
+    assert earlier.app.consumer._acked[tp] == [4, 5]
