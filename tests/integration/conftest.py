@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -36,6 +37,22 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_broker_port() -> int:
+    """A port for a local broker whose controller takes the next one: both free, and both below
+    Linux's range of ephemeral ports (32768 and up), so that no outgoing connection takes either
+    while the broker is down (a CI run lost a broker start to a client socket on port + 1)."""
+    for _ in range(200):
+        port = random.randrange(20000, 32000)
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 1))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no two free ports in a row between 20000 and 32000")
+
+
 def _answers(bootstrap: str, timeout: float = 5.0) -> bool:
     host, _, port = bootstrap.split(",")[0].rpartition(":")
     try:
@@ -60,7 +77,7 @@ def kafka_bootstrap() -> Iterator[str]:
         yield given
         return
     if shutil.which("java") and shutil.which("mvn"):
-        port = free_port()
+        port = free_broker_port()
         home = tempfile.mkdtemp(prefix="incidentflow-kafka-")
         env = {**os.environ, "INCIDENTFLOW_KAFKA_PORT": str(port), "INCIDENTFLOW_KAFKA_HOME": home}
         subprocess.run([str(KAFKA_SH), "up"], env=env, check=True)
@@ -257,7 +274,7 @@ class OwnBroker:
 def own_broker() -> Iterator[OwnBroker]:
     if not (shutil.which("java") and shutil.which("mvn")):
         pytest.fail("this test stops and restarts a broker of its own: it needs Java 17+ and Maven", pytrace=False)
-    broker = OwnBroker(free_port(), tempfile.mkdtemp(prefix="incidentflow-own-kafka-"))
+    broker = OwnBroker(free_broker_port(), tempfile.mkdtemp(prefix="incidentflow-own-kafka-"))
     broker.start()
     try:
         yield broker

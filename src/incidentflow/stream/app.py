@@ -98,8 +98,10 @@ def create_worker(settings: Settings, integrations: Integrations) -> Worker:
     async def let_commit() -> None:
         worker.let_commit()
         try:
-            stalls.check(app, worker.completed)
-        except Exception:  # a diagnostic must never stop the timer that lets commits move
+            for tp, nxt, _ in stalls.check(app, worker.completed):
+                await app.consumer.seek(tp, nxt)
+                worker.metrics.rewinds.labels(tp.topic).inc()
+        except Exception:  # never stop the timer that lets commits move
             log.exception("the stall check failed")
 
     worker.metrics.watch_store(cache_usage, settings.store_memory_mib * 1024 * 1024)

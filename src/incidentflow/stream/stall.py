@@ -1,10 +1,14 @@
-"""Notices an input partition with records waiting and none handled for a minute, and says what
-Faust's consumer and aiokafka think of it.
+"""Notices an input partition with records waiting and none handled for half a minute, says what
+Faust's consumer and aiokafka think of it, and has the worker read it again from there.
 
 A worker that silently stops consuming is the worst thing a stream processor can do: once, in CI,
 after a broker restart, every record of three partitions waited for seven minutes with nothing
-in the log, the consumer lag the only sign. The warning names the partition and the consumer's
-state of it, so that the cause can be found (`kill -USR1` on the worker adds every task's stack).
+in the log, the consumer lag the only sign. Caught by this warning in a later run: aiokafka's
+position 14 records past the next offset to handle, Faust's flow active and the partition
+active, nothing acked: the records had been fetched and never reached the agent, and with no
+later record to show the gap (`Positions`), nothing would ever handle them. The caller seeks the
+partition back to the next offset to handle (reading again is always safe: folds are
+idempotent). `kill -USR1` on the worker writes every task's stack to its log.
 """
 
 from __future__ import annotations
@@ -18,12 +22,13 @@ import faust
 
 log = logging.getLogger("incidentflow.worker")
 
-STALL_SECONDS = 60.0
+STALL_SECONDS = 30.0
 
 
 @dataclass
 class StallWatch:
-    """Called every few seconds with the worker's progress; warns once a minute per stalled partition."""
+    """Called every few seconds with the worker's progress; names each stalled partition at most
+    once per `seconds`, with the offset to read it again from."""
 
     seconds: float = STALL_SECONDS
     waiting: dict[Any, tuple[int, float]] = field(default_factory=dict)
@@ -31,12 +36,12 @@ class StallWatch:
     warned: dict[Any, float] = field(default_factory=dict)
 
     def check(self, app: faust.App, completed: dict[tuple[str, int], tuple[int, int]],
-              now: float | None = None) -> list[str]:  # fmt: skip
-        """The warnings for the partitions stalled now (they are also logged)."""
+              now: float | None = None) -> list[tuple[Any, int, str]]:  # fmt: skip
+        """(partition, next offset to handle, warning) of each partition stalled now (the warning is logged)."""
         now = time.monotonic() if now is None else now
         consumer: Any = app.consumer  # Faust's private bookkeeping is read below
         generation = app.consumer_generation_id
-        found: list[str] = []
+        found: list[tuple[Any, int, str]] = []
         seen = set()
         for tp in sorted(app.assignor.assigned_actives()):
             if tp.topic.endswith("-changelog"):
@@ -55,9 +60,10 @@ class StallWatch:
             if now - before[1] >= self.seconds and now - self.warned.get(tp, -self.seconds) >= self.seconds:
                 self.warned[tp] = now
                 message = (f"{tp.topic}[{tp.partition}]: {end - nxt} records waiting and none handled for "
-                           f"{now - before[1]:.0f} s (next offset {nxt}, end {end}; {describe(app, tp)})")  # fmt: skip
+                           f"{now - before[1]:.0f} s (next offset {nxt}, end {end}; {describe(app, tp)}): "
+                           f"reading again from {nxt}")  # fmt: skip
                 log.warning("%s", message)
-                found.append(message)
+                found.append((tp, nxt, message))
         for gone in set(self.waiting) - seen:
             self.waiting.pop(gone, None)
         return found

@@ -1,4 +1,4 @@
-"""A partition with records waiting and none handled for a minute is named, once a minute."""
+"""A partition with records waiting and none handled for half a minute is named, with where to read it again from."""
 
 from __future__ import annotations
 
@@ -44,20 +44,22 @@ def app(end: int, committed: int | None = 0) -> Any:
     return App(Consumer({RAW: end, CHANGELOG: 99}, {RAW: committed, CHANGELOG: 0}), Assignor({RAW, CHANGELOG}))
 
 
-def test_a_partition_that_does_not_move_while_records_wait_is_named_after_a_minute(
+def test_a_partition_that_does_not_move_while_records_wait_is_named_after_half_a_minute(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     watch, worker = StallWatch(), app(end=500)
     completed = {("t.raw", 0): (3, 120)}
     assert watch.check(worker, completed, now=0.0) == []
-    assert watch.check(worker, completed, now=59.0) == []
+    assert watch.check(worker, completed, now=29.0) == []
     with caplog.at_level(logging.WARNING, "incidentflow.worker"):
-        [warning] = watch.check(worker, completed, now=61.0)
-    assert warning.startswith("t.raw[0]: 380 records waiting and none handled for 61 s (next offset 120, end 500;")
+        [(tp, nxt, warning)] = watch.check(worker, completed, now=31.0)
+    assert (tp, nxt) == (RAW, 120)
+    assert warning.startswith("t.raw[0]: 380 records waiting and none handled for 31 s (next offset 120, end 500;")
+    assert warning.endswith("): reading again from 120")
     assert "consumer flow active: True" in warning and "aiokafka position: ?" in warning  # unknown parts say so
     assert caplog.messages == [warning]
-    assert watch.check(worker, completed, now=90.0) == []  # once a minute
-    assert len(watch.check(worker, completed, now=122.0)) == 1
+    assert watch.check(worker, completed, now=45.0) == []  # at most once per 30 s
+    assert len(watch.check(worker, completed, now=62.0)) == 1
 
 
 def test_progress_or_an_empty_partition_is_not_a_stall() -> None:
@@ -73,5 +75,5 @@ def test_before_a_first_record_of_this_generation_the_committed_offset_is_the_pr
     watch, worker = StallWatch(), app(end=500, committed=40)
     handled_in_an_earlier_generation = {("t.raw", 0): (2, 480)}
     assert watch.check(worker, handled_in_an_earlier_generation, now=0.0) == []
-    [warning] = watch.check(worker, handled_in_an_earlier_generation, now=60.0)
-    assert "460 records waiting" in warning
+    [(_, nxt, warning)] = watch.check(worker, handled_in_an_earlier_generation, now=60.0)
+    assert nxt == 40 and "460 records waiting" in warning
