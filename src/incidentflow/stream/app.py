@@ -96,13 +96,13 @@ def create_worker(settings: Settings, integrations: Integrations) -> Worker:
 
     @app.timer(5.0)  # type: ignore[untyped-decorator]  # faust declares no types for timer
     async def let_commit() -> None:
-        worker.let_commit()
         try:
+            worker.let_commit()
             for tp, nxt, _ in stalls.check(app, worker.completed):
                 await app.consumer.seek(tp, nxt)
                 worker.metrics.rewinds.labels(tp.topic).inc()
         except Exception:  # never stop the timer that lets commits move
-            log.exception("the stall check failed")
+            log.exception("the commit and stall checks failed")
 
     worker.metrics.watch_store(cache_usage, settings.store_memory_mib * 1024 * 1024)
     if set(worker.tables) != set(TABLES):

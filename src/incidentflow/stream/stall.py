@@ -42,6 +42,9 @@ class StallWatch:
         consumer: Any = app.consumer  # Faust's private bookkeeping is read below
         generation = app.consumer_generation_id
         found: list[tuple[Any, int, str]] = []
+        if getattr(app, "rebalancing", False) or _safe(lambda: app.flow_control.is_active()) is not True:
+            self.waiting.clear()  # a rebalance or recovery stops every partition: not a stall
+            return found
         seen = set()
         for tp in sorted(app.assignor.assigned_actives()):
             if tp.topic.endswith("-changelog"):

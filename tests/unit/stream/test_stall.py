@@ -34,10 +34,20 @@ class Assignor:
 
 
 @dataclass
+class FlowControl:
+    active: bool = True
+
+    def is_active(self) -> bool:
+        return self.active
+
+
+@dataclass
 class App:
     consumer: Consumer
     assignor: Assignor
     consumer_generation_id: int = 3
+    rebalancing: bool = False
+    flow_control: FlowControl = field(default_factory=FlowControl)
 
 
 def app(end: int, committed: int | None = 0) -> Any:
@@ -77,3 +87,16 @@ def test_before_a_first_record_of_this_generation_the_committed_offset_is_the_pr
     assert watch.check(worker, handled_in_an_earlier_generation, now=0.0) == []
     [(_, nxt, warning)] = watch.check(worker, handled_in_an_earlier_generation, now=60.0)
     assert nxt == 40 and "460 records waiting" in warning
+
+
+def test_a_rebalance_or_a_recovery_is_not_a_stall() -> None:
+    watch, worker = StallWatch(), app(end=500)
+    completed = {("t.raw", 0): (3, 120)}
+    assert watch.check(worker, completed, now=0.0) == []
+    worker.rebalancing = True
+    assert watch.check(worker, completed, now=40.0) == []
+    worker.rebalancing, worker.flow_control.active = False, False  # recovering: streams stopped
+    assert watch.check(worker, completed, now=80.0) == []
+    worker.flow_control.active = True
+    assert watch.check(worker, completed, now=100.0) == []  # counted from the end of the recovery
+    assert len(watch.check(worker, completed, now=131.0)) == 1
