@@ -95,9 +95,9 @@ def create_worker(settings: Settings, integrations: Integrations) -> Worker:
     stalls = StallWatch()
 
     @app.timer(5.0)  # type: ignore[untyped-decorator]  # faust declares no types for timer
-    async def let_commit() -> None:
+    async def commit_and_watch() -> None:
         try:
-            worker.let_commit()
+            await worker.commit_handled()
             for tp, nxt, _ in stalls.check(app, worker.completed):
                 await app.consumer.seek(tp, nxt)
                 worker.metrics.rewinds.labels(tp.topic).inc()

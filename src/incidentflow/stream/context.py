@@ -35,7 +35,7 @@ ROCKSDB_OPTIONS = {
 
 
 HELD_SECONDS = 10.0
-"""How long a committed offset may stay below what a worker handled before `let_commit` steps in."""
+"""How long a committed offset may stay below what a worker handled before `commit_handled` commits it."""
 
 
 class DeadLetter(Exception):
@@ -202,8 +202,8 @@ class Worker:
     changelog: Changelog = field(default_factory=Changelog)
     completed: dict[tuple[str, int], tuple[int, int]] = field(default_factory=dict)
     """(topic, partition) -> (consumer generation, next offset) once every earlier record is handled
-    and its table writes are in the producer's hands (see `let_commit`)."""
-    held: dict[Any, tuple[int, float]] = field(default_factory=dict)
+    and its table writes are in the producer's hands (see `commit_handled`)."""
+    held: dict[Any, tuple[int | None, float]] = field(default_factory=dict)
     """tp -> (Faust's committed offset, since when it has not moved while records beyond are handled)."""
 
     def __post_init__(self) -> None:
@@ -259,53 +259,58 @@ class Worker:
             return
         await self.changelog.flush(self.app)
 
-    def let_commit(self, now: float | None = None) -> None:
-        """Runs every few seconds: where Faust's consumer has held a partition's committed offset for
-        `HELD_SECONDS` while this worker handled every record up to a later offset in this
-        generation (`Positions` knows; their table writes are in the producer's hands), marks those
-        records acked in Faust's own bookkeeping, so that its next commit moves past them.
+    async def commit_handled(self, now: float | None = None) -> dict[Any, int]:
+        """Runs every few seconds: where Faust's consumer has held an assigned partition's committed
+        offset for `HELD_SECONDS` below the offset up to which this worker completed every record
+        (`completed`: handled, by it or by earlier owners as `Positions` knows, and their table
+        writes in the producer's hands), commits that offset itself. Returns what it committed.
 
-        A safety net under `_commit_past`: Faust commits a partition only past a run of offsets it
-        saw acked or noted as a gap, and in the trust suite's broker restart a partition's commit
-        stayed behind for good, every record handled, in three different ways: offsets never
-        acked just past the committed one; a gap that Faust merges only into a non-empty list of
-        acks; an offset twice in that list (every commit then moves by one record). Here the list is
-        rebuilt without duplicates, with every handled offset from the committed one on, and the
-        gaps over that range dropped (merged again they would be duplicates)."""
-        consumer = getattr(self.app, "consumer", None)
-        acked_of = getattr(consumer, "_acked", None)
-        index_of = getattr(consumer, "_acked_index", None)
-        gaps_of = getattr(consumer, "_gap", None)
-        committed_of = getattr(consumer, "_committed_offset", None)
-        if acked_of is None or index_of is None or gaps_of is None or committed_of is None:
-            return
+        Faust commits a partition only past a run of offsets it saw acked or noted as a gap, and in
+        the trust suite's broker restart a partition's commit stayed behind for good, every record
+        handled, in at least four ways: offsets never acked just past the committed one; a gap that
+        Faust merges only into a non-empty list of acks; an offset twice in that list (every commit
+        then moves by one record); and one not understood, with neither of those. So the commit
+        follows what was handled, not Faust's bookkeeping: the producer is flushed first, as Faust
+        does, so every record written on the way is in Kafka before the offset moves; and Faust's
+        acks and gaps below the new offset are dropped, since they can no longer move it."""
+        consumer: Any = self.app.consumer  # Faust's private commit bookkeeping is used below
+        committed_of = consumer._committed_offset  # noqa: SLF001  # Faust's view of the group's commits
+        assigned = consumer.assignment()
         now = time.monotonic() if now is None else now
-        generation = self.app.consumer_generation_id
-        for (topic, partition), (seen_in, nxt) in list(self.completed.items()):
+        due: dict[Any, int] = {}
+        for (topic, partition), (_, nxt) in list(self.completed.items()):
             tp = faust.types.TP(topic, partition)
             committed = committed_of.get(tp)
-            if seen_in != generation or committed is None or committed >= nxt:
+            if tp not in assigned or (committed is not None and committed >= nxt):
                 self.held.pop(tp, None)
-                continue
-            since = self.held.get(tp)
-            if since is None or since[0] != committed:
+            elif (since := self.held.get(tp)) is None or since[0] != committed:
                 self.held[tp] = (committed, now)
-                continue
-            acked = acked_of[tp]
-            if now - since[1] < HELD_SECONDS or (acked and acked == list(range(committed, committed + len(acked)))):
-                continue  # not held long, or a clean run from the committed offset: Faust commits it
-            handled = set(range(committed, nxt))
-            marked = handled - index_of[tp]
-            offsets = sorted(set(acked) | handled)
-            acked[:] = offsets
-            index_of[tp].clear()
-            index_of[tp].update(offsets)
-            if gaps_of.get(tp):
-                gaps_of[tp].chop(committed, nxt)
-            log.warning("%s[%d]: committed offset held at %d for %.0f s, every record up to %d handled: "
-                        "%d of them marked acked for Faust", topic, partition, committed, now - since[1],
-                        nxt - 1, len(marked))  # fmt: skip
+            elif now - since[1] >= HELD_SECONDS:
+                due[tp] = nxt
+        if not due:
+            return {}
+        # One commit at a time, as Faust's own `commit` does: its bookkeeping is updated after each.
+        await consumer.maybe_wait_for_commit_to_finish()
+        consumer._commit_fut = asyncio.get_running_loop().create_future()  # noqa: SLF001
+        try:
+            due = {tp: nxt for tp, nxt in due.items() if (committed_of.get(tp) or -1) < nxt}
+            if not due:
+                return {}
+            await self.app.producer.flush()
+            if not await consumer._commit(due):  # noqa: SLF001  # the group's commit, without Faust's ack list
+                return {}
+            committed_of.update(due)
+            self.app.tables.on_commit(due)
+        finally:
+            done, consumer._commit_fut = consumer._commit_fut, None  # noqa: SLF001
+            if not done.done():
+                done.set_result(None)
+        for tp, nxt in due.items():
+            log.warning("%s[%d]: committed offset held at %s for %.0f s below records handled up to %d: committed %d",
+                        tp.topic, tp.partition, self.held[tp][0], now - self.held[tp][1], nxt - 1, nxt)  # fmt: skip
             self.held.pop(tp, None)
+            _forget_acks_below(consumer, tp, nxt)
+        return due
 
     async def _read_skipped(self, message: Message, start: int, handler: Callable[[Message], Awaitable[str]]) -> bool:
         """Handles the records from `start` up to this one, read from the broker; False if it could not."""
@@ -391,6 +396,18 @@ def _changelog_delivered(store: Any, delivery: asyncio.Future[Any]) -> None:
         return
     sent = delivery.result()
     store.set_persisted_offset(faust.types.TP(sent.topic, sent.partition), sent.offset)
+
+
+def _forget_acks_below(consumer: Any, tp: Any, offset: int) -> None:
+    """Drops Faust's acks and gaps of a partition below an offset now committed."""
+    acked = consumer._acked.get(tp)  # noqa: SLF001
+    if acked:
+        below = [seen for seen in acked if seen < offset]
+        acked[:] = [seen for seen in acked if seen >= offset]
+        consumer._acked_index[tp].difference_update(below)  # noqa: SLF001
+    gaps = consumer._gap.get(tp)  # noqa: SLF001
+    if gaps:
+        gaps.chop(0, offset)
 
 
 def _highwater(app: faust.App, message: Message) -> int:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from faust.types import TP, Message
-from intervaltree import IntervalTree
+from intervaltree import Interval, IntervalTree
 
 from incidentflow.config import Integrations, Settings
 from incidentflow.metrics.worker import WorkerMetrics
@@ -33,9 +33,45 @@ class FaustConsumer:
     _acked_index: defaultdict[TP, set[int]] = field(default_factory=lambda: defaultdict(set))
     _gap: defaultdict[TP, IntervalTree] = field(default_factory=lambda: defaultdict(IntervalTree))
     _committed_offset: dict[TP, int | None] = field(default_factory=dict)
+    _commit_fut: asyncio.Future[None] | None = None
+    assigned: set[TP] = field(default_factory=lambda: {TP(TOPIC, 0)})
+    commits: list[dict[TP, int]] = field(default_factory=list)
+    """What was committed to the group, in order; `refuse` makes every commit fail."""
+    refuse: bool = False
 
     async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
         self.gaps.append((tp, offset_from, offset_to))
+
+    def assignment(self) -> set[TP]:
+        return self.assigned
+
+    async def maybe_wait_for_commit_to_finish(self) -> bool:
+        return False
+
+    async def _commit(self, offsets: dict[TP, int]) -> bool:
+        if self.refuse:
+            return False
+        self.commits.append(dict(offsets))
+        return True
+
+
+class Tables(dict[str, dict[bytes, bytes]]):
+    """Faust's table manager: the tables by name, told of every commit."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.committed: list[dict[TP, int]] = []
+
+    def on_commit(self, offsets: dict[TP, int]) -> None:
+        self.committed.append(dict(offsets))
+
+
+@dataclass
+class Producer:
+    flushes: int = 0
+
+    async def flush(self) -> None:
+        self.flushes += 1
 
 
 @dataclass
@@ -43,8 +79,9 @@ class App:
     """What `Worker` asks of the Faust app: tables (dicts here), the consumer and its generation."""
 
     consumer_generation_id: int = 1
-    tables: dict[str, dict[bytes, bytes]] = field(default_factory=dict)
+    tables: Tables = field(default_factory=Tables)
     consumer: FaustConsumer = field(default_factory=FaustConsumer)
+    producer: Producer = field(default_factory=Producer)
 
     def Table(self, name: str, **_: Any) -> dict[bytes, bytes]:  # noqa: N802  # Faust's name
         return self.tables.setdefault(name, {})
@@ -176,47 +213,55 @@ def held_partition(committed: int, acked: list[int], delivered: int = 6) -> tupl
     return consumer, tp
 
 
-def test_a_commit_held_below_handled_records_never_acked_is_let_go() -> None:
+def commit_handled(consumer: Consumer, *seconds: float) -> list[dict[TP, int]]:
+    """What the worker commits itself when its timer runs at these times."""
+    return [asyncio.run(consumer.worker.commit_handled(now=second)) for second in seconds]
+
+
+def test_a_commit_held_below_handled_records_is_committed_after_the_flush() -> None:
     consumer, tp = held_partition(committed=2, acked=[4, 5])  # 2 and 3 handled, never acked
     faust = consumer.app.consumer
-    consumer.worker.let_commit(now=0.0)
-    consumer.worker.let_commit(now=5.0)
-    assert faust._acked[tp] == [4, 5]  # held for 5 s only: left to Faust
-    consumer.worker.let_commit(now=10.0)
-    assert faust._acked[tp] == [2, 3, 4, 5] and faust._acked_index[tp] == {2, 3, 4, 5}
+    assert commit_handled(consumer, 0.0, 5.0) == [{}, {}]  # held for 5 s only: left to Faust
+    assert commit_handled(consumer, 10.0) == [{tp: 6}]
+    assert faust.commits == [{tp: 6}] and faust._committed_offset[tp] == 6
+    assert consumer.app.producer.flushes == 1  # the records written on the way are in Kafka first
+    assert consumer.app.tables.committed == [{tp: 6}]  # stores note it, as after Faust's commits
+    # Faust's acks below the new offset could only hold it again: dropped.
+    assert faust._acked[tp] == [] and faust._acked_index[tp] == set()
+    assert faust._commit_fut is None  # Faust's own next commit does not wait on it
 
 
-def test_a_commit_held_with_nothing_acked_is_let_go() -> None:
-    # Every record read by the worker itself: Faust merges gaps only into a non-empty list of acks.
-    consumer, tp = held_partition(committed=2, acked=[])
-    faust = consumer.app.consumer
-    faust._gap[tp].addi(2, 6)
-    consumer.worker.let_commit(now=0.0)
-    consumer.worker.let_commit(now=10.0)
-    assert faust._acked[tp] == [2, 3, 4, 5]
-    assert not faust._gap[tp]  # merged again, they would be duplicates
+def test_a_held_commit_is_moved_whatever_holds_faust_back() -> None:
+    # Faust never committed (None); its list has a duplicate; its gaps were never merged.
+    never, tp = held_partition(committed=2, acked=[])
+    never.app.consumer._committed_offset[tp] = None
+    assert commit_handled(never, 0.0, 10.0) == [{}, {tp: 6}]
+    duplicated, tp = held_partition(committed=2, acked=[2, 3, 3, 4, 5, 7])
+    duplicated.app.consumer._gap[tp].addi(2, 9)
+    assert commit_handled(duplicated, 0.0, 10.0) == [{}, {tp: 6}]
+    assert duplicated.app.consumer._acked[tp] == [7]
+    assert sorted(duplicated.app.consumer._gap[tp]) == [Interval(6, 9)]
 
 
-def test_duplicates_in_the_acks_are_removed_where_they_hold_the_commit() -> None:
-    consumer, tp = held_partition(committed=2, acked=[2, 3, 3, 4, 5])
-    consumer.worker.let_commit(now=0.0)
-    consumer.worker.let_commit(now=10.0)
-    assert consumer.app.consumer._acked[tp] == [2, 3, 4, 5]
-
-
-def test_a_moving_commit_a_clean_run_or_another_generation_is_left_alone() -> None:
+def test_a_moving_commit_a_commit_at_the_handled_offset_or_a_revoked_partition_is_left_alone() -> None:
     consumer, tp = held_partition(committed=2, acked=[4, 5])
     faust = consumer.app.consumer
     for second, committed in ((0.0, 2), (5.0, 3), (10.0, 4), (15.0, 4)):  # it moves: never held 10 s
         faust._committed_offset[tp] = committed
-        consumer.worker.let_commit(now=second)
-    assert faust._acked[tp] == [4, 5]
-    clean, tp = held_partition(committed=2, acked=[2, 3, 4])
-    clean.worker.let_commit(now=0.0)
-    clean.worker.let_commit(now=60.0)
-    assert clean.app.consumer._acked[tp] == [2, 3, 4]  # Faust commits that itself
-    earlier, tp = held_partition(committed=2, acked=[4, 5])
-    earlier.app.consumer_generation_id = 2  # handled in an earlier generation: not this worker's to say
-    earlier.worker.let_commit(now=0.0)
-    earlier.worker.let_commit(now=60.0)
-    assert earlier.app.consumer._acked[tp] == [4, 5]
+        assert asyncio.run(consumer.worker.commit_handled(now=second)) == {}
+    caught_up, tp = held_partition(committed=6, acked=[])
+    assert commit_handled(caught_up, 0.0, 60.0) == [{}, {}]
+    revoked, tp = held_partition(committed=2, acked=[])
+    revoked.app.consumer.assigned = set()
+    assert commit_handled(revoked, 0.0, 60.0) == [{}, {}]
+    assert faust.commits == caught_up.app.consumer.commits == revoked.app.consumer.commits == []
+
+
+def test_a_refused_commit_leaves_faust_as_it_was_and_is_tried_again() -> None:
+    consumer, tp = held_partition(committed=2, acked=[4, 5])
+    faust = consumer.app.consumer
+    faust.refuse = True
+    assert commit_handled(consumer, 0.0, 10.0) == [{}, {}]
+    assert faust._committed_offset[tp] == 2 and faust._acked[tp] == [4, 5]
+    faust.refuse = False
+    assert commit_handled(consumer, 15.0) == [{tp: 6}]
