@@ -36,7 +36,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,7 @@ from common import REPO, broker, product_env, spawn
 
 sys.path.insert(0, str(REPO))
 from tests.trust.harness import lag as workers_lag  # noqa: E402
-from tests.trust.traffic import FLEET, Webhook, generate, integrations_yaml  # noqa: E402
+from tests.trust.traffic import FLEET, START, Webhook, generate, integrations_yaml, span_days  # noqa: E402
 
 from incidentflow.config import Settings  # noqa: E402
 from incidentflow.topics import ensure_topics  # noqa: E402
@@ -56,6 +56,7 @@ GATEWAY_P99_MS = 100.0
 E2E_P99_MS = 1000.0
 PROBE_EVERY = 20
 IN_FLIGHT = 2000
+CHUNK = 20000  # events generated at a time
 
 
 @dataclass
@@ -106,10 +107,15 @@ class Pipeline:
         self.sent = 0
 
     def _traffic(self) -> Iterator[Webhook]:
+        """Fresh webhooks for as long as the run goes, never a repeat, each batch of 20,000 events
+        in the event-time span after the last one's. All batches over one span would make every
+        hour of it denser the longer the run went (each change is compared with the incidents of its
+        scope within its window): the soak's stages after the fold fell behind after 11 minutes
+        that way, at a rate the 30-second load steps sustained."""
         seed = 0
-        while True:  # fresh webhooks for as long as the run goes, never a repeat
+        while True:
+            yield from generate(1000 + seed, CHUNK, start=START + timedelta(days=span_days(CHUNK) * seed))
             seed += 1
-            yield from generate(1000 + seed, 20000)
 
     def start(self) -> None:
         asyncio.run(ensure_topics(Settings(kafka_bootstrap=self.bootstrap, topic_namespace=self.namespace,

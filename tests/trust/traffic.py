@@ -123,6 +123,7 @@ def _change(integration: str, key: str, status: str, at: datetime, n: int, label
 class Generator:
     seed: int
     days: int
+    start: datetime = START
     rnd: random.Random = field(init=False)
     n: int = 0
     used: set[tuple[str, datetime]] = field(default_factory=set)
@@ -135,7 +136,7 @@ class Generator:
         return self.n
 
     def moment(self) -> datetime:
-        return START + timedelta(seconds=self.rnd.randrange(self.days * 86400))
+        return self.start + timedelta(seconds=self.rnd.randrange(self.days * 86400))
 
     def distinct(self, key: str, at: datetime) -> datetime:
         """Event times within one aggregate are distinct (ties would be settled by the adapters' event ids)."""
@@ -267,12 +268,19 @@ class Generator:
             yield Webhook(integration, body, (_change(integration, key, status, at, n, labels, title=title),))
 
 
-def generate(seed: int, events: int) -> list[Webhook]:
-    """About `events` canonical events over all sources: about 45% change events, the rest alerts.
+def span_days(events: int) -> int:
+    """The days of event time `generate` spreads that many events over."""
+    return max(3, events // 900)
 
-    The span grows with the size so that correlations stay about as dense at any size.
+
+def generate(seed: int, events: int, start: datetime = START) -> list[Webhook]:
+    """About `events` canonical events over all sources: about 45% change events, the rest alerts,
+    from `start` on over `span_days(events)`.
+
+    The span grows with the size so that correlations stay about as dense at any size; traffic
+    longer than one call continues from where the last span ended (`start`), as time does.
     """
-    gen = Generator(seed, days=max(3, events // 900))
+    gen = Generator(seed, days=span_days(events), start=start)
     makers = [(gen.native_incident, 5), (gen.flashduty_incident, 3), (gen.uptrends_incident, 2),
               (gen.sleuth_incident, 1), (gen.elven_incident, 1)]  # fmt: skip
     webhooks: list[Webhook] = []

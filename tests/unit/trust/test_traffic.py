@@ -10,11 +10,13 @@ from __future__ import annotations
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from incidentflow import sources
 from incidentflow.domain.events import AlertEvent
 from tests.scenario import deliveries
 from tests.trust.expected import expect
-from tests.trust.traffic import FLEET, elven_events, generate
+from tests.trust.traffic import FLEET, START, elven_events, generate, span_days
 
 IGNORED = {"event_id", "received_at", "request_id"}
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -66,3 +68,12 @@ def test_the_traffic_has_everything_the_suite_must_survive() -> None:
         if isinstance(e, AlertEvent):
             by_aggregate.setdefault(e.aggregate_id, []).append(e.occurred_at)
     assert late + sum(1 for ts in by_aggregate.values() if ts != sorted(ts)) > 100
+
+
+def test_traffic_from_a_later_start_keeps_its_shape_later_in_time() -> None:
+    later = START + timedelta(days=span_days(2000))
+    first, second = generate(7, 2000), generate(8, 2000, start=later)
+    assert len(first) == pytest.approx(len(second), rel=0.1)
+    times = [event.occurred_at for w in second for event in w.events]
+    # one event in five of an aggregate may come before its predecessor by up to 15 minutes
+    assert min(times) >= later - timedelta(minutes=15) and max(times) > later + timedelta(days=span_days(2000) - 1)
