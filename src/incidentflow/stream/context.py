@@ -273,6 +273,8 @@ class Worker:
         follows what was handled, not Faust's bookkeeping: the producer is flushed first, as Faust
         does, so every record written on the way is in Kafka before the offset moves; and Faust's
         acks and gaps below the new offset are dropped, since they can no longer move it."""
+        if getattr(self.app, "rebalancing", False):
+            return {}  # the assignment is about to change: the next generation's first records tell
         consumer: Any = self.app.consumer  # Faust's private commit bookkeeping is used below
         committed_of = consumer._committed_offset  # noqa: SLF001  # Faust's view of the group's commits
         assigned = consumer.assignment()

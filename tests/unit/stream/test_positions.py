@@ -79,6 +79,7 @@ class App:
     """What `Worker` asks of the Faust app: tables (dicts here), the consumer and its generation."""
 
     consumer_generation_id: int = 1
+    rebalancing: bool = False
     tables: Tables = field(default_factory=Tables)
     consumer: FaustConsumer = field(default_factory=FaustConsumer)
     producer: Producer = field(default_factory=Producer)
@@ -243,7 +244,7 @@ def test_a_held_commit_is_moved_whatever_holds_faust_back() -> None:
     assert sorted(duplicated.app.consumer._gap[tp]) == [Interval(6, 9)]
 
 
-def test_a_moving_commit_a_commit_at_the_handled_offset_or_a_revoked_partition_is_left_alone() -> None:
+def test_a_moving_commit_a_commit_at_the_handled_offset_a_revoked_partition_or_a_rebalance_is_left_alone() -> None:
     consumer, tp = held_partition(committed=2, acked=[4, 5])
     faust = consumer.app.consumer
     for second, committed in ((0.0, 2), (5.0, 3), (10.0, 4), (15.0, 4)):  # it moves: never held 10 s
@@ -254,6 +255,9 @@ def test_a_moving_commit_a_commit_at_the_handled_offset_or_a_revoked_partition_i
     revoked, tp = held_partition(committed=2, acked=[])
     revoked.app.consumer.assigned = set()
     assert commit_handled(revoked, 0.0, 60.0) == [{}, {}]
+    rebalancing, tp = held_partition(committed=2, acked=[])
+    rebalancing.app.rebalancing = True
+    assert commit_handled(rebalancing, 0.0, 60.0) == [{}, {}]
     assert faust.commits == caught_up.app.consumer.commits == revoked.app.consumer.commits == []
 
 
