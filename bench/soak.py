@@ -6,7 +6,8 @@
 The load is bench/load.py's (open model, every source mixed, probes for the end-to-end delay),
 sent in one-minute steps. After each minute the resident memory (VmRSS) and open file
 descriptors of the gateway, the worker and the broker are read from /proc, and the worker's
-shared RocksDB cache (`incidentflow_store_cache_bytes`, memtables included) from its /metrics.
+shared RocksDB cache (`incidentflow_store_cache_bytes`, memtables included) and its consumer lag
+summed over every input partition from its /metrics.
 
 Two processes hold memory that fills up to a bound by design: the worker's RocksDB cache (its
 `STORE_MEMORY_MIB`) and the broker's JVM heap (`-Xmx`). Growth up to those bounds is not a leak,
@@ -181,6 +182,7 @@ def main() -> int:
         budgets: dict[str, float] = {}
         stores: dict[str, list[dict[str, float]]] = {name: [] for name in ports}
         steps: list[Step] = []
+        lags: list[float | None] = []
         try:
             for minute in range(args.minutes):
                 step = asyncio.run(run_step(pipeline, rate, 60.0, drain_seconds=0.0))
@@ -192,7 +194,8 @@ def main() -> int:
                         stores[name].append(store_figures(ports[name]))
                         cache, budgets[name] = cache_mib(stores[name][-1])
                     samples[name].append((rss_mib(pid), fds(pid), cache))
-                print(f"minute {minute + 1:3d}: " + "  ".join(f"{n} {m:.0f} MiB (cache {c:.0f}) {f} fds" for n, (m, f, c) in
+                lags.append(pipeline.lag())  # a stage that falls behind shows here long before memory does
+                print(f"minute {minute + 1:3d}: lag {lags[-1]}  " + "  ".join(f"{n} {m:.0f} MiB (cache {c:.0f}) {f} fds" for n, (m, f, c) in
                                                             ((n, s[-1]) for n, s in samples.items())), flush=True)  # fmt: skip
             final = asyncio.run(run_step(pipeline, rate, 10.0, drain_seconds=120.0))
             report(final)
@@ -214,7 +217,7 @@ def main() -> int:
         "samples": {n: [{"rss_mib": round(m, 1), "fds": f, "cache_mib": round(c, 1)} for m, f, c in s]
                     for n, s in samples.items()},
         "store_by_minute": stores,
-        "latency_ms_by_minute": [s.latency_ms for s in steps], "final": asdict(final),
+        "latency_ms_by_minute": [s.latency_ms for s in steps], "lag_by_minute": lags, "final": asdict(final),
     }, indent=2))  # fmt: skip
     return 0 if passed else 1
 

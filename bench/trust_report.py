@@ -110,6 +110,12 @@ def soak_section() -> list[str]:
                      f"{v['rss_slope_mib_per_hour']} ({v['rss_growth_per_hour']:.1%}) | "
                      f"{v['fds_first']} / {v['fds_last']} | {v['fds_slope_per_hour']} ({v['fds_growth_per_hour']:.1%}) | "
                      f"{'pass' if v['pass'] else 'FAIL'} |")  # fmt: skip
+    lags = result.get("lag_by_minute")
+    if lags:
+        known = [lag for lag in lags if lag is not None]
+        lines += ["", f"Consumer lag of the worker (every input partition, records) after each minute: "
+                      f"{', '.join('?' if lag is None else f'{lag:.0f}' for lag in lags)}"
+                      f"{f' (most {max(known):.0f})' if known else ''}."]  # fmt: skip
     return [*lines, "", f"Measured {result['date']} on {result['machine']}.", ""]
 
 
