@@ -292,8 +292,10 @@ class Worker:
         if not due:
             return {}
         # One commit at a time, as Faust's own `commit` does: its bookkeeping is updated after each.
-        await consumer.maybe_wait_for_commit_to_finish()
-        consumer._commit_fut = asyncio.get_running_loop().create_future()  # noqa: SLF001
+        while consumer._commit_fut is not None:  # noqa: SLF001
+            await consumer.maybe_wait_for_commit_to_finish()
+            await asyncio.sleep(0)  # a cancelled commit is waited for without blocking: let it clear up
+        mine = consumer._commit_fut = asyncio.get_running_loop().create_future()  # noqa: SLF001
         try:
             due = {tp: nxt for tp, nxt in due.items() if (committed_of.get(tp) or -1) < nxt}
             if not due:
@@ -304,9 +306,10 @@ class Worker:
             committed_of.update(due)
             self.app.tables.on_commit(due)
         finally:
-            done, consumer._commit_fut = consumer._commit_fut, None  # noqa: SLF001
-            if not done.done():
-                done.set_result(None)
+            if consumer._commit_fut is mine:  # noqa: SLF001
+                consumer._commit_fut = None  # noqa: SLF001
+            if not mine.done():
+                mine.set_result(None)  # wakes Faust's commits that waited for this one
         for tp, nxt in due.items():
             log.warning("%s[%d]: committed offset held at %s for %.0f s below records handled up to %d: committed %d",
                         tp.topic, tp.partition, self.held[tp][0], now - self.held[tp][1], nxt - 1, nxt)  # fmt: skip

@@ -46,7 +46,10 @@ class FaustConsumer:
         return self.assigned
 
     async def maybe_wait_for_commit_to_finish(self) -> bool:
-        return False
+        if self._commit_fut is None:
+            return False
+        await self._commit_fut
+        return True
 
     async def _commit(self, offsets: dict[TP, int]) -> bool:
         if self.refuse:
@@ -269,3 +272,22 @@ def test_a_refused_commit_leaves_faust_as_it_was_and_is_tried_again() -> None:
     assert faust._committed_offset[tp] == 2 and faust._acked[tp] == [4, 5]
     faust.refuse = False
     assert commit_handled(consumer, 15.0) == [{tp: 6}]
+
+
+def test_a_commit_waits_for_faust_s_commit_in_progress() -> None:
+    consumer, tp = held_partition(committed=2, acked=[4, 5])
+    faust = consumer.app.consumer
+    assert commit_handled(consumer, 0.0) == [{}]
+
+    async def run() -> dict[TP, int]:
+        faust._commit_fut = asyncio.get_running_loop().create_future()  # Faust is committing
+        task = asyncio.create_task(consumer.worker.commit_handled(now=10.0))
+        await asyncio.sleep(0.01)
+        assert faust.commits == [] and not task.done()
+        faust._committed_offset[tp] = 4  # what Faust's commit did
+        waited, faust._commit_fut = faust._commit_fut, None
+        waited.set_result(None)
+        return await task
+
+    assert asyncio.run(run()) == {tp: 6}
+    assert faust.commits == [{tp: 6}] and faust._commit_fut is None
