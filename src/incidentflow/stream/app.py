@@ -99,7 +99,10 @@ def create_worker(settings: Settings, integrations: Integrations) -> Worker:
         try:
             await worker.commit_handled()
             for tp, nxt, _ in stalls.check(app, worker.completed):
-                await app.consumer.seek(tp, nxt)
+                # Faust's `seek` changes aiokafka's fetcher from this thread while the consumer's
+                # thread may be reading it: a worker died of that (KeyError in `fetched_records`).
+                # `seek_wait` seeks on the consumer's thread.
+                await app.consumer.seek_wait({tp: nxt})
                 worker.metrics.rewinds.labels(tp.topic).inc()
         except Exception:  # never stop the timer that lets commits move
             log.exception("the commit and stall checks failed")

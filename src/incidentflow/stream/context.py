@@ -112,7 +112,7 @@ class Positions:
                 continue
             log.warning("%s[%d]: committed offset %d is beyond the last recorded position %d: reading again from it",
                         tp.topic, tp.partition, committed, int(stored))  # fmt: skip
-            await consumer.seek(tp, int(stored))
+            await consumer.seek_wait({tp: int(stored)})  # on the consumer's thread, not this one
             rewound.append((tp.topic, tp.partition))
         return rewound
 
