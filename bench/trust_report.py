@@ -87,13 +87,22 @@ def load_section() -> list[str]:
     return [*lines, "", f"Measured {result['date']} on {result['machine']}.", ""]
 
 
+def _share_of_sustained(rate: float) -> str:
+    """The soak's rate as a share of the load section's sustained rate (the soak may predate that search)."""
+    found = load("load.json")
+    if not found or not found.get("sustained_rate"):
+        return ""
+    return f" ({rate / found['sustained_rate']:.0%} of the sustained rate above)"
+
+
 def soak_section() -> list[str]:
     result = load("soak.json")
     lines = ["## Soak", ""]
     if result is None:
         return [*lines, "Not run yet: `make soak` (30 minutes at half the sustained rate).", ""]
     lines += [f"    {result['command']}", "",
-              f"{result['minutes']} minutes at {result['rate']:.1f} requests/s: {result['accepted']:,} of "
+              f"{result['minutes']} minutes at {result['rate']:.1f} requests/s{_share_of_sustained(result['rate'])}: "
+              f"{result['accepted']:,} of "
               f"{result['offered']:,} requests accepted; lag back to zero after the run: "
               f"{'yes' if result['drained'] else 'NO'}; result: **{'pass' if result['passed'] else 'FAIL'}**.", "",
               "Pass: no upward trend — memory that fills up to a bound by design (the worker's RocksDB cache, at "
