@@ -203,8 +203,8 @@ class Worker:
     completed: dict[tuple[str, int], tuple[int, int]] = field(default_factory=dict)
     """(topic, partition) -> (consumer generation, next offset) once every earlier record is handled
     and its table writes are in the producer's hands (see `commit_handled`)."""
-    held: dict[Any, tuple[int | None, float]] = field(default_factory=dict)
-    """tp -> (Faust's committed offset, since when it has not moved while records beyond are handled)."""
+    held: dict[Any, tuple[int, float]] = field(default_factory=dict)
+    """tp -> (an offset up to which every record was done, since when Faust's commit has not got there)."""
 
     def __post_init__(self) -> None:
         self.positions = Positions(self.table("positions", "next offset expected by topic:partition"))
@@ -260,10 +260,12 @@ class Worker:
         await self.changelog.flush(self.app)
 
     async def commit_handled(self, now: float | None = None) -> dict[Any, int]:
-        """Runs every few seconds: where Faust's consumer has held an assigned partition's committed
-        offset for `HELD_SECONDS` below the offset up to which this worker completed every record
-        (`completed`: handled, by it or by earlier owners as `Positions` knows, and their table
-        writes in the producer's hands), commits that offset itself. Returns what it committed.
+        """Runs every few seconds: where Faust's consumer has not committed an assigned partition up
+        to the offset this worker had completed `HELD_SECONDS` ago (`completed`: every record before
+        it handled, by it or by earlier owners as `Positions` knows, and their table writes in the
+        producer's hands), commits the offset it has completed now itself. Returns what it committed.
+        Faust commits every second, so a partition it keeps up with is never touched; one it moves
+        a record at a time (the duplicate below) is.
 
         Faust commits a partition only past a run of offsets it saw acked or noted as a gap, and in
         the trust suite's broker restart a partition's commit stayed behind for good, every record
@@ -285,9 +287,9 @@ class Worker:
             committed = committed_of.get(tp)
             if tp not in assigned or (committed is not None and committed >= nxt):
                 self.held.pop(tp, None)
-            elif (since := self.held.get(tp)) is None or since[0] != committed:
-                self.held[tp] = (committed, now)
-            elif now - since[1] >= HELD_SECONDS:
+            elif (mark := self.held.get(tp)) is None or (committed is not None and committed >= mark[0]):
+                self.held[tp] = (nxt, now)  # Faust got past the last mark: watch whether it gets past this one
+            elif now - mark[1] >= HELD_SECONDS:
                 due[tp] = nxt
         if not due:
             return {}
@@ -300,6 +302,7 @@ class Worker:
             due = {tp: nxt for tp, nxt in due.items() if (committed_of.get(tp) or -1) < nxt}
             if not due:
                 return {}
+            before = {tp: committed_of.get(tp) for tp in due}
             await self.app.producer.flush()
             if not await consumer._commit(due):  # noqa: SLF001  # the group's commit, without Faust's ack list
                 return {}
@@ -311,9 +314,9 @@ class Worker:
             if not mine.done():
                 mine.set_result(None)  # wakes Faust's commits that waited for this one
         for tp, nxt in due.items():
-            log.warning("%s[%d]: committed offset held at %s for %.0f s below records handled up to %d: committed %d",
-                        tp.topic, tp.partition, self.held[tp][0], now - self.held[tp][1], nxt - 1, nxt)  # fmt: skip
-            self.held.pop(tp, None)
+            done_to, since = self.held.pop(tp)
+            log.warning("%s[%d]: committed offset %s still below %d, where every record was done %.0f s ago: "
+                        "committed %d", tp.topic, tp.partition, before[tp], done_to, now - since, nxt)  # fmt: skip
             _forget_acks_below(consumer, tp, nxt)
         return due
 
