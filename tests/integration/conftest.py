@@ -27,6 +27,9 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
 
+from incidentflow.stream.progress import group_lag
+from incidentflow.topics import Topics
+
 REPO = Path(__file__).resolve().parents[2]
 KAFKA_SH = REPO / "deploy" / "kafka" / "kafka.sh"
 
@@ -174,6 +177,18 @@ class Stack:
         process = self._spawn(f"worker-{index}", "worker", env)
         wait_http(f"http://127.0.0.1:{port}/metrics", process, timeout=90)
         return process
+
+    def progress(self) -> str:
+        """How far the workers' group has committed each input topic: for a failure message that says
+        which stage stopped (`raw 9000/9000, scope 1200/1264, ...`)."""
+        names = Topics(self.namespace)
+        topics = [names.raw, names.alerts, names.changes, names.verdicts, names.scope, names.suspects,
+                  names.contributions, names.change_contributions]  # fmt: skip
+        try:
+            lag = asyncio.run(group_lag(self.bootstrap, f"{self.namespace}-app", topics))
+        except Exception as error:  # noqa: BLE001  # a diagnostic: the failure it explains matters more
+            return f"group progress not known: {error!r}"
+        return ", ".join(f"{t.rsplit('.', 1)[-1]} {lag.done[t]}/{lag.total[t]}" for t in topics)
 
     def logs(self) -> str:
         return "\n".join(f"===== {p.name} =====\n{p.log.read_text(errors='replace')}" for p in self.processes)

@@ -9,6 +9,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from functools import cache
+from typing import Any
 
 import faust
 from aiokafka.partitioner import murmur2
@@ -32,7 +33,7 @@ from incidentflow.metrics.worker import (
 from incidentflow.stream import correlate, heap, incidents, normalize, series
 from incidentflow.stream.context import Worker
 from incidentflow.stream.series import Days, E, F
-from incidentflow.stream.stall import StallWatch
+from incidentflow.stream.stall import StallWatch, consumer_end_offset
 from incidentflow.stream.store import cache_usage, share_one_memory_budget
 from incidentflow.topics import Topics
 
@@ -98,7 +99,8 @@ def create_worker(settings: Settings, integrations: Integrations) -> Worker:
     async def commit_and_watch() -> None:
         try:
             await worker.commit_handled()
-            for tp, nxt, _ in stalls.check(app, worker.completed):
+            bounds = await worker.offsets.read(inputs_assigned(app))
+            for tp, nxt, _ in stalls.check(app, worker.completed, bounds):
                 # Faust's `seek` changes aiokafka's fetcher from this thread while the consumer's
                 # thread may be reading it: a worker died of that (KeyError in `fetched_records`).
                 # `seek_wait` seeks on the consumer's thread.
@@ -107,10 +109,19 @@ def create_worker(settings: Settings, integrations: Integrations) -> Worker:
         except Exception:  # never stop the timer that lets commits move
             log.exception("the commit and stall checks failed")
 
+    @app.on_before_shutdown.connect
+    async def stop_offsets(app: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        await worker.offsets.stop()
+
     worker.metrics.watch_store(cache_usage, settings.store_memory_mib * 1024 * 1024)
     if set(worker.tables) != set(TABLES):
         raise RuntimeError(f"TABLES is out of date: the worker has {sorted(worker.tables)}")
     return worker
+
+
+def inputs_assigned(app: faust.App) -> list[faust.types.TP]:
+    """The input partitions this worker owns now (changelogs aside)."""
+    return sorted(tp for tp in app.assignor.assigned_actives() if not tp.topic.endswith("-changelog"))
 
 
 def _never_commit_skipped_messages() -> None:
@@ -259,19 +270,19 @@ def _add_metrics_page(worker: Worker) -> None:
         return datetime.now(UTC)
 
     def lags() -> list[tuple[str, int, int]]:
-        """End offset minus committed offset of every input partition this worker owns (changelogs aside)."""
+        """End offset minus committed offset of every input partition this worker owns (changelogs aside).
+
+        A partition the consumer has not fetched since the last rebalance has no end offset of its
+        own: the broker's, asked every 5 s by the stall watch, stands in (it is such a partition
+        that may be stuck). One never committed counts from the first offset in the log."""
         consumer = app.consumer
         found = []
-        for tp in sorted(app.assignor.assigned_actives()):
-            if tp.topic.endswith("-changelog"):
-                continue
-            try:
-                end = consumer.highwater(tp)
-            except Exception:  # noqa: BLE001, S112  # not fetched yet: no sample rather than a wrong one
-                continue
+        for tp in inputs_assigned(app):
+            start, end = worker.offsets.last.get(tp, (0, None))
+            end = consumer_end_offset(consumer, tp) or end
             committed = consumer._committed_offset.get(tp)  # type: ignore[attr-defined]  # noqa: SLF001  # no public accessor
             if end is not None:
-                found.append((tp.topic, tp.partition, max(0, end - (committed or 0))))
+                found.append((tp.topic, tp.partition, max(0, end - (start if committed is None else committed))))
         return found
 
     def databases() -> Iterator[Database]:

@@ -21,6 +21,7 @@ from faust.types import EventT, Message, TableT
 from incidentflow.config import Integrations, Settings
 from incidentflow.domain.records import DeadLetterRecord
 from incidentflow.metrics.worker import WorkerMetrics
+from incidentflow.stream.stall import BrokerOffsets
 from incidentflow.topics import Topics
 
 log = logging.getLogger("incidentflow.worker")
@@ -199,6 +200,7 @@ class Worker:
     tables: dict[str, TableT[bytes, bytes]] = field(default_factory=dict)
     positions: Positions | None = None
     gaps: GapReader = field(init=False)
+    offsets: BrokerOffsets = field(init=False)
     changelog: Changelog = field(default_factory=Changelog)
     completed: dict[tuple[str, int], tuple[int, int]] = field(default_factory=dict)
     """(topic, partition) -> (consumer generation, next offset) once every earlier record is handled
@@ -209,6 +211,7 @@ class Worker:
     def __post_init__(self) -> None:
         self.positions = Positions(self.table("positions", "next offset expected by topic:partition"))
         self.gaps = GapReader(self.settings.kafka_bootstrap)
+        self.offsets = BrokerOffsets(self.settings.kafka_bootstrap)
 
     def topic(self, name: str) -> faust.TopicT:
         if name not in self.topics:

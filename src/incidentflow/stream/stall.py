@@ -9,20 +9,74 @@ active, nothing acked: the records had been fetched and never reached the agent,
 later record to show the gap (`Positions`), nothing would ever handle them. The caller seeks the
 partition back to the next offset to handle (reading again is always safe: folds are
 idempotent). `kill -USR1` on the worker writes every task's stack to its log.
+
+Where a partition ends is asked of the broker (`BrokerOffsets`), not of the consumer: the consumer
+knows the end of a partition only once it has fetched it since the last rebalance, and a partition
+assigned and never fetched, or never committed by the group, was invisible to this watch (and to
+the lag gauge) while its records waited.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import faust
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 log = logging.getLogger("incidentflow.worker")
 
 STALL_SECONDS = 30.0
+OFFSETS_TIMEOUT_SECONDS = 5.0
+
+Bounds = Mapping[Any, tuple[int, int]]
+"""tp -> (first offset still in the log, end offset), as the broker answered."""
+
+
+@dataclass
+class BrokerOffsets:
+    """The first and end offsets of partitions as the broker has them now, asked outside the consumer
+    group by a consumer of its own (one ListOffsets request per call)."""
+
+    bootstrap: str
+    timeout_seconds: float = OFFSETS_TIMEOUT_SECONDS
+    last: dict[Any, tuple[int, int]] = field(default_factory=dict)
+    """The last answer, by partition: what the lag gauge falls back on for a partition not fetched yet."""
+    _consumer: AIOKafkaConsumer | None = None
+
+    async def read(self, tps: Iterable[Any]) -> Bounds:
+        """The bounds of these partitions; empty when the broker did not answer in time (the caller
+        falls back on what the consumer knows)."""
+        partitions = [TopicPartition(tp.topic, tp.partition) for tp in tps]
+        if not partitions:
+            return {}
+        try:
+            if self._consumer is None:
+                consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
+                                            client_id="incidentflow-offsets")  # fmt: skip
+                await asyncio.wait_for(consumer.start(), self.timeout_seconds)
+                self._consumer = consumer
+            starts = await asyncio.wait_for(self._consumer.beginning_offsets(partitions), self.timeout_seconds)
+            ends = await asyncio.wait_for(self._consumer.end_offsets(partitions), self.timeout_seconds)
+        except Exception as error:  # noqa: BLE001  # the broker away or slow: this round goes without
+            log.info("end offsets not known this round: %r", error)
+            await self.stop()
+            return {}
+        found = {faust.types.TP(p.topic, p.partition): (starts[p], ends[p]) for p in partitions}
+        self.last.update(found)
+        return found
+
+    async def stop(self) -> None:
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            try:
+                await consumer.stop()
+            except Exception:  # noqa: BLE001  # closing a consumer of a broker that is away
+                log.debug("closing the offsets consumer failed", exc_info=True)
 
 
 @dataclass
@@ -35,9 +89,12 @@ class StallWatch:
     """tp -> (next offset to handle, since when it has not moved while records wait)."""
     warned: dict[Any, float] = field(default_factory=dict)
 
-    def check(self, app: faust.App, completed: dict[tuple[str, int], tuple[int, int]],
+    def check(self, app: faust.App, completed: dict[tuple[str, int], tuple[int, int]], bounds: Bounds | None = None,
               now: float | None = None) -> list[tuple[Any, int, str]]:  # fmt: skip
-        """(partition, next offset to handle, warning) of each partition stalled now (the warning is logged)."""
+        """(partition, next offset to handle, warning) of each partition stalled now (the warning is logged).
+
+        `bounds` are the broker's offsets of the assigned partitions; where one is missing, the
+        consumer's end offset stands in and a partition it has not fetched is not judged."""
         now = time.monotonic() if now is None else now
         consumer: Any = app.consumer  # Faust's private bookkeeping is read below
         generation = app.consumer_generation_id
@@ -50,9 +107,11 @@ class StallWatch:
             if tp.topic.endswith("-changelog"):
                 continue
             seen.add(tp)
-            end = _highwater(consumer, tp)
+            start, end = (bounds or {}).get(tp) or (None, consumer_end_offset(consumer, tp))
             handled = completed.get((tp.topic, tp.partition))
             nxt = handled[1] if handled and handled[0] == generation else consumer._committed_offset.get(tp)  # noqa: SLF001
+            if nxt is None:
+                nxt = start  # never committed: the consumer starts at the first offset in the log
             if end is None or nxt is None or nxt >= end:
                 self.waiting.pop(tp, None)
                 continue
@@ -84,6 +143,7 @@ def describe(app: faust.App, tp: Any) -> str:
         "faust paused": _safe(lambda: tp in consumer._paused_partitions),  # noqa: SLF001
         "faust buffered": _safe(lambda: tp in consumer._buffered_partitions),  # noqa: SLF001
         "committed": _safe(lambda: consumer._committed_offset.get(tp)),  # noqa: SLF001
+        "consumer's end offset": _safe(lambda: consumer_end_offset(consumer, tp)),
         "acked": _safe(lambda: _span(consumer._acked.get(tp) or [])),  # noqa: SLF001
         "gaps": _safe(lambda: sorted((i.begin, i.end - 1) for i in consumer._gap.get(tp) or ())[:5]),  # noqa: SLF001
         "aiokafka position": _safe(lambda: _aiokafka_state(consumer, tp)),
@@ -102,7 +162,7 @@ def _span(offsets: list[int]) -> str:
     return f"{len(offsets)} ({min(offsets)}..{max(offsets)})" if offsets else "0"
 
 
-def _highwater(consumer: Any, tp: Any) -> int | None:
+def consumer_end_offset(consumer: Any, tp: Any) -> int | None:
     try:
         end = consumer.highwater(tp)
     except Exception:  # noqa: BLE001  # not fetched yet

@@ -100,3 +100,24 @@ def test_a_rebalance_or_a_recovery_is_not_a_stall() -> None:
     worker.flow_control.active = True
     assert watch.check(worker, completed, now=100.0) == []  # counted from the end of the recovery
     assert len(watch.check(worker, completed, now=131.0)) == 1
+
+
+def test_a_partition_the_consumer_never_fetched_nor_the_group_committed_is_judged_by_the_broker() -> None:
+    """Its end offset and committed offset unknown to the consumer, such a partition was invisible."""
+    watch, worker = StallWatch(), App(Consumer({}, {}), Assignor({RAW}))
+    assert watch.check(worker, {}, now=0.0) == []
+    assert watch.check(worker, {}, now=60.0) == []  # nothing known: nothing judged
+    bounds = {RAW: (7, 500)}
+    assert watch.check(worker, {}, bounds, now=100.0) == []
+    [(tp, nxt, warning)] = watch.check(worker, {}, bounds, now=131.0)
+    assert (tp, nxt) == (RAW, 7)  # from the first offset still in the log, as the consumer would start
+    assert "493 records waiting" in warning and "consumer's end offset: None" in warning
+
+
+def test_the_broker_end_offset_wins_over_the_consumer_one() -> None:
+    watch, worker = StallWatch(), app(end=120)  # the consumer's figure from its last fetch
+    completed = {("t.raw", 0): (3, 120)}
+    assert watch.check(worker, completed, {RAW: (0, 120)}, now=0.0) == []
+    assert watch.check(worker, completed, {RAW: (0, 130)}, now=10.0) == []
+    [(_, nxt, warning)] = watch.check(worker, completed, {RAW: (0, 130)}, now=41.0)
+    assert nxt == 120 and "10 records waiting" in warning
