@@ -74,7 +74,7 @@ class BrokerOffsets:
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
             try:
-                await consumer.stop()
+                await asyncio.wait_for(consumer.stop(), self.timeout_seconds)
             except Exception:  # noqa: BLE001  # closing a consumer of a broker that is away
                 log.debug("closing the offsets consumer failed", exc_info=True)
 
