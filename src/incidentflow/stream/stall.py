@@ -146,7 +146,9 @@ def describe(app: faust.App, tp: Any) -> str:
         "consumer's end offset": _safe(lambda: consumer_end_offset(consumer, tp)),
         "acked": _safe(lambda: _span(consumer._acked.get(tp) or [])),  # noqa: SLF001
         "gaps": _safe(lambda: sorted((i.begin, i.end - 1) for i in consumer._gap.get(tp) or ())[:5]),  # noqa: SLF001
+        "faust read offset": _safe(lambda: consumer._read_offset.get(tp)),  # noqa: SLF001
         "aiokafka position": _safe(lambda: _aiokafka_state(consumer, tp)),
+        "aiokafka buffered": _safe(lambda: _aiokafka_buffered(consumer, tp)),
     }
     return ", ".join(f"{name}: {value}" for name, value in facts.items())
 
@@ -156,6 +158,19 @@ def _aiokafka_state(consumer: Any, tp: Any) -> str:
     assignment = inner._subscription.subscription.assignment  # noqa: SLF001
     state = assignment.state_value(tp)
     return f"{state._position} ({state._status.name.lower()}{', paused' if state._paused else ''})"
+
+
+def _aiokafka_buffered(consumer: Any, tp: Any) -> str:
+    """What aiokafka's fetcher holds fetched and not yet taken for the partition: it fetches a
+    partition again only once that is taken."""
+    fetcher = consumer._thread._consumer._fetcher  # noqa: SLF001  # read across threads: a diagnostic only
+    held = fetcher._records.get(tp)  # noqa: SLF001
+    if held is None:
+        return f"nothing (of {len(fetcher._records)} partitions holding records)"  # noqa: SLF001
+    records = getattr(held, "_partition_records", None)
+    if records is None:
+        return type(held).__name__
+    return f"{type(held).__name__} from offset {getattr(records, 'next_fetch_offset', '?')}"
 
 
 def _span(offsets: list[int]) -> str:
