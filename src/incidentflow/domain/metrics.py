@@ -121,12 +121,12 @@ class Resolution(BaseModel):
 
 
 class DayFigures(BaseModel):
-    """The incidents of one series finally resolved on one UTC day, as running figures.
+    """The incidents of one series finally resolved on one UTC day: their count, sum and maximum.
 
-    The resolutions themselves are kept one per key beside it, so that an incident entering or
-    leaving a day costs the same however many the day holds (a value listing them all was
-    rewritten whole on every resolution: the fold benchmark's largest cost). The sum is kept in
-    whole microseconds, the unit of the event times, so adding and removing in any order is exact.
+    The resolutions themselves are kept one per key beside it (a value listing them all was
+    rewritten whole on every resolution: the fold benchmark's largest cost), and the figures are
+    recounted from them whenever the day changes (`Days` in stream/series.py). The sum is kept in
+    whole microseconds, the unit of the event times, so it is exact in any order.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -139,16 +139,6 @@ class DayFigures(BaseModel):
         seconds = resolution.seconds
         return DayFigures(count=self.count + 1, sum_microseconds=self.sum_microseconds + microseconds(seconds),
                           max_seconds=max(self.max_seconds, seconds))  # fmt: skip
-
-    def left(self, resolution: Resolution, others: Callable[[], Iterable[Resolution]]) -> DayFigures:
-        """Without one resolution; `others` (the day's remaining resolutions) is read only when the
-        longest one leaves, since a maximum cannot be undone."""
-        seconds = resolution.seconds
-        if self.count <= 1:
-            return DayFigures()
-        longest = self.max_seconds if seconds < self.max_seconds else max((r.seconds for r in others()), default=0.0)
-        return DayFigures(count=self.count - 1, sum_microseconds=self.sum_microseconds - microseconds(seconds),
-                          max_seconds=longest)  # fmt: skip
 
     def figures(self) -> Bucket:
         """The day's additive figures (what `incidentflow.metrics` carries)."""
@@ -283,7 +273,7 @@ class ChangeEntry(BaseModel):
 
 
 class ChangeDayFigures(BaseModel):
-    """The changes of one service whose change time fell on one UTC day, as running counts (each
+    """The changes of one service whose change time fell on one UTC day, as counts (each
     change is kept under its own key beside them, as resolutions are)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -293,9 +283,6 @@ class ChangeDayFigures(BaseModel):
 
     def entered(self, entry: ChangeEntry) -> ChangeDayFigures:
         return ChangeDayFigures(changes=self.changes + 1, failed=self.failed + int(entry.failed))
-
-    def left(self, entry: ChangeEntry, others: Callable[[], Iterable[ChangeEntry]]) -> ChangeDayFigures:
-        return ChangeDayFigures(changes=max(0, self.changes - 1), failed=max(0, self.failed - int(entry.failed)))
 
     def figures(self) -> tuple[int, int]:
         """(changes, failed changes) of the day."""

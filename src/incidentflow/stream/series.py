@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date
 from typing import Any, Generic, Protocol, TypeVar, cast
@@ -27,19 +26,24 @@ F = TypeVar("F", bound=BaseModel)
 
 
 class Figures(Protocol[E_contra]):
-    """A day's running figures: what `DayFigures` and `ChangeDayFigures` do."""
+    """A day's figures: what `DayFigures` and `ChangeDayFigures` do."""
 
     def entered(self, entry: E_contra, /) -> Any: ...
-
-    def left(self, entry: E_contra, others: Callable[[], Iterable[E_contra]], /) -> Any: ...
 
 
 @dataclass(frozen=True)
 class Days(Generic[F, E]):
-    """The days of the series of one table: each day's running figures under `series|YYYY-MM-DD`
-    and each of its entries (a resolution, a change) under `series|YYYY-MM-DD|id`, so that an entry
-    entering or leaving a day writes two small values whatever the day holds; a scrape or a maximum
-    that must be recomputed reads the entries with one seek (`items_with_prefix`)."""
+    """The days of the series of one table: each day's figures under `series|YYYY-MM-DD` and each of
+    its entries (a resolution, a change) under `series|YYYY-MM-DD|id`; a scrape or a recount reads
+    a day's entries with one seek (`items_with_prefix`).
+
+    The figures are recounted from the entries whenever a day changes, never kept as running sums:
+    the several table writes of one record reach their changelogs as separate records, so a worker
+    killed between two of them leaves some written and some not, and whoever handles the record
+    again must reach the right figures from what is there. Each entry is written whole (set or
+    deleted), so writing it again is harmless, and a recount from the entries is always exact; a
+    running sum missing its last step would stay wrong for good (seen: a change counted in its
+    day's entries and not in its figures after a worker SIGKILL). See docs/semantics.md."""
 
     table: TableT[bytes, bytes]
     figures_model: type[F]
@@ -54,24 +58,21 @@ class Days(Generic[F, E]):
         found = items_with_prefix(self.table, _entries_prefix(series, day), partition=partition)
         return [self.entry_model.model_validate_json(value) for _, value in found]
 
-    def leave(self, series: str, day: date, item: str, figures: F) -> F:
-        """The day's figures without this item's entry (unchanged when it has none), which is deleted."""
-        stored = self.table.pop(_entries_prefix(series, day) + item.encode(), None)
-        if stored is None:
-            return figures
-        left = cast(Figures[E], figures).left(
-            self.entry_model.model_validate_json(stored), lambda: self.entries(series, day)
-        )
-        return cast(F, left)
+    def leave(self, series: str, day: date, item: str) -> None:
+        """Removes this item's entry from the day (nothing when it has none)."""
+        self.table.pop(_entries_prefix(series, day) + item.encode(), None)
 
-    def enter(self, series: str, day: date, item: str, entry: E, figures: F) -> F:
-        """The day's figures with this item's entry, which is filed (replacing one it had there)."""
-        figures = self.leave(series, day, item, figures)
+    def enter(self, series: str, day: date, item: str, entry: E) -> None:
+        """Files this item's entry on the day, replacing one it had there."""
         self.table[_entries_prefix(series, day) + item.encode()] = entry.model_dump_json().encode()
-        return cast(F, cast(Figures[E], figures).entered(entry))
 
-    def save(self, series: str, day: date, figures: F) -> None:
+    def recount(self, series: str, day: date) -> F:
+        """The day's figures from its entries, saved."""
+        figures: Any = self.figures_model()
+        for entry in self.entries(series, day):
+            figures = cast(Figures[E], figures).entered(entry)
         self.table[day_key(series, day)] = figures.model_dump_json().encode()
+        return cast(F, figures)
 
 
 def _entries_prefix(series: str, day: date) -> bytes:
@@ -102,16 +103,16 @@ def register(worker: Worker) -> None:
         move = metrics.move(metrics.Member.model_validate_json(stored) if stored else None, contribution)
         if move is None:
             return "duplicate"
-        members[member_key] = move.member.model_dump_json().encode()
-        changed: dict[date, metrics.DayFigures] = {}
+        changed: set[date] = set()
         item = contribution.aggregate_id
         if move.leave_day is not None:
-            changed[move.leave_day] = days.leave(series, move.leave_day, item, days.figures(series, move.leave_day))
+            days.leave(series, move.leave_day, item)
+            changed.add(move.leave_day)
         if move.enter_day is not None and move.member.resolved_at is not None:
-            figures = changed[move.enter_day] if move.enter_day in changed else days.figures(series, move.enter_day)
             resolution = metrics.Resolution(resolved_at=move.member.resolved_at,
                                             seconds=move.member.time_to_restore_seconds or 0.0)  # fmt: skip
-            changed[move.enter_day] = days.enter(series, move.enter_day, item, resolution, figures)
+            days.enter(series, move.enter_day, item, resolution)
+            changed.add(move.enter_day)
         stored_index = index.get(series.encode())
         current_index = (
             metrics.SeriesIndex.model_validate_json(stored_index)
@@ -121,8 +122,10 @@ def register(worker: Worker) -> None:
         index[series.encode()] = (
             metrics.with_day(current_index, move.enter_day, move.open_delta).model_dump_json().encode()
         )
-        for day, figures in sorted(changed.items()):
-            days.save(series, day, figures)
+        recounted = {day: days.recount(series, day) for day in sorted(changed)}
+        # Written last: a record whose member is written has had every other write (see `Days`).
+        members[member_key] = move.member.model_dump_json().encode()
+        for day, figures in recounted.items():
             row = MetricRow(metric="mttr", service=contribution.service, severity=contribution.severity,
                             day=day.isoformat(), **figures.figures().model_dump())  # fmt: skip
             await worker.send(names.metrics, row.key, row.model_dump_json())
@@ -159,18 +162,18 @@ def register_changes(worker: Worker) -> None:
         facts = contribution.facts if known is None else known.join(contribution.facts)
         if facts == known:
             return "duplicate"
-        members[member_key] = facts.model_dump_json().encode()
         old = known.member(service) if known is not None else None
         new = facts.member(service)
         if old == new:
+            members[member_key] = facts.model_dump_json().encode()
             return "applied"
-        changed: dict[date, metrics.ChangeDayFigures] = {}
+        changed: set[date] = set()
         if old is not None and old.day is not None:
-            changed[old.day] = days.leave(service, old.day, change_id, days.figures(service, old.day))
+            days.leave(service, old.day, change_id)
+            changed.add(old.day)
         if new.day is not None and new.changed_at is not None:
-            figures = changed[new.day] if new.day in changed else days.figures(service, new.day)
-            entry = metrics.ChangeEntry(changed_at=new.changed_at, failed=new.failed)
-            changed[new.day] = days.enter(service, new.day, change_id, entry, figures)
+            days.enter(service, new.day, change_id, metrics.ChangeEntry(changed_at=new.changed_at, failed=new.failed))
+            changed.add(new.day)
         stored_index = index.get(service.encode())
         current_index = (
             metrics.ChangeIndex.model_validate_json(stored_index)
@@ -178,8 +181,10 @@ def register_changes(worker: Worker) -> None:
             else metrics.ChangeIndex(service=service)
         )
         index[service.encode()] = current_index.with_day(new.day).model_dump_json().encode()
-        for day, figures in sorted(changed.items()):
-            days.save(service, day, figures)
+        recounted = {day: days.recount(service, day) for day in sorted(changed)}
+        # Written last: a record whose member is written has had every other write (see `Days`).
+        members[member_key] = facts.model_dump_json().encode()
+        for day, figures in recounted.items():
             count, failed = figures.figures()
             row = MetricRow(metric="changes", service=service, severity="-", day=day.isoformat(),
                             changes=count, failed_changes=failed)  # fmt: skip

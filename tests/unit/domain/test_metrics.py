@@ -27,10 +27,14 @@ class Series:
     resolutions: dict[date, dict[str, metrics.Resolution]] = field(default_factory=dict)
 
     def leave(self, day: date, aggregate_id: str) -> None:
-        left = self.resolutions.setdefault(day, {}).pop(aggregate_id, None)
-        if left is not None:
-            others = self.resolutions[day].values()
-            self.days[day] = self.days[day].left(left, lambda: others)
+        self.resolutions.setdefault(day, {}).pop(aggregate_id, None)
+        self.recount(day)
+
+    def recount(self, day: date) -> None:
+        figures = metrics.DayFigures()
+        for resolution in self.resolutions.get(day, {}).values():
+            figures = figures.entered(resolution)
+        self.days[day] = figures
 
     def record(self, c: metrics.Contribution) -> None:
         move = metrics.move(self.members.get(c.aggregate_id), c)
@@ -44,7 +48,7 @@ class Series:
             seconds = move.member.time_to_restore_seconds or 0.0
             resolution = metrics.Resolution(resolved_at=move.member.resolved_at, seconds=seconds)
             self.resolutions[move.enter_day][c.aggregate_id] = resolution
-            self.days[move.enter_day] = self.days.get(move.enter_day, metrics.DayFigures()).entered(resolution)
+            self.recount(move.enter_day)
         self.index = metrics.with_day(self.index, move.enter_day, move.open_delta)
 
     def mttr(self, now: datetime, window: timedelta) -> tuple[int, float | None]:
@@ -160,31 +164,19 @@ def test_daily_bucket_is_additive() -> None:
     assert incident_dict(None) is None
 
 
-def test_the_longest_resolution_leaving_a_day_gives_the_next_longest_as_its_maximum() -> None:
+def test_day_figures_sum_exactly_and_keep_the_longest() -> None:
     def r(seconds: float) -> metrics.Resolution:
         return metrics.Resolution(resolved_at=T0, seconds=seconds)
 
     day = metrics.DayFigures().entered(r(600.0)).entered(r(2400.0)).entered(r(0.1)).entered(r(0.2))
     assert day.figures() == metrics.Bucket(count=4, sum_seconds=3000.3, max_seconds=2400.0)
-    asked: list[bool] = []
-
-    def others() -> list[metrics.Resolution]:
-        asked.append(True)
-        return [r(600.0), r(0.1), r(0.2)]
-
-    shorter = day.left(r(0.1), others)
-    assert shorter.figures() == metrics.Bucket(count=3, sum_seconds=3000.2, max_seconds=2400.0) and not asked
-    longest = shorter.left(r(2400.0), others)
-    assert longest.figures() == metrics.Bucket(count=2, sum_seconds=600.2, max_seconds=600.0) and asked
-    assert longest.left(r(600.0), lambda: [r(0.2)]).left(r(0.2), list) == metrics.DayFigures()
 
 
-def test_change_day_counts_follow_entries_in_and_out() -> None:
+def test_change_day_counts_count_entries_and_failed_ones() -> None:
     failed = metrics.ChangeEntry(changed_at=T0, failed=True)
     fine = metrics.ChangeEntry(changed_at=T0, failed=False)
     day = metrics.ChangeDayFigures().entered(failed).entered(fine).entered(failed)
     assert day.figures() == (3, 2)
-    assert day.left(failed, list).left(fine, list).figures() == (1, 1)
 
 
 def test_a_window_counts_whole_days_by_their_figures_and_reads_the_resolutions_of_cut_days() -> None:
