@@ -55,13 +55,14 @@ class BrokerOffsets:
         if not partitions:
             return {}
         try:
-            if self._consumer is None:
-                consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
-                                            client_id="incidentflow-offsets")  # fmt: skip
+            consumer = self._consumer
+            if consumer is None:
+                # Kept before it starts, so that a start that fails is stopped too (not leaked each round).
+                consumer = self._consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None,
+                                                             enable_auto_commit=False, client_id="incidentflow-offsets")  # fmt: skip
                 await asyncio.wait_for(consumer.start(), self.timeout_seconds)
-                self._consumer = consumer
-            starts = await asyncio.wait_for(self._consumer.beginning_offsets(partitions), self.timeout_seconds)
-            ends = await asyncio.wait_for(self._consumer.end_offsets(partitions), self.timeout_seconds)
+            starts = await asyncio.wait_for(consumer.beginning_offsets(partitions), self.timeout_seconds)
+            ends = await asyncio.wait_for(consumer.end_offsets(partitions), self.timeout_seconds)
         except Exception as error:  # noqa: BLE001  # the broker away or slow: this round goes without
             log.info("end offsets not known this round: %r", error)
             await self.stop()

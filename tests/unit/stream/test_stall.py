@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import pytest
 from faust.types import TP
 
-from incidentflow.stream.stall import StallWatch
+from incidentflow.stream.stall import BrokerOffsets, StallWatch
 
 RAW = TP("t.raw", 0)
 CHANGELOG = TP("app-positions-changelog", 0)
@@ -121,3 +122,15 @@ def test_the_broker_end_offset_wins_over_the_consumer_one() -> None:
     assert watch.check(worker, completed, {RAW: (0, 130)}, now=10.0) == []
     [(_, nxt, warning)] = watch.check(worker, completed, {RAW: (0, 130)}, now=41.0)
     assert nxt == 120 and "10 records waiting" in warning
+
+
+def test_broker_offsets_without_a_broker_give_nothing_and_keep_no_consumer(caplog: pytest.LogCaptureFixture) -> None:
+    offsets = BrokerOffsets("127.0.0.1:1", timeout_seconds=2.0)  # nothing listens on port 1
+
+    async def twice() -> list[object]:
+        return [await offsets.read([RAW]), await offsets.read([RAW]), await offsets.read([])]
+
+    with caplog.at_level(logging.INFO, "incidentflow.worker"):
+        assert asyncio.run(twice()) == [{}, {}, {}]
+    assert offsets._consumer is None and offsets.last == {}  # noqa: SLF001  # the failed start was stopped
+    assert sum("end offsets not known this round" in m for m in caplog.messages) == 2
