@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import json
 import random
+import subprocess
 import sys
 import tempfile
 import time
@@ -190,7 +191,11 @@ def run(args: argparse.Namespace, work: Path, bootstrap: str) -> int:
     finally:
         if worker is not None:
             worker.terminate()
-            worker.wait(timeout=60)
+            try:
+                worker.wait(timeout=60)
+            except subprocess.TimeoutExpired:  # a worker that cannot stop cleanly (its broker gone) is not left behind
+                worker.kill()
+                worker.wait()
     return 0
 
 
