@@ -6,8 +6,11 @@ Both read the same canonical alert records from a topic of 8 partitions. The bas
 each record and produces it to another topic (acks=all), committing as it goes: the least any
 stream processor must do. The worker (`incidentflow worker`, RocksDB store) folds each record
 into its aggregate, writes the table changelog, publishes the changed incident and its metric
-contributions, and folds those into the metric series. Rates are measured from the first to the
-last committed record, so start-up is not counted. Then it folds 100,000 aggregates that stay
+contributions and correlation sides, and folds those into the metric series and the correlation
+scope. Rates are measured from the first committed record to the last committed record of the
+input (the fold), and to the moment every stage has committed its input (the whole worker: the
+series and correlation stages read what the fold wrote, on the same core), so start-up is not
+counted. Then it folds 100,000 aggregates that stay
 open and reports the worker's resident memory before and after.
 Uses INCIDENTFLOW_KAFKA_BOOTSTRAP, else starts the local broker of deploy/kafka on port 39092.
 """
@@ -32,7 +35,7 @@ from common import broker, product_env, spawn
 
 from incidentflow.config import Settings
 from incidentflow.stream.progress import group_lag
-from incidentflow.topics import ensure_topics
+from incidentflow.topics import Topics, ensure_topics
 
 PARTITIONS = 8
 
@@ -130,18 +133,30 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
-async def wait_folded(bootstrap: str, group: str, topic: str) -> tuple[float, int]:
-    """Poll the worker's committed offsets; returns (records per second, records) once it has caught up."""
+async def wait_folded(bootstrap: str, group: str, topic: str, stages: list[str]) -> tuple[float, int, float]:
+    """Poll the worker's committed offsets until it has caught up with `topic` and then with every
+    topic in `stages` (what its own agents write and read again: metric contributions, correlation
+    sides). Returns (records of `topic` per second until it was committed, records, records of
+    `topic` per second until every stage was committed): the first is the fold, the second the
+    whole worker."""
     first = last = 0.0
     done = 0
+    folded = None
+    drained_polls = 0
     while True:
-        lag = await group_lag(bootstrap, group, [topic])
+        lag = await group_lag(bootstrap, group, [topic, *stages])
         if lag.done[topic] and not first:
             first = time.monotonic()
         if lag.done[topic] > done:
             done, last = lag.done[topic], time.monotonic()
-        if lag.total[topic] and lag.done[topic] == lag.total[topic]:
-            return (done / (last - first) if last > first else float("nan")), done
+        if folded is None and lag.total[topic] and lag.done[topic] == lag.total[topic]:
+            folded = done / (last - first) if last > first else float("nan")
+        if folded is not None:
+            # Each stage commits its input only once what it wrote is in Kafka, so nothing behind,
+            # twice in a row, is the end of every stage's work.
+            drained_polls = drained_polls + 1 if lag.behind == 0 else 0
+            if drained_polls == 2:
+                return folded, done, done / (time.monotonic() - first)
         await asyncio.sleep(0.25)
 
 
@@ -171,9 +186,16 @@ def run(args: argparse.Namespace, work: Path, bootstrap: str) -> int:
         print(f"baseline aiokafka consume->produce (acks=all): {base:9.0f} records/s")
 
         worker = spawn("worker", product_env(bootstrap, namespace, work, INCIDENTFLOW_WEB_PORT="16099"), work)
-        rate, folded = asyncio.run(wait_folded(bootstrap, f"{namespace}-app", alerts))
+        names = Topics.of(settings)
+        stages = [names.contributions, names.scope, names.suspects, names.changes, names.verdicts,
+                  names.change_contributions]  # fmt: skip
+        rate, folded, drained = asyncio.run(wait_folded(bootstrap, f"{namespace}-app", alerts, stages))
         print(f"incidentflow worker fold (RocksDB):           {rate:9.0f} records/s   ({folded} records)")
         print(f"ratio fold/baseline: {rate / base:.2f}")
+        print(
+            f"every stage of the worker done (series, correlation): {drained:9.0f} records/s   "
+            f"ratio {drained / base:.2f}"
+        )
         written = asyncio.run(records_written(bootstrap, namespace, {alerts, f"{namespace}.passthrough"}))
         print(f"records the worker wrote per input record: {written / folded:.1f} (the baseline writes 1.0)")
 
@@ -181,7 +203,7 @@ def run(args: argparse.Namespace, work: Path, bootstrap: str) -> int:
         print(f"folding {args.open_incidents} incidents that stay open ...")
         more = alert_records(args.open_incidents, 0, namespace + "-open", seed=2, all_open=True)
         asyncio.run(produce(bootstrap, alerts, more))
-        asyncio.run(wait_folded(bootstrap, f"{namespace}-app", alerts))
+        asyncio.run(wait_folded(bootstrap, f"{namespace}-app", alerts, stages))
         time.sleep(2)
         after = rss_kib(worker.pid)
         per_100k = (after - idle) / args.open_incidents * 100_000 / 1024

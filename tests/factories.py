@@ -59,3 +59,12 @@ def change(
         title=title,
         labels=labels or {},
     )
+
+
+class DictTable(dict[bytes, bytes]):
+    """What the worker's code uses of a Faust table of bytes, in memory; `data` is what
+    `items_with_prefix` scans when there is no RocksDB store."""
+
+    @property
+    def data(self) -> dict[bytes, bytes]:
+        return self

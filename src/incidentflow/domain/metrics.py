@@ -110,6 +110,13 @@ class Member(BaseModel):
     def open(self) -> bool:
         return self.present and self.status == "open"
 
+    def entry(self) -> tuple[date, Resolution] | None:
+        """(day, resolution) the member files in its series when it is restored: its final resolution."""
+        if not self.restored or self.resolved_at is None:
+            return None
+        return self.resolved_at.date(), Resolution(resolved_at=self.resolved_at,
+                                                   seconds=self.time_to_restore_seconds or 0.0)  # fmt: skip
+
 
 class Resolution(BaseModel):
     """One incident finally resolved on a day of a series (kept under its own key, beside the day's figures)."""
@@ -124,9 +131,10 @@ class DayFigures(BaseModel):
     """The incidents of one series finally resolved on one UTC day: their count, sum and maximum.
 
     The resolutions themselves are kept one per key beside it (a value listing them all was
-    rewritten whole on every resolution: the fold benchmark's largest cost), and the figures are
-    recounted from them whenever the day changes (`Days` in stream/series.py). The sum is kept in
-    whole microseconds, the unit of the event times, so it is exact in any order.
+    rewritten whole on every resolution: the fold benchmark's largest cost). The figures are kept
+    as running sums, each change applied once (`applied`, see `Days` in stream/series.py); a
+    maximum that leaves is found again from the resolutions. The sum is kept in whole microseconds,
+    the unit of the event times, so it is exact in any order.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -134,11 +142,23 @@ class DayFigures(BaseModel):
     count: int = 0
     sum_microseconds: int = 0
     max_seconds: float = 0.0
+    applied: str | None = None
+    """The change these figures took in last (see `Days` in stream/series.py)."""
 
     def entered(self, resolution: Resolution) -> DayFigures:
         seconds = resolution.seconds
         return DayFigures(count=self.count + 1, sum_microseconds=self.sum_microseconds + microseconds(seconds),
                           max_seconds=max(self.max_seconds, seconds))  # fmt: skip
+
+    def left(self, resolution: Resolution) -> DayFigures | None:
+        """The figures without this resolution; None when it may have been the maximum (the day's
+        resolutions must be read again to know the next one)."""
+        if self.count <= 1:
+            return DayFigures()
+        if resolution.seconds >= self.max_seconds:
+            return None
+        return DayFigures(count=self.count - 1, sum_microseconds=self.sum_microseconds - microseconds(resolution.seconds),
+                          max_seconds=self.max_seconds)  # fmt: skip
 
     def figures(self) -> Bucket:
         """The day's additive figures (what `incidentflow.metrics` carries)."""
@@ -177,6 +197,8 @@ class SeriesIndex(BaseModel):
     severity: str
     open: int = 0
     days: tuple[date, ...] = ()
+    applied: str | None = None
+    """The change this index took in last: the open count is a running sum, each change applied once."""
 
 
 class Bucket(BaseModel):
@@ -220,9 +242,12 @@ def move(old: Member | None, contribution: Contribution) -> Move | None:
     )
 
 
-def with_day(index: SeriesIndex, day: date | None, open_delta: int) -> SeriesIndex:
+def with_day(index: SeriesIndex, day: date | None, open_delta: int, change: str) -> SeriesIndex:
+    """The index with one change applied: `change` names it, and an index that took it in already is returned as is."""
+    if index.applied == change:
+        return index
     days = index.days if day is None or day in index.days else tuple(sorted((*index.days, day)))
-    return index.model_copy(update={"open": index.open + open_delta, "days": days})
+    return index.model_copy(update={"open": index.open + open_delta, "days": days, "applied": change})
 
 
 def window_days(now: datetime, window: timedelta) -> list[date]:
@@ -262,6 +287,12 @@ class ChangeMember(BaseModel):
     def day(self) -> date | None:
         return self.changed_at.date() if self.present and self.changed_at is not None else None
 
+    def entry(self) -> tuple[date, ChangeEntry] | None:
+        """(day, entry) the change files in the service's series when it counts there."""
+        if not self.present or self.changed_at is None:
+            return None
+        return self.changed_at.date(), ChangeEntry(changed_at=self.changed_at, failed=self.failed)
+
 
 class ChangeEntry(BaseModel):
     """One change filed on a day of a service's change series (under its own key, beside the day's figures)."""
@@ -274,15 +305,21 @@ class ChangeEntry(BaseModel):
 
 class ChangeDayFigures(BaseModel):
     """The changes of one service whose change time fell on one UTC day, as counts (each
-    change is kept under its own key beside them, as resolutions are)."""
+    change is kept under its own key beside them, as resolutions are), each change applied once
+    (`applied`, see `Days` in stream/series.py)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     changes: int = 0
     failed: int = 0
+    applied: str | None = None
+    """The change these figures took in last (see `Days` in stream/series.py)."""
 
     def entered(self, entry: ChangeEntry) -> ChangeDayFigures:
         return ChangeDayFigures(changes=self.changes + 1, failed=self.failed + int(entry.failed))
+
+    def left(self, entry: ChangeEntry) -> ChangeDayFigures:
+        return ChangeDayFigures(changes=self.changes - 1, failed=self.failed - int(entry.failed))
 
     def figures(self) -> tuple[int, int]:
         """(changes, failed changes) of the day."""

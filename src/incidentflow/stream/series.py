@@ -28,22 +28,36 @@ F = TypeVar("F", bound=BaseModel)
 class Figures(Protocol[E_contra]):
     """A day's figures: what `DayFigures` and `ChangeDayFigures` do."""
 
+    applied: str | None
+
     def entered(self, entry: E_contra, /) -> Any: ...
+
+    def left(self, entry: E_contra, /) -> Any: ...
 
 
 @dataclass(frozen=True)
 class Days(Generic[F, E]):
     """The days of the series of one table: each day's figures under `series|YYYY-MM-DD` and each of
-    its entries (a resolution, a change) under `series|YYYY-MM-DD|id`; a scrape or a recount reads
-    a day's entries with one seek (`items_with_prefix`).
+    its entries (a resolution, a change) under `series|YYYY-MM-DD|id`; a scrape reads a day's
+    entries with one seek (`items_with_prefix`).
 
-    The figures are recounted from the entries whenever a day changes, never kept as running sums:
-    the several table writes of one record reach their changelogs as separate records, so a worker
-    killed between two of them leaves some written and some not, and whoever handles the record
-    again must reach the right figures from what is there. Each entry is written whole (set or
-    deleted), so writing it again is harmless, and a recount from the entries is always exact; a
-    running sum missing its last step would stay wrong for good (seen: a change counted in its
-    day's entries and not in its figures after a worker SIGKILL). See docs/semantics.md."""
+    The figures are running sums, kept right across a crash between the several table writes of
+    one record (they reach their changelogs as separate records, so a worker killed between two of
+    them leaves some written and some not, and whoever handles the record again must end right
+    from what is there; seen in session 9: a change counted in its day's entries and not in its
+    figures). So, for each record:
+
+    1. its entries are written whole (`leave`, `enter`): writing them again is harmless;
+    2. then each changed day's figures, with the record's change applied once (`apply`): the
+       figures name the change they took in last, and a day that names it already is left alone;
+    3. then, by the caller, the member, which makes the record a duplicate from then on.
+
+    A record handled again finds each day's figures either without its change (applied now) or
+    naming it (kept). Records of a partition are handled in order, so no other change of the day
+    can come between. What leaves is computed from the member before the record (never from the
+    entries, which step 1 may have rewritten already). A maximum that leaves is found again by
+    reading the day's entries (one seek); no other change reads them, so a day of many thousands
+    of resolutions costs no more than a day of ten. See docs/semantics.md."""
 
     table: TableT[bytes, bytes]
     figures_model: type[F]
@@ -66,17 +80,55 @@ class Days(Generic[F, E]):
         """Files this item's entry on the day, replacing one it had there."""
         self.table[_entries_prefix(series, day) + item.encode()] = entry.model_dump_json().encode()
 
+    def move(self, series: str, item: str, change: str, leaving: tuple[date, E] | None,
+             entering: tuple[date, E] | None) -> dict[date, F]:  # fmt: skip
+        """Steps 1 and 2 for one item: its entry `leaving` (day, entry it had there) taken out, its
+        entry `entering` put in; returns the figures of each day that changed."""
+        if leaving is not None:
+            self.leave(series, leaving[0], item)
+        if entering is not None:
+            self.enter(series, entering[0], item, entering[1])
+        changed = sorted({pair[0] for pair in (leaving, entering) if pair is not None})
+        return {
+            day: self.apply(series, day, change, leaving[1] if leaving is not None and leaving[0] == day else None,
+                            entering[1] if entering is not None and entering[0] == day else None)
+            for day in changed
+        }  # fmt: skip
+
+    def apply(self, series: str, day: date, change: str, leaving: E | None, entering: E | None) -> F:
+        """The day's figures with one item's entry `leaving` taken out and `entering` put in (either
+        may be None), saved; once per `change` (a name no other change of this day has, such as the
+        record's offset). Runs after `leave` and `enter` wrote the entries."""
+        stored = self.figures(series, day)
+        if cast(Figures[E], stored).applied == change:
+            return stored
+        figures: Any = stored
+        if leaving is not None:
+            figures = figures.left(leaving)
+        if figures is None:  # its maximum left: the entries, which hold the change already, tell the rest
+            figures = self.recount(series, day)
+        elif entering is not None:
+            figures = figures.entered(entering)
+        figures = figures.model_copy(update={"applied": change})
+        self.table[day_key(series, day)] = figures.model_dump_json().encode()
+        return cast(F, figures)
+
     def recount(self, series: str, day: date) -> F:
-        """The day's figures from its entries, saved."""
+        """The day's figures counted from its entries (not saved)."""
         figures: Any = self.figures_model()
         for entry in self.entries(series, day):
             figures = cast(Figures[E], figures).entered(entry)
-        self.table[day_key(series, day)] = figures.model_dump_json().encode()
         return cast(F, figures)
 
 
 def _entries_prefix(series: str, day: date) -> bytes:
     return f"{series}|{day.isoformat()}|".encode()
+
+
+def _change_of(message: Message) -> str:
+    """What names the change a record makes to a day or an index: its partition and offset, which no
+    other record of its topic has (a series lives in one partition of it)."""
+    return f"{message.partition}@{message.offset}"
 
 
 def register(worker: Worker) -> None:
@@ -100,19 +152,11 @@ def register(worker: Worker) -> None:
             return "rekeyed"
         member_key = f"{series}|{contribution.aggregate_id}".encode()
         stored = members.get(member_key)
-        move = metrics.move(metrics.Member.model_validate_json(stored) if stored else None, contribution)
+        old = metrics.Member.model_validate_json(stored) if stored else None
+        move = metrics.move(old, contribution)
         if move is None:
             return "duplicate"
-        changed: set[date] = set()
-        item = contribution.aggregate_id
-        if move.leave_day is not None:
-            days.leave(series, move.leave_day, item)
-            changed.add(move.leave_day)
-        if move.enter_day is not None and move.member.resolved_at is not None:
-            resolution = metrics.Resolution(resolved_at=move.member.resolved_at,
-                                            seconds=move.member.time_to_restore_seconds or 0.0)  # fmt: skip
-            days.enter(series, move.enter_day, item, resolution)
-            changed.add(move.enter_day)
+        change = _change_of(message)
         stored_index = index.get(series.encode())
         current_index = (
             metrics.SeriesIndex.model_validate_json(stored_index)
@@ -120,12 +164,14 @@ def register(worker: Worker) -> None:
             else metrics.SeriesIndex(service=contribution.service, severity=contribution.severity)
         )
         index[series.encode()] = (
-            metrics.with_day(current_index, move.enter_day, move.open_delta).model_dump_json().encode()
+            metrics.with_day(current_index, move.enter_day, move.open_delta, change).model_dump_json().encode()
         )
-        recounted = {day: days.recount(series, day) for day in sorted(changed)}
+        changed = days.move(
+            series, contribution.aggregate_id, change, old.entry() if old else None, move.member.entry()
+        )
         # Written last: a record whose member is written has had every other write (see `Days`).
         members[member_key] = move.member.model_dump_json().encode()
-        for day, figures in recounted.items():
+        for day, figures in changed.items():
             row = MetricRow(metric="mttr", service=contribution.service, severity=contribution.severity,
                             day=day.isoformat(), **figures.figures().model_dump())  # fmt: skip
             await worker.send(names.metrics, row.key, row.model_dump_json())
@@ -167,13 +213,6 @@ def register_changes(worker: Worker) -> None:
         if old == new:
             members[member_key] = facts.model_dump_json().encode()
             return "applied"
-        changed: set[date] = set()
-        if old is not None and old.day is not None:
-            days.leave(service, old.day, change_id)
-            changed.add(old.day)
-        if new.day is not None and new.changed_at is not None:
-            days.enter(service, new.day, change_id, metrics.ChangeEntry(changed_at=new.changed_at, failed=new.failed))
-            changed.add(new.day)
         stored_index = index.get(service.encode())
         current_index = (
             metrics.ChangeIndex.model_validate_json(stored_index)
@@ -181,10 +220,10 @@ def register_changes(worker: Worker) -> None:
             else metrics.ChangeIndex(service=service)
         )
         index[service.encode()] = current_index.with_day(new.day).model_dump_json().encode()
-        recounted = {day: days.recount(service, day) for day in sorted(changed)}
+        changed = days.move(service, change_id, _change_of(message), old.entry() if old else None, new.entry())
         # Written last: a record whose member is written has had every other write (see `Days`).
         members[member_key] = facts.model_dump_json().encode()
-        for day, figures in recounted.items():
+        for day, figures in changed.items():
             count, failed = figures.figures()
             row = MetricRow(metric="changes", service=service, severity="-", day=day.isoformat(),
                             changes=count, failed_changes=failed)  # fmt: skip

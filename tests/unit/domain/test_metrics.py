@@ -13,55 +13,52 @@ from incidentflow.domain import metrics
 from incidentflow.domain.aggregate import AggregateState, apply
 from incidentflow.domain.events import AlertEvent
 from incidentflow.domain.incident import project
-from tests.factories import T0, alert
+from incidentflow.stream.series import Days
+from tests.factories import T0, DictTable, alert
 from tests.oracle import incident_dict, recompute_incident, recompute_mttr, recompute_open
 
 
 @dataclass
 class Series:
-    """The stores of one series, as the series agent keeps them (tables there, dicts here)."""
+    """The stores of one series, as the series agent keeps them: the members here, the days in `Days`."""
 
     index: metrics.SeriesIndex
     members: dict[str, metrics.Member] = field(default_factory=dict)
-    days: dict[date, metrics.DayFigures] = field(default_factory=dict)
-    resolutions: dict[date, dict[str, metrics.Resolution]] = field(default_factory=dict)
+    table: DictTable = field(default_factory=DictTable)
+    offset: int = 0
 
-    def leave(self, day: date, aggregate_id: str) -> None:
-        self.resolutions.setdefault(day, {}).pop(aggregate_id, None)
-        self.recount(day)
+    @property
+    def name(self) -> str:
+        return metrics.series_key(self.index.service, self.index.severity)
 
-    def recount(self, day: date) -> None:
-        figures = metrics.DayFigures()
-        for resolution in self.resolutions.get(day, {}).values():
-            figures = figures.entered(resolution)
-        self.days[day] = figures
+    @property
+    def days(self) -> Days[metrics.DayFigures, metrics.Resolution]:
+        return Days(self.table, metrics.DayFigures, metrics.Resolution)
 
     def record(self, c: metrics.Contribution) -> None:
-        move = metrics.move(self.members.get(c.aggregate_id), c)
+        """What the series agent does with one contribution (`record_one` in stream/series.py)."""
+        self.offset += 1
+        old = self.members.get(c.aggregate_id)
+        move = metrics.move(old, c)
         if move is None:
             return
+        change = f"0@{self.offset}"
+        self.index = metrics.with_day(self.index, move.enter_day, move.open_delta, change)
+        self.days.move(self.name, c.aggregate_id, change, old.entry() if old else None, move.member.entry())
         self.members[c.aggregate_id] = move.member
-        if move.leave_day is not None:
-            self.leave(move.leave_day, c.aggregate_id)
-        if move.enter_day is not None and move.member.resolved_at is not None:
-            self.leave(move.enter_day, c.aggregate_id)
-            seconds = move.member.time_to_restore_seconds or 0.0
-            resolution = metrics.Resolution(resolved_at=move.member.resolved_at, seconds=seconds)
-            self.resolutions[move.enter_day][c.aggregate_id] = resolution
-            self.recount(move.enter_day)
-        self.index = metrics.with_day(self.index, move.enter_day, move.open_delta)
 
     def mttr(self, now: datetime, window: timedelta) -> tuple[int, float | None]:
         days = [
-            metrics.Day(on=day, figures=figures, entries=lambda day=day: self.resolutions[day].values())  # type: ignore[misc]
-            for day, figures in self.days.items()
-        ]
+            metrics.Day(on=day, figures=self.days.figures(self.name, day),
+                        entries=lambda day=day: self.days.entries(self.name, day))  # type: ignore[misc]
+            for day in self.index.days
+        ]  # fmt: skip
         return metrics.mttr(days, now, window)
 
     def figures(self, day: date) -> metrics.Bucket:
         """The day's figures, checked against its resolutions."""
-        kept = [r.seconds for r in self.resolutions.get(day, {}).values()]
-        found = self.days.get(day, metrics.DayFigures()).figures()
+        kept = [r.seconds for r in self.days.entries(self.name, day)]
+        found = self.days.figures(self.name, day).figures()
         assert (found.count, found.max_seconds) == (len(kept), max(kept, default=0.0))
         assert abs(found.sum_seconds - sum(kept)) < 1e-6
         return found
@@ -130,7 +127,7 @@ def test_series_equal_batch_recomputation(events: list[AlertEvent], rnd: random.
         for k, v in expected.items():
             assert abs(got[k] - v) < 1e-6
     for s in series.values():
-        for day in s.days:
+        for day in s.index.days:
             s.figures(day)
     opened = {(s.index.service, s.index.severity): s.index.open for s in series.values() if s.index.open}
     assert opened == recompute_open(final)
@@ -243,3 +240,13 @@ def test_report_sums_daily_rows_per_service_within_the_range() -> None:
     assert found["search"].incidents == 0 and found["search"].mttr_seconds is None
     assert found["search"].change_failure_rate == 0.0
     assert [r.service for r in metrics.report(rows, d, d + timedelta(days=1), service="search")] == ["search"]
+
+
+def test_the_open_count_takes_each_change_once() -> None:
+    """A record handled again after its index was written and its member was not counts its open incident once."""
+    index = metrics.SeriesIndex(service="api", severity="high")
+    index = metrics.with_day(index, None, +1, "0@7")
+    index = metrics.with_day(index, None, +1, "0@7")  # the same record, handled again
+    assert index.open == 1
+    index = metrics.with_day(index, T0.date(), -1, "0@9")
+    assert (index.open, index.days) == (0, (T0.date(),))

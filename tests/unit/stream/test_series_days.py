@@ -1,69 +1,158 @@
-"""A day's figures are recounted from its entries, so a record handled again after a partial write ends right."""
+"""A day's figures are running sums that take each record's change once, so a record handled again
+after a partial write ends right, and a change of a day reads none of its entries."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
-from typing import Any
+import contextlib
+import random
+from datetime import UTC, date, datetime, timedelta
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from incidentflow.domain import metrics
 from incidentflow.stream.series import Days, day_key
+from tests.factories import DictTable
 
 DAY = date(2026, 12, 11)
 
 
-class Table(dict[bytes, bytes]):
-    """What `Days` uses of a Faust table; `data` is what `items_with_prefix` scans without RocksDB."""
-
-    @property
-    def data(self) -> dict[bytes, bytes]:
-        return self
+def change(hour: int, failed: bool) -> tuple[date, metrics.ChangeEntry]:
+    return DAY, metrics.ChangeEntry(changed_at=datetime(2026, 12, 11, hour, tzinfo=UTC), failed=failed)
 
 
-def change(hour: int, failed: bool) -> metrics.ChangeEntry:
-    return metrics.ChangeEntry(changed_at=datetime(2026, 12, 11, hour, tzinfo=UTC), failed=failed)
+def resolution(seconds: float, day: date = DAY) -> tuple[date, metrics.Resolution]:
+    return day, metrics.Resolution(resolved_at=datetime.combine(day, datetime.min.time(), UTC), seconds=seconds)
 
 
-def days(table: Any) -> Days[metrics.ChangeDayFigures, metrics.ChangeEntry]:
+def change_days(table: DictTable) -> Days[metrics.ChangeDayFigures, metrics.ChangeEntry]:
     return Days(table, metrics.ChangeDayFigures, metrics.ChangeEntry)
 
 
-def test_figures_are_recounted_from_the_entries_and_saved() -> None:
-    table = Table()
-    series = days(table)
-    series.enter("orders", DAY, "c-1", change(1, failed=True))
-    series.enter("orders", DAY, "c-2", change(2, failed=False))
-    series.enter("orders", DAY, "c-2", change(2, failed=True))  # filed again: replaced, not added
-    series.enter("orders", date(2026, 12, 12), "c-3", change(3, failed=False))  # another day
-    series.enter("ordersx", DAY, "c-4", change(4, failed=False))  # another series sharing the prefix
-    assert series.recount("orders", DAY).figures() == (2, 2)
-    assert series.figures("orders", DAY).figures() == (2, 2)  # saved
-    series.leave("orders", DAY, "c-1")
-    series.leave("orders", DAY, "c-9")  # never filed: nothing
-    assert series.recount("orders", DAY).figures() == (1, 1)
+def mttr_days(table: DictTable) -> Days[metrics.DayFigures, metrics.Resolution]:
+    return Days(table, metrics.DayFigures, metrics.Resolution)
+
+
+class Counted(DictTable):
+    """A table that counts the reads of a day's entries (`items_with_prefix` scans `data`)."""
+
+    scans = 0
+
+    @property
+    def data(self) -> dict[bytes, bytes]:
+        self.scans += 1
+        return self
+
+
+def test_figures_follow_the_entries_as_items_enter_move_and_leave() -> None:
+    table = DictTable()
+    days = change_days(table)
+    days.move("orders", "c-1", "0@1", None, change(1, failed=True))
+    days.move("orders", "c-2", "0@2", None, change(2, failed=False))
+    days.move("orders", "c-2", "0@3", change(2, failed=False), change(2, failed=True))  # the same day, failed now
+    days.move("orders", "c-3", "0@4", None, (date(2026, 12, 12), change(3, False)[1]))  # another day
+    days.move("ordersx", "c-4", "0@5", None, change(4, failed=False))  # another series sharing the prefix
+    assert days.figures("orders", DAY).figures() == (2, 2)
+    assert days.recount("orders", DAY).figures() == (2, 2)
+    moved = days.move("orders", "c-1", "0@6", change(1, failed=True), (date(2026, 12, 12), change(1, True)[1]))
+    assert {day: figures.figures() for day, figures in moved.items()} == {DAY: (1, 1), date(2026, 12, 12): (2, 1)}
+    days.move("orders", "c-2", "0@7", change(2, failed=True), None)
+    assert days.figures("orders", DAY).figures() == (0, 0)
+    assert days.entries("orders", DAY) == []
+
+
+def test_a_change_is_applied_once_however_often_its_record_is_handled() -> None:
+    table = DictTable()
+    days = mttr_days(table)
+    days.move("orders|sev1", "i-1", "0@1", None, resolution(600.0))
+    once = table[day_key("orders|sev1", DAY)]
+    days.move("orders|sev1", "i-1", "0@1", None, resolution(600.0))
+    assert table[day_key("orders|sev1", DAY)] == once
+    assert days.figures("orders|sev1", DAY).figures() == metrics.Bucket(count=1, sum_seconds=600.0, max_seconds=600.0)
 
 
 def test_a_record_handled_again_after_its_figures_were_lost_ends_right() -> None:
-    """The session-9 failure: the entry reached the changelog and the figures did not."""
-    table = Table()
-    series = days(table)
+    """The session-9 failure: the entry was written and the figures were not when the worker was killed."""
+    table = DictTable()
+    days = change_days(table)
     for n in range(11):
-        series.enter("orders", DAY, f"c-{n}", change(n, failed=n < 9))
-    series.recount("orders", DAY)
-    series.enter("orders", DAY, "c-11", change(12, failed=False))  # then the worker is killed
-    assert series.figures("orders", DAY).figures() == (11, 9)
-    series.enter("orders", DAY, "c-11", change(12, failed=False))  # the next owner handles it again
-    assert series.recount("orders", DAY).figures() == (12, 9)
+        days.move("orders", f"c-{n}", f"0@{n}", None, change(n, failed=n < 9))
+    days.enter("orders", DAY, "c-11", change(12, failed=False)[1])  # then the worker is killed
+    assert days.figures("orders", DAY).figures() == (11, 9)
+    days.move("orders", "c-11", "0@11", None, change(12, failed=False))  # the next owner handles it again
+    assert days.figures("orders", DAY).figures() == (12, 9)
 
 
-def test_resolution_figures_recounted_are_those_of_running_sums() -> None:
-    table = Table()
-    series: Days[metrics.DayFigures, metrics.Resolution] = Days(table, metrics.DayFigures, metrics.Resolution)
-    seconds = [600.0, 2400.0, 0.1, 0.2]
-    for n, s in enumerate(seconds):
-        series.enter("orders|sev1", DAY, f"i-{n}", metrics.Resolution(resolved_at=datetime(2026, 12, 11, tzinfo=UTC),
-                                                                       seconds=s))  # fmt: skip
-    running = metrics.DayFigures()
-    for s in seconds:
-        running = running.entered(metrics.Resolution(resolved_at=datetime(2026, 12, 11, tzinfo=UTC), seconds=s))
-    assert series.recount("orders|sev1", DAY) == running
-    assert table[day_key("orders|sev1", DAY)] == running.model_dump_json().encode()
+def test_only_a_maximum_that_leaves_reads_the_days_entries() -> None:
+    table = Counted()
+    days = mttr_days(table)
+    for n, seconds in enumerate([600.0, 2400.0, 0.1, 0.2]):
+        days.move("orders|sev1", f"i-{n}", f"0@{n}", None, resolution(seconds))
+    days.move("orders|sev1", "i-0", "0@10", resolution(600.0), None)  # not the longest: no read
+    assert table.scans == 0
+    assert days.figures("orders|sev1", DAY).figures() == metrics.Bucket(count=3, sum_seconds=2400.3, max_seconds=2400.0)
+    days.move("orders|sev1", "i-1", "0@11", resolution(2400.0), resolution(5.0))  # the longest leaves: one read
+    assert table.scans == 1
+    assert days.figures("orders|sev1", DAY).figures() == metrics.Bucket(count=3, sum_seconds=5.3, max_seconds=5.0)
+
+
+class Killed(Exception):
+    pass
+
+
+class Dying(DictTable):
+    """A table whose writes stop for good after `left` more (the worker is killed there); a dying
+    worker's later writes are lost with it."""
+
+    def __init__(self, into: DictTable, left: int) -> None:
+        super().__init__()
+        self.into, self.left = into, left
+
+    def get(self, key: bytes, default: bytes | None = None) -> bytes | None:  # type: ignore[override]
+        return self.into.get(key, default)
+
+    @property
+    def data(self) -> dict[bytes, bytes]:
+        return self.into
+
+    def _write(self) -> None:
+        if self.left == 0:
+            raise Killed
+        self.left -= 1
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        self._write()
+        self.into[key] = value
+
+    def pop(self, key: bytes, default: bytes | None = None) -> bytes | None:  # type: ignore[override]
+        self._write()
+        return self.into.pop(key, default)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.randoms(use_true_random=False), st.integers(5, 60))
+def test_figures_equal_a_recount_whatever_write_a_worker_is_killed_at(rnd: random.Random, records: int) -> None:
+    """Items enter, move between two days and leave, each record handled as the series agent does
+    (entries and figures by `Days.move`, then the member); some workers are killed after any
+    number of a record's writes, and the record is handled again by the next one."""
+    table = DictTable()
+    members: dict[str, tuple[date, metrics.Resolution] | None] = {}
+    for offset in range(records):
+        item = f"i-{rnd.randrange(6)}"
+        entering = None if rnd.random() < 0.25 else resolution(rnd.choice([1.0, 5.0, 60.0, 60.0, 3600.0]),
+                                                                DAY + timedelta(days=rnd.randrange(2)))  # fmt: skip
+        change = f"0@{offset}"
+        if rnd.random() < 0.4:
+            with contextlib.suppress(Killed):  # killed after some of its writes, or after all but the member
+                mttr_days(Dying(table, rnd.randrange(5))).move("s", item, change, members.get(item), entering)
+        mttr_days(table).move("s", item, change, members.get(item), entering)
+        members[item] = entering
+    days = mttr_days(table)
+    for day in (DAY, DAY + timedelta(days=1)):
+        expected = [
+            entry.seconds for kept in members.values() if kept is not None and kept[0] == day for entry in [kept[1]]
+        ]
+        assert days.figures("s", day).figures() == days.recount("s", day).figures()
+        assert days.figures("s", day).count == len(expected)
+        assert days.figures("s", day).max_seconds == max(expected, default=0.0)
+        assert days.figures("s", day).sum_microseconds == sum(metrics.microseconds(s) for s in expected)
