@@ -172,6 +172,8 @@ class Changelog:
 
     pending: deque[tuple[str, int, bytes, bytes | None, Any]] = field(default_factory=deque)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    delivered: dict[tuple[int, faust.types.TP], tuple[Any, int]] = field(default_factory=dict)
+    """(store id, changelog partition) -> (store, newest offset acknowledged) not yet noted in the store."""
 
     def add(self, topic: str, partition: int, key: bytes, value: bytes | None, store: Any) -> None:
         self.pending.append((topic, partition, key, value, store))
@@ -184,7 +186,29 @@ class Changelog:
                 producer = app.producer
                 topic, partition, key, value, store = self.pending.popleft()
                 delivery = await producer.send(topic, key, value, partition=partition, timestamp=None, headers=None)
-                cast(asyncio.Future[Any], delivery).add_done_callback(partial(_changelog_delivered, store))
+                cast(asyncio.Future[Any], delivery).add_done_callback(partial(self._delivered, store))
+
+    def _delivered(self, store: Any, delivery: asyncio.Future[Any]) -> None:
+        """What Faust does when a changelog record is acknowledged: the store notes its offset
+        (recovery reads the changelog from there). Noted once per partition for all the
+        acknowledgements of one turn of the event loop: each note is a RocksDB write, and a batch
+        acknowledges hundreds of records at once (a note that comes late only makes a recovery
+        read a few records again)."""
+        if delivery.cancelled() or delivery.exception() is not None:
+            log.error("a table changelog record was not delivered: %r",
+                      None if delivery.cancelled() else delivery.exception())  # fmt: skip
+            return
+        sent = delivery.result()
+        tp = faust.types.TP(sent.topic, sent.partition)
+        if not self.delivered:
+            asyncio.get_running_loop().call_soon(self._note_delivered)
+        _, newest = self.delivered.get((id(store), tp), (store, -1))
+        self.delivered[(id(store), tp)] = (store, max(newest, sent.offset))
+
+    def _note_delivered(self) -> None:
+        delivered, self.delivered = self.delivered, {}
+        for (_, tp), (store, offset) in delivered.items():
+            store.set_persisted_offset(tp, offset)
 
 
 @dataclass
@@ -396,17 +420,6 @@ def _delivered(topic: str, delivery: asyncio.Future[object]) -> None:
     """Runs when the broker answered a send: a record it refused after every retry is logged loudly."""
     if not delivery.cancelled() and delivery.exception() is not None:
         log.error("a record for %s was not delivered: %r", topic, delivery.exception())
-
-
-def _changelog_delivered(store: Any, delivery: asyncio.Future[Any]) -> None:
-    """What Faust does when a changelog record is acknowledged: the store notes its offset."""
-    if delivery.cancelled() or delivery.exception() is not None:
-        log.error(
-            "a table changelog record was not delivered: %r", None if delivery.cancelled() else delivery.exception()
-        )
-        return
-    sent = delivery.result()
-    store.set_persisted_offset(faust.types.TP(sent.topic, sent.partition), sent.offset)
 
 
 def _forget_acks_below(consumer: Any, tp: Any, offset: int) -> None:

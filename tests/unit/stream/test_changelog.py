@@ -39,9 +39,11 @@ class Producer:
 @dataclass
 class Store:
     persisted: dict[TP, int] = field(default_factory=dict)
+    notes: int = 0
 
     def set_persisted_offset(self, tp: TP, offset: int) -> None:
         self.persisted[tp] = offset
+        self.notes += 1
 
 
 @dataclass
@@ -78,9 +80,11 @@ def test_two_agents_flushing_at_once_keep_the_order_of_writes() -> None:
         await asyncio.gather(changelog.flush(app), second_agent())  # type: ignore[arg-type]
         for offset, delivery in enumerate(app.producer.deliveries):
             delivery.set_result(Sent("t-changelog", 0, offset))
-        await asyncio.sleep(0)
+        for _ in range(3):
+            await asyncio.sleep(0)
         return app.producer, store
 
     producer, store = asyncio.run(run())
     assert [value for *_, value in producer.records] == [b"1", b"2", b"3"]
     assert store.persisted == {TP("t-changelog", 0): 2}  # as Faust's own callback: recovery starts after it
+    assert store.notes == 1  # once for the three acknowledgements: each note is a RocksDB write
