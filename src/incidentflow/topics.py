@@ -85,6 +85,11 @@ class Topics:
         """Internal: change contributions re-keyed by service."""
         return self._name("change-contributions")
 
+    @property
+    def internal(self) -> tuple[str, ...]:
+        """The topics between the worker's own stages; their records are packed (stream/packed.py)."""
+        return (self.contributions, self.scope, self.suspects, self.verdicts, self.change_contributions)
+
     def configs(self) -> dict[str, dict[str, str]]:
         """Every topic with its config: raw is kept forever, state topics are compacted."""
         return {

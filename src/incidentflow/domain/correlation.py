@@ -237,7 +237,9 @@ class Suspects(_Value):
     incident: IncidentSide | None = None
     changes: dict[str, Change] = Field(default_factory=dict)
     pairs: dict[str, Pair] = Field(default_factory=dict)
-    position: int = Field(default=-1, description="Offset of the last input that changed this state.")
+    position: int = Field(
+        default=-1, description="Position (offset and item) of the last input that changed this state."
+    )
 
 
 @dataclass(frozen=True)

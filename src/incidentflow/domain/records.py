@@ -60,6 +60,11 @@ class DeadLetterRecord(_Record):
     topic: str
     partition: int
     offset: int
+    item: int | None = Field(
+        default=None,
+        description="Index of the item within a packed record of an internal topic (`key` and `value` are the item's); "
+        "null for a whole record.",
+    )
     timestamp: int | None = Field(default=None, description="Kafka timestamp of the original record (ms).")
     dead_lettered_at: UtcDatetime
     key: str | None = None

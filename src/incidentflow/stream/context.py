@@ -6,8 +6,8 @@ import asyncio
 import base64
 import logging
 import time
-from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -16,11 +16,13 @@ from typing import Any, Literal, cast
 import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
-from faust.types import EventT, Message, TableT
+from faust.streams import _current_event as _CURRENT_EVENT  # what Faust's tables read: current_event()
+from faust.types import EventT, Message, StreamT, TableT
 
 from incidentflow.config import Integrations, Settings
 from incidentflow.domain.records import DeadLetterRecord
 from incidentflow.metrics.worker import WorkerMetrics
+from incidentflow.stream.packed import NotPacked, Outbox, Record, unpack
 from incidentflow.stream.stall import BrokerOffsets
 from incidentflow.topics import Topics
 
@@ -34,6 +36,14 @@ ROCKSDB_OPTIONS = {
     "block_cache_size": 1024**2,
 }  # Faust's own cache per database, unused: replaced by the shared one
 
+
+BATCH_MAX = 1000
+"""Most records an agent takes at once: its per-record costs in Faust's stream are paid once per batch."""
+BATCH_WITHIN_SECONDS = 0.02
+"""Longest an agent waits for a batch to fill before it handles what it has (the latency it may add)."""
+
+Handler = Callable[[Record], Awaitable[str]]
+"""What an agent runs for each record (or item of a packed record) it takes; returns the outcome counted."""
 
 HELD_SECONDS = 10.0
 """How long a committed offset may stay below what a worker handled before `commit_handled` commits it."""
@@ -164,19 +174,24 @@ class Changelog:
     Faust queues every table write in a buffer of its own that one task drains a record at a time
     through its publishing path, and stops the streams whenever more than 100 wait (in our fold
     benchmark the worker sat idle about a third of the time before; busy 96% after, and 10-25%
-    faster: bench/README.md). Records go out in the order they
-    were written, one flush at a time, so the changelog of every key keeps the order of its writes.
-    When one is acknowledged, the store notes its offset as Faust's own callback does (recovery
-    starts after it).
+    faster: bench/README.md). A key written several times before a flush (a series' index, a day's
+    figures, within one batch) sends only its last value: the changelogs are compacted and
+    recovery keeps the last value of each key anyway, and the earlier ones were never anywhere else
+    but in this worker's store. Records go out in the order of their last writes, one flush at a
+    time, so the changelog of every key keeps the order of its writes. When one is acknowledged,
+    the store notes its offset as Faust's own callback does (recovery starts after it).
     """
 
-    pending: deque[tuple[str, int, bytes, bytes | None, Any]] = field(default_factory=deque)
+    pending: dict[tuple[str, int, bytes], tuple[bytes | None, Any]] = field(default_factory=dict)
+    """(topic, partition, key) -> (last value written, its store), in the order of the last writes."""
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     delivered: dict[tuple[int, faust.types.TP], tuple[Any, int]] = field(default_factory=dict)
     """(store id, changelog partition) -> (store, newest offset acknowledged) not yet noted in the store."""
 
     def add(self, topic: str, partition: int, key: bytes, value: bytes | None, store: Any) -> None:
-        self.pending.append((topic, partition, key, value, store))
+        where = (topic, partition, key)
+        self.pending.pop(where, None)  # to the end: the order is that of the last writes
+        self.pending[where] = (value, store)
 
     async def flush(self, app: faust.App) -> None:
         """Returns once every record written so far is in the producer's hands (whoever sends it), so
@@ -184,7 +199,9 @@ class Changelog:
         async with self.lock:
             while self.pending:
                 producer = app.producer
-                topic, partition, key, value, store = self.pending.popleft()
+                where = next(iter(self.pending))
+                value, store = self.pending.pop(where)
+                topic, partition, key = where
                 delivery = await producer.send(topic, key, value, partition=partition, timestamp=None, headers=None)
                 cast(asyncio.Future[Any], delivery).add_done_callback(partial(self._delivered, store))
 
@@ -225,6 +242,10 @@ class Worker:
     positions: Positions | None = None
     gaps: GapReader = field(init=False)
     offsets: BrokerOffsets = field(init=False)
+    outbox: Outbox = field(init=False)
+    outbox_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    packed: frozenset[str] = field(init=False)
+    """The internal topics, whose records are packed (see stream/packed.py)."""
     changelog: Changelog = field(default_factory=Changelog)
     completed: dict[tuple[str, int], tuple[int, int]] = field(default_factory=dict)
     """(topic, partition) -> (consumer generation, next offset) once every earlier record is handled
@@ -236,6 +257,8 @@ class Worker:
         self.positions = Positions(self.table("positions", "next offset expected by topic:partition"))
         self.gaps = GapReader(self.settings.kafka_bootstrap)
         self.offsets = BrokerOffsets(self.settings.kafka_bootstrap)
+        self.outbox = Outbox(self.settings.partitions)
+        self.packed = frozenset(self.names.internal)
 
     def topic(self, name: str) -> faust.TopicT:
         if name not in self.topics:
@@ -255,36 +278,67 @@ class Worker:
         return table
 
     async def send(self, topic: str, key: str, value: str | bytes) -> None:
+        """Sends a record: to an internal topic through the outbox, which `handle_batch` empties when
+        its batch is done; to any other topic at once."""
         data = value.encode() if isinstance(value, str) else value
+        if topic in self.packed:
+            self.outbox.add(topic, key, data)
+            return
+        await self._produce(topic, key.encode(), data)
+
+    async def flush_outbox(self) -> None:
+        """Returns once every item written so far is in the producer's hands, packed. One flush at a
+        time (agents share the outbox): items of a topic and partition reach the producer in the
+        order they were written, whichever agent's flush takes them."""
+        async with self.outbox_lock:
+            for topic, partition, key, value in self.outbox.take():
+                await self._produce(topic, key, value, partition)
+
+    async def _produce(self, topic: str, key: bytes, value: bytes, partition: int | None = None) -> None:
         # Straight to the producer: Faust's Topic.send wraps every record in futures and sensor calls
         # that cost half again as much CPU per record (bench/README.md). Delivery is the same: the
         # commit of input offsets flushes this producer first.
-        delivery = await self.app.producer.send(topic, key.encode(), data, partition=None, timestamp=None,
-                                                headers=None)  # fmt: skip
+        delivery = await self.app.producer.send(topic, key, value, partition=partition, timestamp=None, headers=None)
         cast(asyncio.Future[object], delivery).add_done_callback(partial(_delivered, topic))
 
-    async def handle(self, event: EventT[bytes], handler: Callable[[Message], Awaitable[str]]) -> None:
+    async def consume(self, stream: StreamT[bytes], handler: Handler) -> None:
+        """An agent's body: takes its records in batches and handles each (`handle_batch`)."""
+        # StreamT declares no take_events, which Stream (0.15) has
+        async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_SECONDS):  # type: ignore[attr-defined]
+            await self.handle_batch(events, handler)
+
+    async def handle(self, event: EventT[bytes], handler: Handler) -> None:
         """Run one record's handler, after those of any records skipped before it (see `Positions`)."""
-        message = event.message
+        await self.handle_batch([event], handler)
+
+    async def handle_batch(self, events: Sequence[EventT[bytes]], handler: Handler) -> None:
+        """Runs for every batch an agent takes: each record's handler in order, after those of any
+        records skipped before it (see `Positions`). Once it returns, every table write of the batch
+        is in the producer's hands and `completed` covers each record handled, so that Faust's acks
+        of the batch, and the commit after them, cover only what is done."""
         positions = self.positions
-        if positions is None:
-            await self._run(message, handler)
-        else:
+        done: dict[tuple[str, int], int] = {}
+        for event in events:
+            message = event.message
+            _CURRENT_EVENT.set(weakref.ref(event))  # table reads and writes go to this record's partition
+            if positions is None:
+                await self._run_message(message, handler)
+                continue
             first = positions.first_in_generation(self.app, message)
             skipped_from = positions.skipped_from(self.app, message)
             complete = skipped_from is None or await self._read_skipped(message, skipped_from, handler)
-            await self._run(message, handler)
+            await self._run_message(message, handler)
             if complete:
                 if first or skipped_from is not None:
                     # at the first record nothing of the partition is acked yet in this generation
                     await self._commit_past(message, 0 if first or skipped_from is None else skipped_from)
                 positions.handled(self.app, message)
-            await self.changelog.flush(self.app)
-            if complete:
-                tp = (message.topic, message.partition)
-                self.completed[tp] = (self.app.consumer_generation_id, message.offset + 1)
-            return
+                done[(message.topic, message.partition)] = message.offset + 1
+        await self.flush_outbox()
         await self.changelog.flush(self.app)
+        generation = self.app.consumer_generation_id
+        for tp, nxt in done.items():
+            self.completed[tp] = (generation, nxt)
 
     async def commit_handled(self, now: float | None = None) -> dict[Any, int]:
         """Runs every few seconds: where Faust's consumer has not committed an assigned partition up
@@ -347,7 +401,7 @@ class Worker:
             _forget_acks_below(consumer, tp, nxt)
         return due
 
-    async def _read_skipped(self, message: Message, start: int, handler: Callable[[Message], Awaitable[str]]) -> bool:
+    async def _read_skipped(self, message: Message, start: int, handler: Handler) -> bool:
         """Handles the records from `start` up to this one, read from the broker; False if it could not."""
         assert self.positions is not None  # noqa: S101  # only called with positions; for the type checker
         log.warning("%s[%d]: offset %d follows %d: reading the %d records in between from the broker",
@@ -355,7 +409,7 @@ class Worker:
         self.metrics.rewinds.labels(message.topic).inc()
         try:
             async for missed in self.gaps.read(message.topic, message.partition, start, message.offset):
-                await self._run(missed, handler)
+                await self._run_message(missed, handler)
                 self.positions.handled(self.app, missed)
         except (GapUnreadable, KafkaError) as error:
             # Not marked as handled: the next record of the partition finds the same gap and tries again.
@@ -378,7 +432,22 @@ class Worker:
         if add_gap is not None and message.offset > start:
             await add_gap(message.tp, start, message.offset - 1)
 
-    async def _run(self, message: Message, handler: Callable[[Message], Awaitable[str]]) -> None:
+    async def _run_message(self, message: Message, handler: Handler) -> None:
+        """Runs the handler for a record, or for each item of a packed one; a record on an internal
+        topic that is not packed is dead-lettered whole."""
+        if message.topic not in self.packed:
+            await self._run(Record.of(message), handler)
+            return
+        try:
+            items = unpack(message)
+        except NotPacked as error:
+            await self.dead_letter(Record.of(message), "invalid", f"not a packed record of {message.topic}: {error}")
+            self.metrics.processed.labels(message.topic, "deadlettered").inc()
+            return
+        for item in items:
+            await self._run(item, handler)
+
+    async def _run(self, message: Record, handler: Handler) -> None:
         """Never lets a record fail silently or kill the agent.
 
         A DeadLetter (a record that can never be handled) and any unexpected error alike are
@@ -396,7 +465,7 @@ class Worker:
             outcome = "error"
         self.metrics.processed.labels(message.topic, outcome).inc()
 
-    async def dead_letter(self, message: Message, kind: Literal["invalid", "error"], reason: str) -> None:
+    async def dead_letter(self, message: Record, kind: Literal["invalid", "error"], reason: str) -> None:
         key, key_base64 = _text_or_base64(message.key)
         value, value_base64 = _text_or_base64(message.value)
         record = DeadLetterRecord(
@@ -405,6 +474,7 @@ class Worker:
             topic=message.topic,
             partition=message.partition,
             offset=message.offset,
+            item=message.item,
             timestamp=int(message.timestamp * 1000) if message.timestamp else None,
             dead_lettered_at=datetime.now(UTC),
             key=key,
@@ -412,7 +482,9 @@ class Worker:
             value=value,
             value_base64=value_base64,
         )
-        origin = f"{message.topic}:{message.partition}:{message.offset}"
+        origin = f"{message.topic}:{message.partition}:{message.offset}" + (
+            "" if message.item is None else f":{message.item}"
+        )
         await self.send(self.names.deadletter, origin, record.model_dump_json())
 
 

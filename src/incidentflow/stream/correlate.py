@@ -17,12 +17,13 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import TypeVar
 
-from faust.types import Message, StreamT, TableT
+from faust.types import StreamT, TableT
 from pydantic import BaseModel, ValidationError
 
 from incidentflow.domain import correlation as corr
 from incidentflow.domain.events import ChangeEvent
 from incidentflow.stream.context import DeadLetter, Worker
+from incidentflow.stream.packed import Record
 from incidentflow.stream.store import items_with_prefix
 
 M = TypeVar("M", bound=BaseModel)
@@ -54,7 +55,7 @@ def _store(table: TableT[bytes, bytes], key: str, value: BaseModel | None) -> No
         table[key.encode()] = value.model_dump_json().encode()
 
 
-def _parse(message: Message, model: type[M], what: str) -> M:
+def _parse(message: Record, model: type[M], what: str) -> M:
     try:
         return model.model_validate_json(message.value or b"")
     except ValidationError as error:
@@ -87,7 +88,7 @@ def register(worker: Worker) -> None:
             await worker.send(names.change_contributions, contribution.service, contribution.model_dump_json())
 
     # -- change fold: key change_id ------------------------------------------------------------
-    async def on_change_event(message: Message) -> str:
+    async def on_change_event(message: Record) -> str:
         change_event = _parse(message, ChangeEvent, "a canonical change event")
         key = change_event.change_id
         if message.key != key.encode():
@@ -110,7 +111,7 @@ def register(worker: Worker) -> None:
         await contribute(contributions)
         return "applied"
 
-    async def on_verdict(message: Message) -> str:
+    async def on_verdict(message: Record) -> str:
         verdict = _parse(message, corr.Verdict, "a correlation verdict")
         key = verdict.change_id
         if message.key != key.encode():
@@ -126,7 +127,7 @@ def register(worker: Worker) -> None:
         await contribute(contributions)
         return "applied"
 
-    async def fold_change(message: Message) -> str:
+    async def fold_change(message: Record) -> str:
         if message.topic == names.verdicts:
             return await on_verdict(message)
         return await on_change_event(message)
@@ -137,8 +138,7 @@ def register(worker: Worker) -> None:
     @worker.app.agent(source, name="change-fold")
     async def change_fold(stream: StreamT[bytes]) -> None:
         """Runs for every change event and verdict: folds the change and its failure status."""
-        async for event in stream.events():
-            await worker.handle(event, fold_change)
+        await worker.consume(stream, fold_change)
 
     # -- scope: key label=value ----------------------------------------------------------------
     def ids_in(bucket: str, kind: str, slot: str) -> list[str]:
@@ -213,7 +213,7 @@ def register(worker: Worker) -> None:
         _store(scope, entry_key, corr.ScopeChange(change=merged, forwarded=tuple(sorted(forwarded))))
         return "applied"
 
-    async def scope_one(message: Message) -> str:
+    async def scope_one(message: Record) -> str:
         side = _parse(message, corr.Side, "a correlation side")
         bucket = (message.key or b"").decode("utf-8", "replace")
         if side.incident is not None and side.change is None:
@@ -225,11 +225,10 @@ def register(worker: Worker) -> None:
     @worker.app.agent(worker.topic(names.scope), name="correlation-scope")
     async def scope_agent(stream: StreamT[bytes]) -> None:
         """Runs for every side filed under a scope label: finds the other side within the window."""
-        async for event in stream.events():
-            await worker.handle(event, scope_one)
+        await worker.consume(stream, scope_one)
 
     # -- suspects: key aggregate_id ------------------------------------------------------------
-    async def suspects_one(message: Message) -> str:
+    async def suspects_one(message: Record) -> str:
         side = _parse(message, corr.Side, "a correlation side")
         if side.incident is not None and side.change is None:
             key = side.incident.aggregate_id
@@ -247,7 +246,7 @@ def register(worker: Worker) -> None:
             assert side.change is not None  # noqa: S101  # checked above; for the type checker
             outcome = corr.with_change(state, side.change, rules)
         if outcome.state == state:
-            if message.offset > state.position:
+            if message.position > state.position:
                 return "duplicate"  # a redelivery from upstream: a second record would be noise
             # A replay after a crash (this offset already changed the state): what it led to is sent
             # again, in case the crash lost it after the state was saved. Same content, same ids.
@@ -255,7 +254,7 @@ def register(worker: Worker) -> None:
                 await worker.send(names.correlations, key, pair.record.model_dump_json())
                 await send_verdict(pair)
             return "replayed"
-        _store(suspects, key, outcome.state.model_copy(update={"position": message.offset}))
+        _store(suspects, key, outcome.state.model_copy(update={"position": message.position}))
         for record in outcome.published:
             await worker.send(names.correlations, record.aggregate_id, record.model_dump_json())
         for pair in outcome.flipped:
@@ -269,5 +268,4 @@ def register(worker: Worker) -> None:
     @worker.app.agent(worker.topic(names.suspects), name="correlation-suspects")
     async def suspects_agent(stream: StreamT[bytes]) -> None:
         """Runs for every incident side and forwarded change: decides, ranks and publishes correlations."""
-        async for event in stream.events():
-            await worker.handle(event, suspects_one)
+        await worker.consume(stream, suspects_one)

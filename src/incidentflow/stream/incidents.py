@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from faust.types import Message, StreamT
+from faust.types import StreamT
 from pydantic import ValidationError
 
 from incidentflow.domain import aggregate, metrics
@@ -11,6 +11,7 @@ from incidentflow.domain.events import AlertEvent
 from incidentflow.domain.incident import Incident
 from incidentflow.stream.context import DeadLetter, Worker
 from incidentflow.stream.correlate import rules_of, send_sides, window_of
+from incidentflow.stream.packed import Record
 
 
 def register(worker: Worker) -> None:
@@ -19,7 +20,7 @@ def register(worker: Worker) -> None:
     states = worker.table("aggregates", "AggregateState JSON by aggregate_id")
     rules = rules_of(worker)
 
-    async def fold_one(message: Message) -> str:
+    async def fold_one(message: Record) -> str:
         try:
             alert = AlertEvent.model_validate_json(message.value or b"")
         except ValidationError as error:
@@ -62,5 +63,4 @@ def register(worker: Worker) -> None:
     @worker.app.agent(worker.topic(names.alerts), name="fold")
     async def fold(stream: StreamT[bytes]) -> None:
         """Runs for every alert event: folds it into its aggregate and publishes what changed."""
-        async for event in stream.events():
-            await worker.handle(event, fold_one)
+        await worker.consume(stream, fold_one)

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from faust.types import Message, StreamT
+from faust.types import StreamT
 from pydantic import ValidationError
 
 from incidentflow import sources
 from incidentflow.domain.envelope import RawEnvelope
 from incidentflow.domain.events import AlertEvent
 from incidentflow.stream.context import DeadLetter, Worker
+from incidentflow.stream.packed import Record
 
 
 def register(worker: Worker) -> None:
     names = worker.names
 
-    async def normalize_one(message: Message) -> str:
+    async def normalize_one(message: Record) -> str:
         try:
             envelope = RawEnvelope.model_validate_json(message.value or b"")
         except ValidationError as error:
@@ -33,5 +34,4 @@ def register(worker: Worker) -> None:
     @worker.app.agent(worker.topic(names.raw), name="normalize")
     async def normalize(stream: StreamT[bytes]) -> None:
         """Runs for every raw envelope; each yields one or more canonical events."""
-        async for event in stream.events():
-            await worker.handle(event, normalize_one)
+        await worker.consume(stream, normalize_one)

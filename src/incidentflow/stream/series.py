@@ -6,13 +6,14 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any, Generic, Protocol, TypeVar, cast
 
-from faust.types import Message, StreamT, TableT
+from faust.types import StreamT, TableT
 from pydantic import BaseModel, ValidationError
 
 from incidentflow.domain import correlation as corr
 from incidentflow.domain import metrics
 from incidentflow.domain.records import MetricRow
 from incidentflow.stream.context import DeadLetter, Worker
+from incidentflow.stream.packed import Record
 from incidentflow.stream.store import items_with_prefix
 
 
@@ -125,10 +126,10 @@ def _entries_prefix(series: str, day: date) -> bytes:
     return f"{series}|{day.isoformat()}|".encode()
 
 
-def _change_of(message: Message) -> str:
-    """What names the change a record makes to a day or an index: its partition and offset, which no
-    other record of its topic has (a series lives in one partition of it)."""
-    return f"{message.partition}@{message.offset}"
+def _change_of(message: Record) -> str:
+    """What names the change a record makes to a day or an index: its partition, offset and item,
+    which no other record of its topic has (a series lives in one partition of it)."""
+    return message.name
 
 
 def register(worker: Worker) -> None:
@@ -141,7 +142,7 @@ def register(worker: Worker) -> None:
                 metrics.DayFigures, metrics.Resolution)  # fmt: skip
     index = worker.table("series-index", "SeriesIndex JSON by series")
 
-    async def record_one(message: Message) -> str:
+    async def record_one(message: Record) -> str:
         try:
             contribution = metrics.Contribution.model_validate_json(message.value or b"")
         except ValidationError as error:
@@ -180,8 +181,7 @@ def register(worker: Worker) -> None:
     @worker.app.agent(worker.topic(names.contributions), name="series")
     async def record(stream: StreamT[bytes]) -> None:
         """Runs for every incident contribution: moves it within its series and publishes changed days."""
-        async for event in stream.events():
-            await worker.handle(event, record_one)
+        await worker.consume(stream, record_one)
 
 
 def register_changes(worker: Worker) -> None:
@@ -192,7 +192,7 @@ def register_changes(worker: Worker) -> None:
                 metrics.ChangeDayFigures, metrics.ChangeEntry)  # fmt: skip
     index = worker.table("change-index", "ChangeIndex JSON by service")
 
-    async def record_one(message: Message) -> str:
+    async def record_one(message: Record) -> str:
         try:
             contribution = corr.ChangeContribution.model_validate_json(message.value or b"")
         except ValidationError as error:
@@ -233,5 +233,4 @@ def register_changes(worker: Worker) -> None:
     @worker.app.agent(worker.topic(names.change_contributions), name="change-series")
     async def record(stream: StreamT[bytes]) -> None:
         """Runs for every change contribution: moves it within its service's days and publishes changed days."""
-        async for event in stream.events():
-            await worker.handle(event, record_one)
+        await worker.consume(stream, record_one)

@@ -58,16 +58,19 @@ def test_a_table_write_is_queued_for_its_changelog_partition(tmp_path: Path) -> 
     table.on_key_set(b"k", b"v1")  # what `table[key] = value` calls, after the store write
     table.on_key_del(b"k")
     topic = table.changelog_topic.get_topic_name()
-    assert [(t, p, k, v) for t, p, k, v, _ in worker.changelog.pending] == [
-        (topic, 3, b"k", b"v1"),
-        (topic, 3, b"k", None),
+    table.on_key_set(b"j", b"w")
+    # a key written twice before a flush sends its last value only
+    assert [(where, value) for where, (value, _) in worker.changelog.pending.items()] == [
+        ((topic, 3, b"k"), None),
+        ((topic, 3, b"j"), b"w"),
     ]
 
 
 def test_two_agents_flushing_at_once_keep_the_order_of_writes() -> None:
     async def run() -> tuple[Producer, Store]:
         app, store, changelog = App(), Store(), Changelog()
-        changelog.add("t-changelog", 0, b"a", b"1", store)
+        changelog.add("t-changelog", 0, b"a", b"0", store)  # overwritten before any flush: never sent
+        changelog.add("t-changelog", 0, b"b", b"1", store)
         changelog.add("t-changelog", 0, b"a", b"2", store)
 
         async def second_agent() -> None:
@@ -85,6 +88,6 @@ def test_two_agents_flushing_at_once_keep_the_order_of_writes() -> None:
         return app.producer, store
 
     producer, store = asyncio.run(run())
-    assert [value for *_, value in producer.records] == [b"1", b"2", b"3"]
+    assert [(key, value) for *_, key, value in producer.records] == [(b"b", b"1"), (b"a", b"2"), (b"a", b"3")]
     assert store.persisted == {TP("t-changelog", 0): 2}  # as Faust's own callback: recovery starts after it
     assert store.notes == 1  # once for the three acknowledgements: each note is a RocksDB write
