@@ -197,11 +197,11 @@ class Changelog:
         """Returns once every record written so far is in the producer's hands (whoever sends it), so
         that the commit that follows, which flushes the producer first, covers them."""
         async with self.lock:
-            while self.pending:
-                producer = app.producer
-                where = next(iter(self.pending))
-                value, store = self.pending.pop(where)
-                topic, partition, key = where
+            # Taken whole (popping a dict from its front makes each look-up scan what was popped).
+            # What other agents write meanwhile is theirs to flush, after this one: the lock keeps the order.
+            pending, self.pending = self.pending, {}
+            producer = app.producer
+            for (topic, partition, key), (value, store) in pending.items():
                 delivery = await producer.send(topic, key, value, partition=partition, timestamp=None, headers=None)
                 cast(asyncio.Future[Any], delivery).add_done_callback(partial(self._delivered, store))
 
@@ -244,6 +244,7 @@ class Worker:
     offsets: BrokerOffsets = field(init=False)
     outbox: Outbox = field(init=False)
     outbox_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _processed: dict[tuple[str, str], Any] = field(default_factory=dict)
     packed: frozenset[str] = field(init=False)
     """The internal topics, whose records are packed (see stream/packed.py)."""
     changelog: Changelog = field(default_factory=Changelog)
@@ -442,7 +443,7 @@ class Worker:
             items = unpack(message)
         except NotPacked as error:
             await self.dead_letter(Record.of(message), "invalid", f"not a packed record of {message.topic}: {error}")
-            self.metrics.processed.labels(message.topic, "deadlettered").inc()
+            self._count(message.topic, "deadlettered")
             return
         for item in items:
             await self._run(item, handler)
@@ -463,7 +464,13 @@ class Worker:
             log.exception("unexpected error on %s[%d]@%d", message.topic, message.partition, message.offset)
             await self.dead_letter(message, "error", f"{type(error).__name__}: {error}")
             outcome = "error"
-        self.metrics.processed.labels(message.topic, outcome).inc()
+        self._count(message.topic, outcome)
+
+    def _count(self, topic: str, outcome: str) -> None:
+        counter = self._processed.get((topic, outcome))
+        if counter is None:  # `labels` looks the child up under a lock: once per topic and outcome
+            counter = self._processed[(topic, outcome)] = self.metrics.processed.labels(topic, outcome)
+        counter.inc()
 
     async def dead_letter(self, message: Record, kind: Literal["invalid", "error"], reason: str) -> None:
         key, key_base64 = _text_or_base64(message.key)
