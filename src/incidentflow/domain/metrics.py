@@ -142,23 +142,29 @@ class DayFigures(BaseModel):
     count: int = 0
     sum_microseconds: int = 0
     max_seconds: float = 0.0
-    applied: str | None = None
-    """The change these figures took in last (see `Days` in stream/series.py)."""
+    applied: int = -1
+    """Position of the last change these figures took in: every change at or before it is in them
+    (see `Days` in stream/series.py)."""
 
     def entered(self, resolution: Resolution) -> DayFigures:
         seconds = resolution.seconds
         return DayFigures(count=self.count + 1, sum_microseconds=self.sum_microseconds + microseconds(seconds),
                           max_seconds=max(self.max_seconds, seconds))  # fmt: skip
 
-    def left(self, resolution: Resolution) -> DayFigures | None:
-        """The figures without this resolution; None when it may have been the maximum (the day's
-        resolutions must be read again to know the next one)."""
+    def left(self, resolution: Resolution) -> DayFigures:
+        """The figures without this resolution, its longest kept (`loses_max` tells when that may be it)."""
         if self.count <= 1:
             return DayFigures()
-        if resolution.seconds >= self.max_seconds:
-            return None
         return DayFigures(count=self.count - 1, sum_microseconds=self.sum_microseconds - microseconds(resolution.seconds),
                           max_seconds=self.max_seconds)  # fmt: skip
+
+    def loses_max(self, resolution: Resolution) -> bool:
+        """Whether the longest may leave with this resolution: the day's resolutions then tell the next."""
+        return self.count > 1 and resolution.seconds >= self.max_seconds
+
+    def with_max(self, resolutions: Iterable[Resolution]) -> DayFigures:
+        """The figures with the longest of these resolutions (the day's, read back) as their longest."""
+        return self.model_copy(update={"max_seconds": max((r.seconds for r in resolutions), default=0.0)})
 
     def figures(self) -> Bucket:
         """The day's additive figures (what `incidentflow.metrics` carries)."""
@@ -197,8 +203,9 @@ class SeriesIndex(BaseModel):
     severity: str
     open: int = 0
     days: tuple[date, ...] = ()
-    applied: str | None = None
-    """The change this index took in last: the open count is a running sum, each change applied once."""
+    applied: int = -1
+    """Position of the last change this index took in: the open count is a running sum, each change
+    applied once, and every change at or before that position is in it."""
 
 
 class Bucket(BaseModel):
@@ -242,12 +249,13 @@ def move(old: Member | None, contribution: Contribution) -> Move | None:
     )
 
 
-def with_day(index: SeriesIndex, day: date | None, open_delta: int, change: str) -> SeriesIndex:
-    """The index with one change applied: `change` names it, and an index that took it in already is returned as is."""
-    if index.applied == change:
+def with_day(index: SeriesIndex, day: date | None, open_delta: int, position: int) -> SeriesIndex:
+    """The index with the change at `position` applied; an index that took it in already (its own
+    position is that one or later: changes of a series come in order) is returned as is."""
+    if index.applied >= position:
         return index
     days = index.days if day is None or day in index.days else tuple(sorted((*index.days, day)))
-    return index.model_copy(update={"open": index.open + open_delta, "days": days, "applied": change})
+    return index.model_copy(update={"open": index.open + open_delta, "days": days, "applied": position})
 
 
 def window_days(now: datetime, window: timedelta) -> list[date]:
@@ -312,14 +320,21 @@ class ChangeDayFigures(BaseModel):
 
     changes: int = 0
     failed: int = 0
-    applied: str | None = None
-    """The change these figures took in last (see `Days` in stream/series.py)."""
+    applied: int = -1
+    """Position of the last change these figures took in: every change at or before it is in them
+    (see `Days` in stream/series.py)."""
 
     def entered(self, entry: ChangeEntry) -> ChangeDayFigures:
         return ChangeDayFigures(changes=self.changes + 1, failed=self.failed + int(entry.failed))
 
     def left(self, entry: ChangeEntry) -> ChangeDayFigures:
         return ChangeDayFigures(changes=self.changes - 1, failed=self.failed - int(entry.failed))
+
+    def loses_max(self, entry: ChangeEntry) -> bool:
+        return False  # counts only: nothing is ever read back
+
+    def with_max(self, entries: Iterable[ChangeEntry]) -> ChangeDayFigures:
+        return self
 
     def figures(self) -> tuple[int, int]:
         """(changes, failed changes) of the day."""

@@ -7,7 +7,8 @@ import base64
 import logging
 import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -39,11 +40,13 @@ ROCKSDB_OPTIONS = {
 
 BATCH_MAX = 1000
 """Most records an agent takes at once: its per-record costs in Faust's stream are paid once per batch."""
-BATCH_WITHIN_SECONDS = 0.02
+BATCH_WITHIN_SECONDS = 0.05
 """Longest an agent waits for a batch to fill before it handles what it has (the latency it may add)."""
 
 Handler = Callable[[Record], Awaitable[str]]
 """What an agent runs for each record (or item of a packed record) it takes; returns the outcome counted."""
+Finish = Callable[[], Awaitable[None]]
+"""What an agent runs once its batch's records are handled, before their writes are flushed."""
 
 HELD_SECONDS = 10.0
 """How long a committed offset may stay below what a worker handled before `commit_handled` commits it."""
@@ -302,21 +305,41 @@ class Worker:
         delivery = await self.app.producer.send(topic, key, value, partition=partition, timestamp=None, headers=None)
         cast(asyncio.Future[object], delivery).add_done_callback(partial(_delivered, topic))
 
-    async def consume(self, stream: StreamT[bytes], handler: Handler) -> None:
+    async def consume(self, stream: StreamT[bytes], handler: Handler, finish: Finish | None = None) -> None:
         """An agent's body: takes its records in batches and handles each (`handle_batch`)."""
         # StreamT declares no take_events, which Stream (0.15) has
         async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_SECONDS):  # type: ignore[attr-defined]
-            await self.handle_batch(events, handler)
+            await self.handle_batch(events, handler, finish)
+
+    @staticmethod
+    def current_event() -> EventT[bytes] | None:
+        """The record being handled: table reads and writes go to its partition."""
+        found = _CURRENT_EVENT.get(None)
+        return found() if found is not None else None
+
+    @staticmethod
+    @contextmanager
+    def acting_for(event: EventT[bytes]) -> Iterator[None]:
+        """Within it, table reads and writes go to the partition of `event` (a batch's `finish`
+        writing back what its records changed)."""
+        token = _CURRENT_EVENT.set(weakref.ref(event))
+        try:
+            yield
+        finally:
+            _CURRENT_EVENT.reset(token)
 
     async def handle(self, event: EventT[bytes], handler: Handler) -> None:
         """Run one record's handler, after those of any records skipped before it (see `Positions`)."""
         await self.handle_batch([event], handler)
 
-    async def handle_batch(self, events: Sequence[EventT[bytes]], handler: Handler) -> None:
+    async def handle_batch(
+        self, events: Sequence[EventT[bytes]], handler: Handler, finish: Finish | None = None
+    ) -> None:
         """Runs for every batch an agent takes: each record's handler in order, after those of any
-        records skipped before it (see `Positions`). Once it returns, every table write of the batch
-        is in the producer's hands and `completed` covers each record handled, so that Faust's acks
-        of the batch, and the commit after them, cover only what is done."""
+        records skipped before it (see `Positions`), then `finish`, which writes what the handler
+        kept for the whole batch. Once it returns, every table write of the batch is in the
+        producer's hands and `completed` covers each record handled, so that Faust's acks of the
+        batch, and the commit after them, cover only what is done."""
         positions = self.positions
         done: dict[tuple[str, int], int] = {}
         for event in events:
@@ -335,6 +358,8 @@ class Worker:
                     await self._commit_past(message, 0 if first or skipped_from is None else skipped_from)
                 positions.handled(self.app, message)
                 done[(message.topic, message.partition)] = message.offset + 1
+        if finish is not None:
+            await finish()
         await self.flush_outbox()
         await self.changelog.flush(self.app)
         generation = self.app.consumer_generation_id

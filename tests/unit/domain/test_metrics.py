@@ -42,7 +42,7 @@ class Series:
         move = metrics.move(old, c)
         if move is None:
             return
-        change = f"0@{self.offset}"
+        change = self.offset
         self.index = metrics.with_day(self.index, move.enter_day, move.open_delta, change)
         self.days.move(self.name, c.aggregate_id, change, old.entry() if old else None, move.member.entry())
         self.members[c.aggregate_id] = move.member
@@ -245,8 +245,8 @@ def test_report_sums_daily_rows_per_service_within_the_range() -> None:
 def test_the_open_count_takes_each_change_once() -> None:
     """A record handled again after its index was written and its member was not counts its open incident once."""
     index = metrics.SeriesIndex(service="api", severity="high")
-    index = metrics.with_day(index, None, +1, "0@7")
-    index = metrics.with_day(index, None, +1, "0@7")  # the same record, handled again
+    index = metrics.with_day(index, None, +1, 7)
+    index = metrics.with_day(index, None, +1, 7)  # the same record, handled again
     assert index.open == 1
-    index = metrics.with_day(index, T0.date(), -1, "0@9")
+    index = metrics.with_day(index, T0.date(), -1, 9)
     assert (index.open, index.days) == (0, (T0.date(),))

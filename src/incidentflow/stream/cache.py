@@ -1,0 +1,74 @@
+"""Parsed table values kept while an agent handles a batch, written back once when it is done.
+
+A metric series' index and its day figures are read, changed and written by nearly every
+contribution of a batch (a batch of a few hundred contributions touches a handful of series):
+parsing and dumping the same JSON, and writing the same key, once per contribution was most of the
+series stage. A `BatchCache` keeps each value it read or was given, parsed, for the rest of the
+batch, and `write_back` (an agent's `finish`) writes each changed one once, in the partition of
+the record that changed it. Keys are read one by one: a prefix read of the table
+(`items_with_prefix`) does not see values waiting here, so a table read by prefix keeps those
+keys out of the cache.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from faust.types import EventT, TableT
+from pydantic import BaseModel
+
+from incidentflow.stream.context import Worker
+
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass
+class _Entry(Generic[M]):
+    value: M | None
+    event: EventT[bytes]
+    dirty: bool = False
+
+
+@dataclass
+class BatchCache(Generic[M]):
+    """One table's values of type `M`, as the records of the current batch left them."""
+
+    table: TableT[bytes, bytes]
+    model: type[M]
+    entries: dict[tuple[int, bytes], _Entry[M]] = field(default_factory=dict)
+
+    def get(self, key: bytes) -> M | None:
+        """The value of `key` in the partition of the record being handled (None: no value)."""
+        event = _current()
+        entry = self.entries.get((event.message.partition, key))
+        if entry is None:
+            stored = self.table.get(key)
+            value = self.model.model_validate_json(stored) if stored else None
+            entry = self.entries[(event.message.partition, key)] = _Entry(value, event)
+        return entry.value
+
+    def set(self, key: bytes, value: M | None) -> None:
+        """Gives `key` a new value (None removes it), written back with the batch."""
+        event = _current()
+        self.entries[(event.message.partition, key)] = _Entry(value, event, dirty=True)
+
+    def write_back(self) -> None:
+        """Runs once a batch's records are handled: writes each changed value, and forgets them all
+        (the next batch reads the table again: another agent or worker may own the partition then)."""
+        entries, self.entries = self.entries, {}
+        for (_, key), entry in entries.items():
+            if not entry.dirty:
+                continue
+            with Worker.acting_for(entry.event):
+                if entry.value is None:
+                    self.table.pop(key, None)
+                else:
+                    self.table[key] = entry.value.model_dump_json().encode()
+
+
+def _current() -> EventT[bytes]:
+    event = Worker.current_event()
+    if event is None:
+        raise RuntimeError("a batch cache is read and written only while an agent handles a batch")
+    return event
