@@ -4,7 +4,9 @@
 
 Both read the same canonical alert records from a topic of 8 partitions. The baseline consumes
 each record and produces it to another topic (acks=all), committing as it goes: the least any
-stream processor must do. The worker (`incidentflow worker`, RocksDB store) folds each record
+stream processor must do. A second baseline does the same through one Faust agent
+(`bench/faust_passthrough.py`, batches as the worker takes them): Faust's own cost per record, a
+ceiling for anything built on it. The worker (`incidentflow worker`, RocksDB store) folds each record
 into its aggregate, writes the table changelog, publishes the changed incident and its metric
 contributions and correlation sides, and folds those into the metric series and the correlation
 scope. Rates are measured from the first committed record to the last committed record of the
@@ -134,6 +136,37 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
+def faust_passthrough(bootstrap: str, source: str, sink: str, work: Path) -> float:
+    """Records per second of `bench/faust_passthrough.py` (one Faust agent forwarding each record)
+    over the whole topic, from its first committed record to its last."""
+    group = f"{sink}-group"
+    asyncio.run(_create(bootstrap, sink))
+    env = {**os.environ, "FLOOR_BOOTSTRAP": bootstrap, "FLOOR_SOURCE": source, "FLOOR_SINK": sink,
+           "FLOOR_GROUP": group, "FLOOR_DATA_DIR": str(work / "floor-data")}  # fmt: skip
+    with (work / "faust-passthrough.log").open("wb") as log:
+        process = subprocess.Popen([sys.executable, str(Path(__file__).with_name("faust_passthrough.py")), "worker",
+                                    "-l", "warn"], env=env, stdout=log, stderr=log)  # fmt: skip
+    try:
+        rate, _, _, _ = asyncio.run(wait_folded(bootstrap, group, source, [], process.pid))
+        return rate
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+async def _create(bootstrap: str, topic: str) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, PARTITIONS, 1)])
+    finally:
+        await admin.close()
+
+
 def cpu_seconds(pid: int) -> float:
     """User and system CPU time of a process so far (all its threads)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -195,6 +228,8 @@ def run(args: argparse.Namespace, work: Path, bootstrap: str) -> int:
 
         base = asyncio.run(passthrough(bootstrap, alerts, f"{namespace}.passthrough", args.events))
         print(f"baseline aiokafka consume->produce (acks=all): {base:9.0f} records/s")
+        floor = faust_passthrough(bootstrap, alerts, f"{namespace}.floor", work)
+        print(f"baseline Faust agent forwarding each record:   {floor:9.0f} records/s   (Faust's own cost per record)")
 
         worker = spawn("worker", product_env(bootstrap, namespace, work, INCIDENTFLOW_WEB_PORT="16099"), work)
         names = Topics.of(settings)
@@ -202,10 +237,10 @@ def run(args: argparse.Namespace, work: Path, bootstrap: str) -> int:
                   names.change_contributions]  # fmt: skip
         rate, folded, drained, cpu = asyncio.run(wait_folded(bootstrap, f"{namespace}-app", alerts, stages, worker.pid))
         print(f"incidentflow worker fold (RocksDB):           {rate:9.0f} records/s   ({folded} records)")
-        print(f"ratio fold/baseline: {rate / base:.2f}")
+        print(f"ratio fold/baseline: {rate / base:.2f} (aiokafka), {rate / floor:.2f} (Faust)")
         print(
             f"every stage of the worker done (series, correlation): {drained:9.0f} records/s   "
-            f"ratio {drained / base:.2f}"
+            f"ratio {drained / base:.2f} (aiokafka), {drained / floor:.2f} (Faust)"
         )
         print(f"worker CPU per input record, every stage: {cpu / folded * 1e6:.0f} µs")
         written = asyncio.run(records_written(bootstrap, namespace, {alerts, f"{namespace}.passthrough"}))
