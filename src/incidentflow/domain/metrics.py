@@ -14,9 +14,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Generic, Literal, TypeVar
+from typing import Annotated, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from incidentflow.domain.events import UtcDatetime
 from incidentflow.domain.incident import Incident
@@ -32,6 +32,16 @@ def series_key(service: str, severity: str) -> str:
 def series_of(incident: Incident) -> tuple[str, str]:
     """(service, peak severity) of an incident; `unknown` stands in for either when absent."""
     return incident.labels.get("service") or UNKNOWN, incident.severity or UNKNOWN
+
+
+def _position(value: object) -> object:
+    """A position as stored; figures and indexes stored before positions named their last change
+    (`"partition@offset"`) or none: they are taken to be before every position."""
+    return -1 if value is None or isinstance(value, str) else value
+
+
+Position = Annotated[int, BeforeValidator(_position)]
+"""Where a change came among all changes of its series (`Record.position` in stream/packed.py)."""
 
 
 class Contribution(BaseModel):
@@ -142,7 +152,7 @@ class DayFigures(BaseModel):
     count: int = 0
     sum_microseconds: int = 0
     max_seconds: float = 0.0
-    applied: int = -1
+    applied: Position = -1
     """Position of the last change these figures took in: every change at or before it is in them
     (see `Days` in stream/series.py)."""
 
@@ -203,7 +213,7 @@ class SeriesIndex(BaseModel):
     severity: str
     open: int = 0
     days: tuple[date, ...] = ()
-    applied: int = -1
+    applied: Position = -1
     """Position of the last change this index took in: the open count is a running sum, each change
     applied once, and every change at or before that position is in it."""
 
@@ -320,7 +330,7 @@ class ChangeDayFigures(BaseModel):
 
     changes: int = 0
     failed: int = 0
-    applied: int = -1
+    applied: Position = -1
     """Position of the last change these figures took in: every change at or before it is in them
     (see `Days` in stream/series.py)."""
 

@@ -65,9 +65,10 @@ class Days(Generic[F, E]):
     its batch's writes survived, applies its change once. That holds as well when a batch's writes
     of one key are written back once (`cache`: the figures of a busy day, changed by most records
     of a batch) and only the last position reaches the changelog. What leaves is computed from the
-    member before the record (never from the entries, which step 1 may have rewritten already). A maximum that leaves is found again by
-    reading the day's entries (one seek); no other change reads them, so a day of many thousands
-    of resolutions costs no more than a day of ten. See docs/semantics.md."""
+    member before the record (never from the entries, which step 1 may have rewritten already). A
+    longest that leaves is found again by reading the day's entries (one seek), for the longest
+    only; no other change reads them, so a day of many thousands of resolutions costs no more than
+    a day of ten. See docs/semantics.md."""
 
     table: TableT[bytes, bytes]
     figures_model: type[F]

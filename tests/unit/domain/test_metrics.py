@@ -250,3 +250,13 @@ def test_the_open_count_takes_each_change_once() -> None:
     assert index.open == 1
     index = metrics.with_day(index, T0.date(), -1, 9)
     assert (index.open, index.days) == (0, (T0.date(),))
+
+
+def test_figures_and_indexes_stored_with_a_change_name_read_as_before_every_position() -> None:
+    """Stored before positions: `applied` named the last change (or nothing)."""
+    figures = metrics.DayFigures.model_validate_json(
+        '{"count": 2, "sum_microseconds": 5, "max_seconds": 1.0, "applied": "0@7"}'
+    )
+    index = metrics.SeriesIndex.model_validate_json('{"service": "api", "severity": "high", "applied": null}')
+    assert (figures.applied, index.applied) == (-1, -1)
+    assert metrics.with_day(index, None, +1, 0).open == 1  # the first change after the upgrade is taken in
