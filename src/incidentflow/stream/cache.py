@@ -53,6 +53,10 @@ class BatchCache(Generic[M]):
         event = _current()
         self.entries[(event.message.partition, key)] = _Entry(value, event, dirty=True)
 
+    def discard(self) -> None:
+        """Runs before a batch: forgets what an earlier batch kept and did not write back."""
+        self.entries.clear()
+
     def write_back(self) -> None:
         """Runs once a batch's records are handled: writes each changed value, and forgets them all
         (the next batch reads the table again: another agent or worker may own the partition then)."""

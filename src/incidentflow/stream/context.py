@@ -47,6 +47,9 @@ Handler = Callable[[Record], Awaitable[str]]
 """What an agent runs for each record (or item of a packed record) it takes; returns the outcome counted."""
 Finish = Callable[[], Awaitable[None]]
 """What an agent runs once its batch's records are handled, before their writes are flushed."""
+Begin = Callable[[], None]
+"""What an agent runs before a batch: drops what an earlier batch kept and never finished (one cut
+short by a rebalance or a stop must not write, later, into a partition that may be another's)."""
 
 HELD_SECONDS = 10.0
 """How long a committed offset may stay below what a worker handled before `commit_handled` commits it."""
@@ -305,11 +308,13 @@ class Worker:
         delivery = await self.app.producer.send(topic, key, value, partition=partition, timestamp=None, headers=None)
         cast(asyncio.Future[object], delivery).add_done_callback(partial(_delivered, topic))
 
-    async def consume(self, stream: StreamT[bytes], handler: Handler, finish: Finish | None = None) -> None:
+    async def consume(
+        self, stream: StreamT[bytes], handler: Handler, finish: Finish | None = None, begin: Begin | None = None
+    ) -> None:
         """An agent's body: takes its records in batches and handles each (`handle_batch`)."""
         # StreamT declares no take_events, which Stream (0.15) has
         async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_SECONDS):  # type: ignore[attr-defined]
-            await self.handle_batch(events, handler, finish)
+            await self.handle_batch(events, handler, finish, begin)
 
     @staticmethod
     def current_event() -> EventT[bytes] | None:
@@ -333,13 +338,19 @@ class Worker:
         await self.handle_batch([event], handler)
 
     async def handle_batch(
-        self, events: Sequence[EventT[bytes]], handler: Handler, finish: Finish | None = None
+        self,
+        events: Sequence[EventT[bytes]],
+        handler: Handler,
+        finish: Finish | None = None,
+        begin: Begin | None = None,
     ) -> None:
-        """Runs for every batch an agent takes: each record's handler in order, after those of any
-        records skipped before it (see `Positions`), then `finish`, which writes what the handler
-        kept for the whole batch. Once it returns, every table write of the batch is in the
+        """Runs for every batch an agent takes: `begin`, each record's handler in order, after those
+        of any records skipped before it (see `Positions`), then `finish`, which writes what the
+        handler kept for the whole batch. Once it returns, every table write of the batch is in the
         producer's hands and `completed` covers each record handled, so that Faust's acks of the
         batch, and the commit after them, cover only what is done."""
+        if begin is not None:
+            begin()
         positions = self.positions
         done: dict[tuple[str, int], int] = {}
         for event in events:

@@ -117,4 +117,4 @@ def register(worker: Worker) -> None:
     async def fold(stream: StreamT[bytes]) -> None:
         """Runs for every alert event: folds it into its aggregate; each aggregate the batch changed
         is saved and published once the batch is done."""
-        await worker.consume(stream, fold_one, finish)
+        await worker.consume(stream, fold_one, finish, begin=batch.clear)

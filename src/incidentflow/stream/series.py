@@ -202,10 +202,13 @@ def register(worker: Worker) -> None:
         `Days`), and sends each changed metric row."""
         await _write_back(worker, [figures, index, members], rows)
 
+    def begin() -> None:
+        _discard([figures, index, members], rows)
+
     @worker.app.agent(worker.topic(names.contributions), name="series")
     async def record(stream: StreamT[bytes]) -> None:
         """Runs for every incident contribution: moves it within its series and publishes changed days."""
-        await worker.consume(stream, record_one, finish)
+        await worker.consume(stream, record_one, finish, begin)
 
 
 def register_changes(worker: Worker) -> None:
@@ -256,10 +259,20 @@ def register_changes(worker: Worker) -> None:
         """As for the metric series: figures and indexes, then members, then the changed rows."""
         await _write_back(worker, [figures, index, members], rows)
 
+    def begin() -> None:
+        _discard([figures, index, members], rows)
+
     @worker.app.agent(worker.topic(names.change_contributions), name="change-series")
     async def record(stream: StreamT[bytes]) -> None:
         """Runs for every change contribution: moves it within its service's days and publishes changed days."""
-        await worker.consume(stream, record_one, finish)
+        await worker.consume(stream, record_one, finish, begin)
+
+
+def _discard(caches: list[BatchCache[Any]], rows: dict[str, MetricRow]) -> None:
+    """Forgets what an earlier batch kept and never wrote back (see `Begin` in stream/context.py)."""
+    for cache in caches:
+        cache.discard()
+    rows.clear()
 
 
 async def _write_back(worker: Worker, caches: list[BatchCache[Any]], rows: dict[str, MetricRow]) -> None:
