@@ -16,7 +16,7 @@ from typing import Any
 
 import faust
 
-from incidentflow.stream.context import BATCH_MAX, BATCH_WITHIN_SECONDS
+from incidentflow.runtime.harness import BATCH_MAX, BATCH_WITHIN_SECONDS
 
 SOURCE, SINK = os.environ["FLOOR_SOURCE"], os.environ["FLOOR_SINK"]
 app = faust.App(

@@ -37,7 +37,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from common import broker, product_env, spawn
 
 from incidentflow.config import Settings
-from incidentflow.stream.progress import group_lag
+from incidentflow.runtime.progress import group_lag
 from incidentflow.topics import Topics, ensure_topics
 
 PARTITIONS = 8
@@ -233,8 +233,7 @@ def run(args: argparse.Namespace, work: Path, bootstrap: str) -> int:
 
         worker = spawn("worker", product_env(bootstrap, namespace, work, INCIDENTFLOW_WEB_PORT="16099"), work)
         names = Topics.of(settings)
-        stages = [names.contributions, names.scope, names.suspects, names.changes, names.verdicts,
-                  names.change_contributions]  # fmt: skip
+        stages = [names.contributions, names.scope, names.suspects, names.changes, names.verdicts]
         rate, folded, drained, cpu = asyncio.run(wait_folded(bootstrap, f"{namespace}-app", alerts, stages, worker.pid))
         print(f"incidentflow worker fold (RocksDB):           {rate:9.0f} records/s   ({folded} records)")
         print(f"ratio fold/baseline: {rate / base:.2f} (aiokafka), {rate / floor:.2f} (Faust)")

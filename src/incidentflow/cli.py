@@ -102,7 +102,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from incidentflow.stream import progress
+    from incidentflow.runtime import progress
     from incidentflow.stream.app import TABLES, create_worker
     from incidentflow.topics import Topics, ensure_topics
 

@@ -62,7 +62,7 @@ class Topics:
 
     @property
     def contributions(self) -> str:
-        """Internal: incident contributions re-keyed by metric series (service|severity)."""
+        """Internal: every metric's contributions, keyed by series (`metric|service|severity`)."""
         return self._name("metric-contributions")
 
     @property
@@ -81,14 +81,9 @@ class Topics:
         return self._name("correlation-verdicts")
 
     @property
-    def change_contributions(self) -> str:
-        """Internal: change contributions re-keyed by service."""
-        return self._name("change-contributions")
-
-    @property
     def internal(self) -> tuple[str, ...]:
-        """The topics between the worker's own stages; their records are packed (stream/packed.py)."""
-        return (self.contributions, self.scope, self.suspects, self.verdicts, self.change_contributions)
+        """The topics between the worker's own stages; their records are packed (runtime/packed.py)."""
+        return (self.contributions, self.scope, self.suspects, self.verdicts)
 
     def configs(self) -> dict[str, dict[str, str]]:
         """Every topic with its config: raw is kept forever, state topics are compacted."""
@@ -105,7 +100,6 @@ class Topics:
             self.scope: {},
             self.suspects: {},
             self.verdicts: {},
-            self.change_contributions: {},
         }
 
 

@@ -27,7 +27,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from incidentflow.stream.progress import group_lag
+from incidentflow.runtime.progress import group_lag
 from incidentflow.topics import Topics
 
 REPO = Path(__file__).resolve().parents[2]
@@ -183,7 +183,7 @@ class Stack:
         which stage stopped (`raw 9000/9000, scope 1200/1264, ...`)."""
         names = Topics(self.namespace)
         topics = [names.raw, names.alerts, names.changes, names.verdicts, names.scope, names.suspects,
-                  names.contributions, names.change_contributions]  # fmt: skip
+                  names.contributions]  # fmt: skip
         try:
             lag = asyncio.run(group_lag(self.bootstrap, f"{self.namespace}-app", topics))
         except Exception as error:  # noqa: BLE001  # a diagnostic: the failure it explains matters more

@@ -15,7 +15,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from incidentflow.stream.context import GapReader
+from incidentflow.runtime.positions import GapReader
 from tests.integration.conftest import Stack, read_topic, scrape
 from tests.integration.helpers import latest_by_key, post_all
 

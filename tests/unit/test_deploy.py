@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 
 from incidentflow.domain import metrics
 from incidentflow.metrics.gateway import GatewayMetrics
-from incidentflow.metrics.worker import ChangeCollector, LagCollector, SeriesCollector, WorkerMetrics
+from incidentflow.metrics.worker import LagCollector, SeriesCollector, WorkerMetrics
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
@@ -36,12 +36,6 @@ def exported_names() -> set[str]:
         SeriesCollector(
             index=lambda: [],
             day=lambda s, d: metrics.Day(on=d, figures=metrics.DayFigures(), entries=list),
-            owned=lambda k: True,
-            now=_now,
-        ),
-        ChangeCollector(
-            index=lambda: [],
-            day=lambda s, d: metrics.Day(on=d, figures=metrics.ChangeDayFigures(), entries=list),
             owned=lambda k: True,
             now=_now,
         ),

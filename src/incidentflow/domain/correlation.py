@@ -11,14 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from incidentflow.domain.events import ChangeEvent, UtcDatetime, content_id
 from incidentflow.domain.incident import Incident
-from incidentflow.domain.metrics import ChangeMember
-from incidentflow.domain.records import Correlation
+from incidentflow.domain.metrics import NO_SEVERITY, ChangeMember, DayFigures, Step, member_of, series_key
+from incidentflow.domain.records import Correlation, MetricRow
 
 CHANGED = ("processing", "done")
 """Statuses that give a change its change time (the first of them)."""
@@ -329,8 +330,41 @@ class ChangeFacts(_Value):
 class ChangeContribution(_Value):
     """The facts of one change, for the change series of `service` (its service now, or a former one)."""
 
+    metric: Literal["changes"] = "changes"
     service: str
     facts: ChangeFacts
+
+    @property
+    def severity(self) -> str:
+        return NO_SEVERITY
+
+    @property
+    def series(self) -> str:
+        return series_key(self.metric, self.service, NO_SEVERITY)
+
+    @property
+    def item(self) -> str:
+        return self.facts.change.change_id
+
+    def member_model(self) -> type[ChangeFacts]:
+        return ChangeFacts
+
+    def step(self, old: BaseModel | None) -> Step | None:
+        """The series keeps the join of every copy of the facts: copies may come in any order and
+        any number of times. None when the join adds nothing."""
+        known = member_of(old, ChangeFacts)
+        facts = self.facts if known is None else known.join(self.facts)
+        if facts == known:
+            return None
+        before = known.member(self.service) if known is not None else None
+        after = facts.member(self.service)
+        if before == after:
+            return Step(member=facts, leaving=None, entering=None)
+        return Step(member=facts, leaving=before.entry() if before is not None else None, entering=after.entry())
+
+    def row(self, day: date, figures: DayFigures) -> MetricRow:
+        return MetricRow(metric="changes", service=self.service, severity=NO_SEVERITY, day=day.isoformat(),
+                         changes=figures.count, failed_changes=figures.failed)  # fmt: skip
 
 
 class ChangeRecord(_Value):

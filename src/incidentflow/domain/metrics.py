@@ -1,12 +1,14 @@
-"""Metric math: what each incident contributes to its (service, severity) series, and the sums.
+"""Metric math: the series every metric is kept in, what an incident contributes to its series, and the sums.
 
-A series keeps one `Member` per incident, replaced whole by newer versions, so applying a
-contribution is idempotent and a reopen, a late event or a severity change retracts the old
-contribution exactly. Resolutions are filed one per key under their series and UTC day, beside
-that day's running `DayFigures`, and the `SeriesIndex` counts open incidents: each contribution
-touches one member, at most two resolutions and days, and the index, whatever the size of the
-series or the day. Daily figures and trailing windows are sums over days, which is why they equal
-a batch recomputation over the final incidents.
+Every metric is a series per (metric, service, severity) of daily figures, fed by contributions
+(`SeriesContribution`): one item's part in one series (an incident's time to restore, a change).
+A series keeps one member per item, replaced by a newer contribution, so applying one is
+idempotent and a reopen, a late event or a severity change retracts the old part exactly. Each
+item's entry is filed under its series and UTC day, beside that day's running `DayFigures`, and the
+`SeriesIndex` counts open items: each contribution touches one member, at most two entries and
+days, and the index, whatever the size of the series or the day. Daily figures and trailing
+windows are sums over days, which is why they equal a batch recomputation over the final items.
+A new metric is a new contribution type here; the series stage (stream/series.py) stays as it is.
 """
 
 from __future__ import annotations
@@ -14,19 +16,22 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Annotated, Generic, Literal, TypeVar
+from typing import Literal, Protocol, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from incidentflow.domain.events import UtcDatetime
 from incidentflow.domain.incident import Incident
+from incidentflow.domain.records import MetricRow
 
 UNKNOWN = "unknown"
 WINDOWS: dict[str, timedelta] = {"1d": timedelta(days=1), "7d": timedelta(days=7), "30d": timedelta(days=30)}
+NO_SEVERITY = "-"
 
 
-def series_key(service: str, severity: str) -> str:
-    return f"{service}|{severity}"
+def series_key(metric: str, service: str, severity: str) -> str:
+    """A series of a metric: one per (metric, service, severity); `-` where a metric has no severity."""
+    return f"{metric}|{service}|{severity}"
 
 
 def series_of(incident: Incident) -> tuple[str, str]:
@@ -34,71 +39,66 @@ def series_of(incident: Incident) -> tuple[str, str]:
     return incident.labels.get("service") or UNKNOWN, incident.severity or UNKNOWN
 
 
-def _position(value: object) -> object:
-    """A position as stored; figures and indexes stored before positions named their last change
-    (`"partition@offset"`) or none: they are taken to be before every position."""
-    return -1 if value is None or isinstance(value, str) else value
+Position = int
+"""Where a change came among all changes of its series (`Record.position` in runtime/packed.py)."""
 
 
-Position = Annotated[int, BeforeValidator(_position)]
-"""Where a change came among all changes of its series (`Record.position` in stream/packed.py)."""
-
-
-class Contribution(BaseModel):
-    """One incident's part in one series as of `version`; `present=False` withdraws it."""
+class Entry(BaseModel):
+    """One item (an incident finally resolved, a change) filed on a day of its series, under its own key."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    at: UtcDatetime
+    """When it counts: the final resolution, the change time."""
+    seconds: float | None = None
+    """Its duration, for a metric of durations (time to restore)."""
+    failed: bool = False
+    """For a change: at least one live correlation."""
+
+
+DayEntry = tuple[date, Entry]
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class Step:
+    """What one contribution changes in its series: the member stored for its item, the entry it
+    leaves and the entry it enters (day and entry; either may be None), and the open count."""
+
+    member: BaseModel
+    leaving: DayEntry | None
+    entering: DayEntry | None
+    open_delta: int = 0
+
+
+class SeriesContribution(Protocol):
+    """One item's part in one series, as the series stage receives it: each metric is one of these
+    (`IncidentContribution` here, `correlation.ChangeContribution`), with its own member."""
+
+    metric: str
     service: str
-    severity: str
-    aggregate_id: str
-    version: int
-    present: bool
-    status: Literal["open", "resolved"] | None = None
-    resolved_at: UtcDatetime | None = None
-    time_to_restore_seconds: float | None = None
 
     @property
-    def series(self) -> str:
-        return series_key(self.service, self.severity)
+    def series(self) -> str: ...
 
+    @property
+    def severity(self) -> str: ...
 
-def _view(incident: Incident) -> tuple[object, ...]:
-    return (*series_of(incident), incident.status, incident.resolved_at, incident.time_to_restore_seconds)
+    @property
+    def item(self) -> str: ...
 
+    def member_model(self) -> type[BaseModel]:
+        """The model of what the series keeps of the item."""
+        ...
 
-def contributions(before: Incident | None, after: Incident) -> list[Contribution]:
-    """Runs after every change of an incident: its contribution now, and a withdrawal if it moved series.
+    def step(self, old: BaseModel | None) -> Step | None:
+        """The step from the member kept so far (None: none); None when this changes nothing (a
+        duplicate, a stale copy)."""
+        ...
 
-    A change that leaves the metric view as it was (a heartbeat, a new title) contributes nothing.
-    """
-    if before is not None and _view(before) == _view(after):
-        return []
-    service, severity = series_of(after)
-    result = [
-        Contribution(
-            service=service,
-            severity=severity,
-            aggregate_id=after.aggregate_id,
-            version=after.version,
-            present=True,
-            status=after.status,
-            resolved_at=after.resolved_at,
-            time_to_restore_seconds=after.time_to_restore_seconds,
-        )
-    ]
-    if before is not None and series_of(before) != (service, severity):
-        old_service, old_severity = series_of(before)
-        result.append(
-            Contribution(
-                service=old_service,
-                severity=old_severity,
-                aggregate_id=after.aggregate_id,
-                version=after.version,
-                present=False,
-            )
-        )
-    return result
+    def row(self, day: date, figures: DayFigures) -> MetricRow:
+        """The metric row of one day of the series."""
+        ...
 
 
 class Member(BaseModel):
@@ -120,31 +120,103 @@ class Member(BaseModel):
     def open(self) -> bool:
         return self.present and self.status == "open"
 
-    def entry(self) -> tuple[date, Resolution] | None:
-        """(day, resolution) the member files in its series when it is restored: its final resolution."""
+    def entry(self) -> DayEntry | None:
+        """(day, entry) the member files in its series when it is restored: its final resolution."""
         if not self.restored or self.resolved_at is None:
             return None
-        return self.resolved_at.date(), Resolution(resolved_at=self.resolved_at,
-                                                   seconds=self.time_to_restore_seconds or 0.0)  # fmt: skip
+        return self.resolved_at.date(), Entry(at=self.resolved_at, seconds=self.time_to_restore_seconds or 0.0)
 
 
-class Resolution(BaseModel):
-    """One incident finally resolved on a day of a series (kept under its own key, beside the day's figures)."""
+class IncidentContribution(BaseModel):
+    """One incident's part in one time-to-restore series as of `version`; `present=False` withdraws it."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    resolved_at: UtcDatetime
-    seconds: float
+    metric: Literal["mttr"] = "mttr"
+    service: str
+    severity: str
+    aggregate_id: str
+    version: int
+    present: bool
+    status: Literal["open", "resolved"] | None = None
+    resolved_at: UtcDatetime | None = None
+    time_to_restore_seconds: float | None = None
+
+    @property
+    def series(self) -> str:
+        return series_key(self.metric, self.service, self.severity)
+
+    @property
+    def item(self) -> str:
+        return self.aggregate_id
+
+    def member_model(self) -> type[Member]:
+        return Member
+
+    def step(self, old: BaseModel | None) -> Step | None:
+        """None when the contribution is stale (an older version) or changes nothing."""
+        old = member_of(old, Member)
+        if old is not None and old.version > self.version:
+            return None
+        new = Member(version=self.version, present=self.present, status=self.status, resolved_at=self.resolved_at,
+                     time_to_restore_seconds=self.time_to_restore_seconds)  # fmt: skip
+        if old == new:
+            return None
+        return Step(member=new, leaving=old.entry() if old is not None else None, entering=new.entry(),
+                    open_delta=int(new.open) - int(old is not None and old.open))  # fmt: skip
+
+    def row(self, day: date, figures: DayFigures) -> MetricRow:
+        return MetricRow(metric="mttr", service=self.service, severity=self.severity, day=day.isoformat(),
+                         count=figures.count, sum_seconds=figures.sum_microseconds / 1e6,
+                         max_seconds=figures.max_seconds)  # fmt: skip
+
+
+def member_of(stored: BaseModel | None, model: type[M]) -> M | None:
+    """The member a series kept for an item, as the model its contribution type keeps."""
+    if stored is not None and not isinstance(stored, model):
+        raise TypeError(f"a series member is a {type(stored).__name__}, not a {model.__name__}")
+    return stored
+
+
+def _view(incident: Incident) -> tuple[object, ...]:
+    return (*series_of(incident), incident.status, incident.resolved_at, incident.time_to_restore_seconds)
+
+
+def contributions(before: Incident | None, after: Incident) -> list[IncidentContribution]:
+    """Runs after every change of an incident: its contribution now, and a withdrawal if it moved series.
+
+    A change that leaves the metric view as it was (a heartbeat, a new title) contributes nothing.
+    """
+    if before is not None and _view(before) == _view(after):
+        return []
+    service, severity = series_of(after)
+    result = [
+        IncidentContribution(
+            service=service,
+            severity=severity,
+            aggregate_id=after.aggregate_id,
+            version=after.version,
+            present=True,
+            status=after.status,
+            resolved_at=after.resolved_at,
+            time_to_restore_seconds=after.time_to_restore_seconds,
+        )  # fmt: skip
+    ]
+    if before is not None and series_of(before) != (service, severity):
+        old_service, old_severity = series_of(before)
+        result.append(IncidentContribution(service=old_service, severity=old_severity,
+                                           aggregate_id=after.aggregate_id, version=after.version, present=False))  # fmt: skip
+    return result
 
 
 class DayFigures(BaseModel):
-    """The incidents of one series finally resolved on one UTC day: their count, sum and maximum.
+    """The entries of one series on one UTC day: their count, the sum and longest of their durations,
+    and how many failed.
 
-    The resolutions themselves are kept one per key beside it (a value listing them all was
-    rewritten whole on every resolution: the fold benchmark's largest cost). The figures are kept
-    as running sums, each change applied once (`applied`, see `Days` in stream/series.py); a
-    maximum that leaves is found again from the resolutions. The sum is kept in whole microseconds,
-    the unit of the event times, so it is exact in any order.
+    The entries themselves are kept one per key beside them. The figures are running sums, each
+    change applied once (`applied`, see `Days` in stream/series.py); a longest that leaves is found
+    again from the entries. The sum is kept in whole microseconds, the unit of the event times, so
+    it is exact in any order.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -152,47 +224,40 @@ class DayFigures(BaseModel):
     count: int = 0
     sum_microseconds: int = 0
     max_seconds: float = 0.0
+    failed: int = 0
     applied: Position = -1
     """Position of the last change these figures took in: every change at or before it is in them
     (see `Days` in stream/series.py)."""
 
-    def entered(self, resolution: Resolution) -> DayFigures:
-        seconds = resolution.seconds
+    def entered(self, entry: Entry) -> DayFigures:
+        seconds = entry.seconds or 0.0
         return DayFigures(count=self.count + 1, sum_microseconds=self.sum_microseconds + microseconds(seconds),
-                          max_seconds=max(self.max_seconds, seconds))  # fmt: skip
+                          max_seconds=max(self.max_seconds, seconds), failed=self.failed + int(entry.failed))  # fmt: skip
 
-    def left(self, resolution: Resolution) -> DayFigures:
-        """The figures without this resolution, its longest kept (`loses_max` tells when that may be it)."""
+    def left(self, entry: Entry) -> DayFigures:
+        """The figures without this entry, its longest kept (`loses_max` tells when that may be it)."""
         if self.count <= 1:
             return DayFigures()
-        return DayFigures(count=self.count - 1, sum_microseconds=self.sum_microseconds - microseconds(resolution.seconds),
-                          max_seconds=self.max_seconds)  # fmt: skip
+        return DayFigures(count=self.count - 1,
+                          sum_microseconds=self.sum_microseconds - microseconds(entry.seconds or 0.0),
+                          max_seconds=self.max_seconds, failed=self.failed - int(entry.failed))  # fmt: skip
 
-    def loses_max(self, resolution: Resolution) -> bool:
-        """Whether the longest may leave with this resolution: the day's resolutions then tell the next."""
-        return self.count > 1 and resolution.seconds >= self.max_seconds
+    def loses_max(self, entry: Entry) -> bool:
+        """Whether the longest may leave with this entry: the day's entries then tell the next."""
+        return self.count > 1 and entry.seconds is not None and entry.seconds >= self.max_seconds
 
-    def with_max(self, resolutions: Iterable[Resolution]) -> DayFigures:
-        """The figures with the longest of these resolutions (the day's, read back) as their longest."""
-        return self.model_copy(update={"max_seconds": max((r.seconds for r in resolutions), default=0.0)})
-
-    def figures(self) -> Bucket:
-        """The day's additive figures (what `incidentflow.metrics` carries)."""
-        return Bucket(count=self.count, sum_seconds=self.sum_microseconds / 1e6, max_seconds=self.max_seconds)
-
-
-F = TypeVar("F")
-E = TypeVar("E")
+    def with_max(self, entries: Iterable[Entry]) -> DayFigures:
+        """The figures with the longest of these entries (the day's, read back) as their longest."""
+        return self.model_copy(update={"max_seconds": max((e.seconds or 0.0 for e in entries), default=0.0)})
 
 
 @dataclass(frozen=True)
-class Day(Generic[F, E]):
-    """One day of a series as a scrape reads it: its figures, and its entries (each resolution or
-    change) for a window that cuts through it."""
+class Day:
+    """One day of a series as a scrape reads it: its figures, and its entries for a window that cuts through it."""
 
     on: date
-    figures: F
-    entries: Callable[[], Iterable[E]]
+    figures: DayFigures
+    entries: Callable[[], Iterable[Entry]]
 
     def inside(self, start: datetime, end: datetime) -> bool:
         """Whether the whole day lies in the window (start, end]."""
@@ -205,10 +270,11 @@ def microseconds(seconds: float) -> int:
 
 
 class SeriesIndex(BaseModel):
-    """What a scrape needs first about a series: its open incidents and the days that have resolutions."""
+    """What a scrape needs first about a series: what it is, its open items and the days that have entries."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    metric: str
     service: str
     severity: str
     open: int = 0
@@ -216,47 +282,6 @@ class SeriesIndex(BaseModel):
     applied: Position = -1
     """Position of the last change this index took in: the open count is a running sum, each change
     applied once, and every change at or before that position is in it."""
-
-
-class Bucket(BaseModel):
-    """Additive figures of one day of one series: sums over workers and days stay exact."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    count: int = 0
-    sum_seconds: float = 0.0
-    max_seconds: float = 0.0
-
-
-@dataclass(frozen=True)
-class Move:
-    """What one contribution changes in its series: the member, the open count, and at most two day buckets."""
-
-    member: Member
-    open_delta: int
-    leave_day: date | None
-    enter_day: date | None
-
-
-def move(old: Member | None, contribution: Contribution) -> Move | None:
-    """Runs for every contribution; None when it is stale (an older version) or changes nothing."""
-    if old is not None and old.version > contribution.version:
-        return None
-    new = Member(
-        version=contribution.version,
-        present=contribution.present,
-        status=contribution.status,
-        resolved_at=contribution.resolved_at,
-        time_to_restore_seconds=contribution.time_to_restore_seconds,
-    )
-    if old == new:
-        return None
-    return Move(
-        member=new,
-        open_delta=int(new.open) - int(old is not None and old.open),
-        leave_day=old.resolved_at.date() if old is not None and old.restored and old.resolved_at else None,
-        enter_day=new.resolved_at.date() if new.restored and new.resolved_at else None,
-    )
 
 
 def with_day(index: SeriesIndex, day: date | None, open_delta: int, position: int) -> SeriesIndex:
@@ -274,22 +299,39 @@ def window_days(now: datetime, window: timedelta) -> list[date]:
     return [first + timedelta(days=i) for i in range((last - first).days + 1)]
 
 
-def mttr(days: Iterable[Day[DayFigures, Resolution]], now: datetime, window: timedelta) -> tuple[int, float | None]:
-    """(incidents, mean time to restore) of incidents finally resolved in (now - window, now].
+@dataclass(frozen=True)
+class Totals:
+    """The entries of a series in a window: how many, the sum of their durations, how many failed."""
+
+    count: int = 0
+    sum_microseconds: int = 0
+    failed: int = 0
+
+    @property
+    def mean_seconds(self) -> float | None:
+        return self.sum_microseconds / 1e6 / self.count if self.count else None
+
+
+def totals(days: Iterable[Day], now: datetime, window: timedelta) -> Totals:
+    """The entries of these days that count in (now - window, now].
 
     A day wholly inside the window counts by its figures; only the days the window's ends cut
-    through are read resolution by resolution.
+    through are read entry by entry.
     """
     start = now - window
-    count = total = 0
+    count = total = failed = 0
     for day in days:
         if day.inside(start, now):
-            count, total = count + day.figures.count, total + day.figures.sum_microseconds
+            count, total, failed = (
+                count + day.figures.count,
+                total + day.figures.sum_microseconds,
+                failed + day.figures.failed,
+            )
             continue
-        for resolution in day.entries():
-            if start < resolution.resolved_at <= now:
-                count, total = count + 1, total + microseconds(resolution.seconds)
-    return count, (total / 1e6 / count if count else None)
+        for entry in day.entries():
+            if start < entry.at <= now:
+                count, total, failed = count + 1, total + microseconds(entry.seconds or 0.0), failed + int(entry.failed)
+    return Totals(count, total, failed)
 
 
 class ChangeMember(BaseModel):
@@ -301,84 +343,11 @@ class ChangeMember(BaseModel):
     changed_at: UtcDatetime | None = None
     failed: bool = False
 
-    @property
-    def day(self) -> date | None:
-        return self.changed_at.date() if self.present and self.changed_at is not None else None
-
-    def entry(self) -> tuple[date, ChangeEntry] | None:
+    def entry(self) -> DayEntry | None:
         """(day, entry) the change files in the service's series when it counts there."""
         if not self.present or self.changed_at is None:
             return None
-        return self.changed_at.date(), ChangeEntry(changed_at=self.changed_at, failed=self.failed)
-
-
-class ChangeEntry(BaseModel):
-    """One change filed on a day of a service's change series (under its own key, beside the day's figures)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    changed_at: UtcDatetime
-    failed: bool
-
-
-class ChangeDayFigures(BaseModel):
-    """The changes of one service whose change time fell on one UTC day, as counts (each
-    change is kept under its own key beside them, as resolutions are), each change applied once
-    (`applied`, see `Days` in stream/series.py)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    changes: int = 0
-    failed: int = 0
-    applied: Position = -1
-    """Position of the last change these figures took in: every change at or before it is in them
-    (see `Days` in stream/series.py)."""
-
-    def entered(self, entry: ChangeEntry) -> ChangeDayFigures:
-        return ChangeDayFigures(changes=self.changes + 1, failed=self.failed + int(entry.failed))
-
-    def left(self, entry: ChangeEntry) -> ChangeDayFigures:
-        return ChangeDayFigures(changes=self.changes - 1, failed=self.failed - int(entry.failed))
-
-    def loses_max(self, entry: ChangeEntry) -> bool:
-        return False  # counts only: nothing is ever read back
-
-    def with_max(self, entries: Iterable[ChangeEntry]) -> ChangeDayFigures:
-        return self
-
-    def figures(self) -> tuple[int, int]:
-        """(changes, failed changes) of the day."""
-        return self.changes, self.failed
-
-
-class ChangeIndex(BaseModel):
-    """The days of a service's change series that hold changes."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    service: str
-    days: tuple[date, ...] = ()
-
-    def with_day(self, day: date | None) -> ChangeIndex:
-        if day is None or day in self.days:
-            return self
-        return self.model_copy(update={"days": tuple(sorted((*self.days, day)))})
-
-
-def change_failure(
-    days: Iterable[Day[ChangeDayFigures, ChangeEntry]], now: datetime, window: timedelta
-) -> tuple[int, int]:
-    """(changes, failed changes) with their change time in (now - window, now]."""
-    start = now - window
-    changes = failed = 0
-    for day in days:
-        if day.inside(start, now):
-            changes, failed = changes + day.figures.changes, failed + day.figures.failed
-            continue
-        for entry in day.entries():
-            if start < entry.changed_at <= now:
-                changes, failed = changes + 1, failed + int(entry.failed)
-    return changes, failed
+        return self.changed_at.date(), Entry(at=self.changed_at, failed=self.failed)
 
 
 class ServiceReport(BaseModel):

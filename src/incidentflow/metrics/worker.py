@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from datetime import date, datetime
-from typing import Generic, Protocol, TypeVar
+from typing import Protocol
 
 import rocksdict
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -13,8 +13,6 @@ from prometheus_client.registry import Collector
 
 from incidentflow.domain import metrics
 
-B = TypeVar("B")
-
 
 class Database(Protocol):
     """What `StoreCollector` reads of a RocksDB database (a rocksdict `Rdict`)."""
@@ -22,8 +20,9 @@ class Database(Protocol):
     def property_int_value(self, name: str) -> int | None: ...
 
 
-class _OwnedSeries(Collector, Generic[B]):
-    """Reads the metric series this worker owns right now, at every scrape.
+class SeriesCollector(Collector):
+    """Every metric series this worker owns right now, read at every scrape: MTTR, resolved and open
+    incidents per (service, severity); changes and change failure ratio per service.
 
     `owned` answers for the partitions assigned to this worker at the moment of the scrape, so a
     series appears on exactly one worker and a rebalance leaves no stale series behind.
@@ -32,7 +31,7 @@ class _OwnedSeries(Collector, Generic[B]):
     def __init__(
         self,
         index: Callable[[], Iterable[tuple[bytes, bytes]]],
-        day: Callable[[str, date], B],
+        day: Callable[[str, date], metrics.Day],
         owned: Callable[[bytes], bool],
         now: Callable[[], datetime],
     ) -> None:
@@ -40,15 +39,6 @@ class _OwnedSeries(Collector, Generic[B]):
         self._day = day
         self._owned = owned
         self._now = now
-
-    def _owned_indexes(self) -> Iterator[tuple[bytes, bytes]]:
-        for key, value in list(self._index()):
-            if self._owned(key):
-                yield key, value
-
-
-class SeriesCollector(_OwnedSeries[metrics.Day[metrics.DayFigures, metrics.Resolution]]):
-    """MTTR, resolved and open incidents per (service, severity) series this worker owns."""
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         mttr = GaugeMetricFamily(
@@ -62,29 +52,6 @@ class SeriesCollector(_OwnedSeries[metrics.Day[metrics.DayFigures, metrics.Resol
             labels=["service", "severity", "window"],
         )
         open_ = GaugeMetricFamily("incidentflow_incidents_open", "Incidents open now.", labels=["service", "severity"])
-        now = self._now()
-        longest = max(metrics.WINDOWS.values())
-        for key, value in self._owned_indexes():
-            index = metrics.SeriesIndex.model_validate_json(value)
-            series = key.decode()
-            open_.add_metric([index.service, index.severity], index.open)
-            recent = set(metrics.window_days(now, longest))
-            found = [self._day(series, day) for day in index.days if day in recent]
-            for window, span in metrics.WINDOWS.items():
-                days = set(metrics.window_days(now, span))
-                count, mean = metrics.mttr((day for day in found if day.on in days), now, span)
-                resolved.add_metric([index.service, index.severity, window], count)
-                if mean is not None:
-                    mttr.add_metric([index.service, index.severity, window], mean)
-        yield mttr
-        yield resolved
-        yield open_
-
-
-class ChangeCollector(_OwnedSeries[metrics.Day[metrics.ChangeDayFigures, metrics.ChangeEntry]]):
-    """Change counts and change failure ratio per service series this worker owns."""
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
         changes = GaugeMetricFamily(
             "incidentflow_changes",
             "Changes whose change time (first processing or done) falls in the trailing window.",
@@ -97,15 +64,27 @@ class ChangeCollector(_OwnedSeries[metrics.Day[metrics.ChangeDayFigures, metrics
         )
         now = self._now()
         recent = set(metrics.window_days(now, max(metrics.WINDOWS.values())))
-        for _, value in self._owned_indexes():
-            index = metrics.ChangeIndex.model_validate_json(value)
-            found = [self._day(index.service, day) for day in index.days if day in recent]
+        for key, value in list(self._index()):
+            if not self._owned(key):
+                continue
+            index = metrics.SeriesIndex.model_validate_json(value)
+            found = [self._day(key.decode(), day) for day in index.days if day in recent]
+            if index.metric == "mttr":
+                open_.add_metric([index.service, index.severity], index.open)
             for window, span in metrics.WINDOWS.items():
                 days = set(metrics.window_days(now, span))
-                count, failed = metrics.change_failure((day for day in found if day.on in days), now, span)
-                changes.add_metric([index.service, window], count)
-                if count:
-                    ratio.add_metric([index.service, window], failed / count)
+                totals = metrics.totals((day for day in found if day.on in days), now, span)
+                if index.metric == "mttr":
+                    resolved.add_metric([index.service, index.severity, window], totals.count)
+                    if totals.mean_seconds is not None:
+                        mttr.add_metric([index.service, index.severity, window], totals.mean_seconds)
+                elif index.metric == "changes":
+                    changes.add_metric([index.service, window], totals.count)
+                    if totals.count:
+                        ratio.add_metric([index.service, window], totals.failed / totals.count)
+        yield mttr
+        yield resolved
+        yield open_
         yield changes
         yield ratio
 

@@ -1,58 +1,50 @@
-"""Metric series: incident contributions, keyed by `service|severity` -> members, day buckets, index -> `incidentflow.metrics`."""
+"""The series stage: every metric's contributions, keyed by series -> members, day figures, index -> `incidentflow.metrics`.
+
+One stage and three tables for every metric: a contribution (`domain/series.py`) says which
+series and item it is for and how it moves the item's member (`metrics.SeriesContribution.step`);
+this stage files the item's entry on its day, keeps the day's running figures and the series'
+index, and publishes each changed day as a metric row.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
-from typing import Any, Generic, Protocol, TypeVar, cast
 
-from faust.types import StreamT, TableT
 from pydantic import BaseModel, ValidationError
 
-from incidentflow.domain import correlation as corr
 from incidentflow.domain import metrics
 from incidentflow.domain.records import MetricRow
-from incidentflow.stream.cache import BatchCache
-from incidentflow.stream.context import DeadLetter, Worker
-from incidentflow.stream.packed import Record
-from incidentflow.stream.store import items_with_prefix
+from incidentflow.domain.series import CONTRIBUTION
+from incidentflow.runtime.cache import BatchCache
+from incidentflow.runtime.packed import Record
+from incidentflow.runtime.tables import Context, DeadLetter, Table
+from incidentflow.topics import Topics
+
+TABLES = {
+    "series-members": "member JSON by series|item",
+    "series-days": "DayFigures JSON by series|day, Entry JSON by series|day|item",
+    "series-index": "SeriesIndex JSON by series",
+}
 
 
 def day_key(series: str, day: date) -> bytes:
     return f"{series}|{day.isoformat()}".encode()
 
 
-E = TypeVar("E", bound=BaseModel)
-E_contra = TypeVar("E_contra", contravariant=True)
-F = TypeVar("F", bound=BaseModel)
-
-
-class Figures(Protocol[E_contra]):
-    """A day's figures: what `DayFigures` and `ChangeDayFigures` do."""
-
-    applied: int
-
-    def entered(self, entry: E_contra, /) -> Any: ...
-
-    def left(self, entry: E_contra, /) -> Any: ...
-
-    def loses_max(self, entry: E_contra, /) -> bool: ...
-
-    def with_max(self, entries: Iterable[E_contra], /) -> Any: ...
+def _entries_prefix(series: str, day: date) -> bytes:
+    return f"{series}|{day.isoformat()}|".encode()
 
 
 @dataclass(frozen=True)
-class Days(Generic[F, E]):
+class Days:
     """The days of the series of one table: each day's figures under `series|YYYY-MM-DD` and each of
-    its entries (a resolution, a change) under `series|YYYY-MM-DD|id`; a scrape reads a day's
-    entries with one seek (`items_with_prefix`).
+    its entries under `series|YYYY-MM-DD|item`; a scrape reads a day's entries with one seek.
 
     The figures are running sums, kept right across a crash between the several table writes of
     a batch (they reach their changelogs as separate records, so a worker killed between two of
     them leaves some written and some not, and whoever handles the records again must end right
-    from what is there; seen in session 9: a change counted in its day's entries and not in its
-    figures). So, for each record:
+    from what is there). So, for each record:
 
     1. its entries are written whole (`leave`, `enter`): writing them again is harmless;
     2. then each changed day's figures, with the record's change applied once (`apply`): the
@@ -67,36 +59,34 @@ class Days(Generic[F, E]):
     of a batch) and only the last position reaches the changelog. What leaves is computed from the
     member before the record (never from the entries, which step 1 may have rewritten already). A
     longest that leaves is found again by reading the day's entries (one seek), for the longest
-    only; no other change reads them, so a day of many thousands of resolutions costs no more than
+    only; no other change reads them, so a day of many thousands of entries costs no more than
     a day of ten. See docs/semantics.md."""
 
-    table: TableT[bytes, bytes]
-    figures_model: type[F]
-    entry_model: type[E]
-    cache: BatchCache[F] | None = None
-    """Where an agent's figures wait for the end of its batch; None outside agents (a scrape)."""
+    table: Table
+    cache: BatchCache[metrics.DayFigures] | None = None
+    """Where a stage's figures wait for the end of its batch; None outside the stage (a scrape)."""
 
-    def figures(self, series: str, day: date) -> F:
+    def figures(self, series: str, day: date) -> metrics.DayFigures:
         if self.cache is not None:
-            return self.cache.get(day_key(series, day)) or self.figures_model()
+            return self.cache.get(day_key(series, day)) or metrics.DayFigures()
         stored = self.table.get(day_key(series, day))
-        return self.figures_model.model_validate_json(stored) if stored else self.figures_model()
+        return metrics.DayFigures.model_validate_json(stored) if stored else metrics.DayFigures()
 
-    def entries(self, series: str, day: date, partition: int | None = None) -> list[E]:
-        """The day's entries; `partition` outside of an agent (a scrape), else the current record's."""
-        found = items_with_prefix(self.table, _entries_prefix(series, day), partition=partition)
-        return [self.entry_model.model_validate_json(value) for _, value in found]
+    def entries(self, series: str, day: date, partition: int | None = None) -> list[metrics.Entry]:
+        """The day's entries; `partition` outside of the stage (a scrape), else the current record's."""
+        found = self.table.prefixed(_entries_prefix(series, day), partition)
+        return [metrics.Entry.model_validate_json(value) for _, value in found]
 
     def leave(self, series: str, day: date, item: str) -> None:
         """Removes this item's entry from the day (nothing when it has none)."""
-        self.table.pop(_entries_prefix(series, day) + item.encode(), None)
+        self.table.pop(_entries_prefix(series, day) + item.encode())
 
-    def enter(self, series: str, day: date, item: str, entry: E) -> None:
+    def enter(self, series: str, day: date, item: str, entry: metrics.Entry) -> None:
         """Files this item's entry on the day, replacing one it had there."""
-        self.table[_entries_prefix(series, day) + item.encode()] = entry.model_dump_json().encode()
+        self.table.set(_entries_prefix(series, day) + item.encode(), entry.model_dump_json().encode())
 
-    def move(self, series: str, item: str, change: int, leaving: tuple[date, E] | None,
-             entering: tuple[date, E] | None) -> dict[date, F]:  # fmt: skip
+    def move(self, series: str, item: str, change: int, leaving: metrics.DayEntry | None,
+             entering: metrics.DayEntry | None) -> dict[date, metrics.DayFigures]:  # fmt: skip
         """Steps 1 and 2 for one item: its entry `leaving` (day, entry it had there) taken out, its
         entry `entering` put in; returns the figures of each day that changed."""
         if leaving is not None:
@@ -110,14 +100,14 @@ class Days(Generic[F, E]):
             for day in changed
         }  # fmt: skip
 
-    def apply(self, series: str, day: date, change: int, leaving: E | None, entering: E | None) -> F:
+    def apply(self, series: str, day: date, change: int, leaving: metrics.Entry | None,
+              entering: metrics.Entry | None) -> metrics.DayFigures:  # fmt: skip
         """The day's figures with one item's entry `leaving` taken out and `entering` put in (either
         may be None), saved; once per `change`, the position of the record (figures at it or later
         hold it already). Runs after `leave` and `enter` wrote the entries."""
-        stored = self.figures(series, day)
-        if cast(Figures[E], stored).applied >= change:
-            return stored
-        figures: Any = stored
+        figures = self.figures(series, day)
+        if figures.applied >= change:
+            return figures
         max_left = leaving is not None and figures.loses_max(leaving)
         if leaving is not None:
             figures = figures.left(leaving)
@@ -131,155 +121,83 @@ class Days(Generic[F, E]):
             figures = figures.with_max(self.entries(series, day))
         figures = figures.model_copy(update={"applied": change})
         if self.cache is not None:
-            self.cache.set(day_key(series, day), cast(F, figures))
+            self.cache.set(day_key(series, day), figures)
         else:
-            self.table[day_key(series, day)] = figures.model_dump_json().encode()
-        return cast(F, figures)
-
-    def recount(self, series: str, day: date) -> F:
-        """The day's figures counted from its entries (not saved)."""
-        figures: Any = self.figures_model()
-        for entry in self.entries(series, day):
-            figures = cast(Figures[E], figures).entered(entry)
-        return cast(F, figures)
+            self.table.set(day_key(series, day), figures.model_dump_json().encode())
+        return figures
 
 
-def _entries_prefix(series: str, day: date) -> bytes:
-    return f"{series}|{day.isoformat()}|".encode()
+@dataclass
+class Series:
+    """Runs for every contribution of every metric: moves its item within its series and publishes
+    each changed day, once per batch."""
 
-
-def _change_of(message: Record) -> int:
-    """Where the change a record makes to a day or an index comes among all changes of its series:
-    its position (offset and item) in the one partition the series lives in."""
-    return message.position
-
-
-def register(worker: Worker) -> None:
-    names = worker.names
-
-    # All three are written while handling a contribution, so they live in the partition of its
-    # series (the contributions topic is keyed by series): a series has exactly one owner.
-    members = BatchCache(worker.table("series-members", "Member JSON by series|aggregate_id"), metrics.Member)
-    table = worker.table("series-days", "DayFigures JSON by series|day, Resolution JSON by series|day|aggregate_id")
-    figures = BatchCache(table, metrics.DayFigures)
-    days = Days(table, metrics.DayFigures, metrics.Resolution, cache=figures)
-    index = BatchCache(worker.table("series-index", "SeriesIndex JSON by series"), metrics.SeriesIndex)
-    rows: dict[str, MetricRow] = {}
+    context: Context
+    names: Topics
+    tables: dict[str, Table]
+    name: str = "series"
+    topics: tuple[str, ...] = ()
+    members: dict[type[BaseModel], BatchCache[BaseModel]] = field(default_factory=dict)
+    """One cache per member model, over the one members table (each metric's keys are its own)."""
+    figures: BatchCache[metrics.DayFigures] = field(init=False)
+    index: BatchCache[metrics.SeriesIndex] = field(init=False)
+    days: Days = field(init=False)
+    rows: dict[str, MetricRow] = field(default_factory=dict)
     """The metric rows the batch changed, each sent once with its figures as the batch left them."""
 
-    async def record_one(message: Record) -> str:
+    def __post_init__(self) -> None:
+        self.topics = (self.names.contributions,)
+        self.figures = BatchCache(self.tables["series-days"], metrics.DayFigures, self.context)
+        self.days = Days(self.tables["series-days"], cache=self.figures)
+        self.index = BatchCache(self.tables["series-index"], metrics.SeriesIndex, self.context)
+
+    def _members(self, model: type[BaseModel]) -> BatchCache[BaseModel]:
+        cache = self.members.get(model)
+        if cache is None:
+            cache = self.members[model] = BatchCache(self.tables["series-members"], model, self.context)
+        return cache
+
+    async def handle(self, message: Record) -> str:
         try:
-            contribution = metrics.Contribution.model_validate_json(message.value or b"")
+            contribution = CONTRIBUTION.validate_json(message.value or b"")
         except ValidationError as error:
             raise DeadLetter(f"not a metric contribution: {error}") from None
         series = contribution.series
         if message.key != series.encode():
-            await worker.send(names.contributions, series, message.value or b"")
+            await self.context.send(self.names.contributions, series, message.value or b"")
             return "rekeyed"
-        member_key = f"{series}|{contribution.aggregate_id}".encode()
-        old = members.get(member_key)
-        move = metrics.move(old, contribution)
-        if move is None:
+        members = self._members(contribution.member_model())
+        member_key = f"{series}|{contribution.item}".encode()
+        step = contribution.step(members.get(member_key))
+        if step is None:
             return "duplicate"
-        change = _change_of(message)
-        current_index = index.get(series.encode()) or metrics.SeriesIndex(
-            service=contribution.service, severity=contribution.severity
-        )
-        index.set(series.encode(), metrics.with_day(current_index, move.enter_day, move.open_delta, change))
-        changed = days.move(
-            series, contribution.aggregate_id, change, old.entry() if old else None, move.member.entry()
-        )
-        members.set(member_key, move.member)  # written back last (see `finish`)
-        for day, figures_now in changed.items():
-            row = MetricRow(metric="mttr", service=contribution.service, severity=contribution.severity,
-                            day=day.isoformat(), **figures_now.figures().model_dump())  # fmt: skip
-            rows[row.key] = row
+        if step.leaving is not None or step.entering is not None or step.open_delta:
+            change = message.position
+            index = self.index.get(series.encode()) or metrics.SeriesIndex(
+                metric=contribution.metric, service=contribution.service, severity=contribution.severity
+            )
+            enter_day = step.entering[0] if step.entering is not None else None
+            self.index.set(series.encode(), metrics.with_day(index, enter_day, step.open_delta, change))
+            for day, figures in self.days.move(series, contribution.item, change, step.leaving, step.entering).items():
+                row = contribution.row(day, figures)
+                self.rows[row.key] = row
+        members.set(member_key, step.member)  # written back last (see `finish`)
         return "applied"
 
-    async def finish() -> None:
-        """Runs once the batch's contributions are handled: writes back the figures and indexes,
-        then the members (a record whose member is written has had every other write: see
-        `Days`), and sends each changed metric row."""
-        await _write_back(worker, [figures, index, members], rows)
+    def begin(self) -> None:
+        for cache in self._caches():
+            cache.discard()
+        self.rows.clear()
 
-    def begin() -> None:
-        _discard([figures, index, members], rows)
+    async def finish(self) -> None:
+        """Writes back the figures and indexes, then the members (a record whose member is written
+        has had every other write: see `Days`), and sends each changed metric row."""
+        for cache in self._caches():
+            cache.write_back()
+        sent = list(self.rows.values())
+        self.rows.clear()
+        for row in sent:
+            await self.context.send(self.names.metrics, row.key, row.model_dump_json())
 
-    @worker.app.agent(worker.topic(names.contributions), name="series")
-    async def record(stream: StreamT[bytes]) -> None:
-        """Runs for every incident contribution: moves it within its series and publishes changed days."""
-        await worker.consume(stream, record_one, finish, begin)
-
-
-def register_changes(worker: Worker) -> None:
-    """Change series, keyed by service: members, day buckets and an index -> `changes` rows of `incidentflow.metrics`."""
-    names = worker.names
-    members = BatchCache(worker.table("change-members", "ChangeFacts JSON (joined) by service|change_id"),
-                         corr.ChangeFacts)  # fmt: skip
-    table = worker.table(
-        "change-days", "ChangeDayFigures JSON by service|day, ChangeEntry JSON by service|day|change_id"
-    )
-    figures = BatchCache(table, metrics.ChangeDayFigures)
-    days = Days(table, metrics.ChangeDayFigures, metrics.ChangeEntry, cache=figures)
-    index = BatchCache(worker.table("change-index", "ChangeIndex JSON by service"), metrics.ChangeIndex)
-    rows: dict[str, MetricRow] = {}
-
-    async def record_one(message: Record) -> str:
-        try:
-            contribution = corr.ChangeContribution.model_validate_json(message.value or b"")
-        except ValidationError as error:
-            raise DeadLetter(f"not a change contribution: {error}") from None
-        service = contribution.service
-        if message.key != service.encode():
-            await worker.send(names.change_contributions, service, message.value or b"")
-            return "rekeyed"
-        change_id = contribution.facts.change.change_id
-        member_key = f"{service}|{change_id}".encode()
-        known = members.get(member_key)
-        facts = contribution.facts if known is None else known.join(contribution.facts)
-        if facts == known:
-            return "duplicate"
-        old = known.member(service) if known is not None else None
-        new = facts.member(service)
-        if old == new:
-            members.set(member_key, facts)
-            return "applied"
-        current_index = index.get(service.encode()) or metrics.ChangeIndex(service=service)
-        index.set(service.encode(), current_index.with_day(new.day))
-        changed = days.move(service, change_id, _change_of(message), old.entry() if old else None, new.entry())
-        members.set(member_key, facts)  # written back last (see `finish`)
-        for day, figures_now in changed.items():
-            count, failed = figures_now.figures()
-            row = MetricRow(metric="changes", service=service, severity="-", day=day.isoformat(),
-                            changes=count, failed_changes=failed)  # fmt: skip
-            rows[row.key] = row
-        return "applied"
-
-    async def finish() -> None:
-        """As for the metric series: figures and indexes, then members, then the changed rows."""
-        await _write_back(worker, [figures, index, members], rows)
-
-    def begin() -> None:
-        _discard([figures, index, members], rows)
-
-    @worker.app.agent(worker.topic(names.change_contributions), name="change-series")
-    async def record(stream: StreamT[bytes]) -> None:
-        """Runs for every change contribution: moves it within its service's days and publishes changed days."""
-        await worker.consume(stream, record_one, finish, begin)
-
-
-def _discard(caches: list[BatchCache[Any]], rows: dict[str, MetricRow]) -> None:
-    """Forgets what an earlier batch kept and never wrote back (see `Begin` in stream/context.py)."""
-    for cache in caches:
-        cache.discard()
-    rows.clear()
-
-
-async def _write_back(worker: Worker, caches: list[BatchCache[Any]], rows: dict[str, MetricRow]) -> None:
-    """Writes back each cache in turn, then sends the rows."""
-    for cache in caches:
-        cache.write_back()
-    sent = list(rows.values())
-    rows.clear()
-    for row in sent:
-        await worker.send(worker.names.metrics, row.key, row.model_dump_json())
+    def _caches(self) -> list[BatchCache[metrics.DayFigures] | BatchCache[metrics.SeriesIndex] | BatchCache[BaseModel]]:
+        return [self.figures, self.index, *self.members.values()]

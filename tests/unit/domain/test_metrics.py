@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
 from hypothesis import given, settings
@@ -13,39 +14,28 @@ from incidentflow.domain import metrics
 from incidentflow.domain.aggregate import AggregateState, apply
 from incidentflow.domain.events import AlertEvent
 from incidentflow.domain.incident import project
+from incidentflow.runtime.packed import Record
+from incidentflow.stream import series as stream_series
 from incidentflow.stream.series import Days
-from tests.factories import T0, DictTable, alert
+from incidentflow.topics import Topics
+from tests.factories import T0, DictTable, FakeContext, alert, record
 from tests.oracle import incident_dict, recompute_incident, recompute_mttr, recompute_open
 
 
 @dataclass
 class Series:
-    """The stores of one series, as the series agent keeps them: the members here, the days in `Days`."""
+    """One series as the series stage (stream/series.py) left it in its tables."""
 
-    index: metrics.SeriesIndex
-    members: dict[str, metrics.Member] = field(default_factory=dict)
-    table: DictTable = field(default_factory=DictTable)
-    offset: int = 0
+    name: str
+    tables: dict[str, DictTable]
 
     @property
-    def name(self) -> str:
-        return metrics.series_key(self.index.service, self.index.severity)
+    def index(self) -> metrics.SeriesIndex:
+        return metrics.SeriesIndex.model_validate_json(self.tables["series-index"][self.name.encode()])
 
     @property
-    def days(self) -> Days[metrics.DayFigures, metrics.Resolution]:
-        return Days(self.table, metrics.DayFigures, metrics.Resolution)
-
-    def record(self, c: metrics.Contribution) -> None:
-        """What the series agent does with one contribution (`record_one` in stream/series.py)."""
-        self.offset += 1
-        old = self.members.get(c.aggregate_id)
-        move = metrics.move(old, c)
-        if move is None:
-            return
-        change = self.offset
-        self.index = metrics.with_day(self.index, move.enter_day, move.open_delta, change)
-        self.days.move(self.name, c.aggregate_id, change, old.entry() if old else None, move.member.entry())
-        self.members[c.aggregate_id] = move.member
+    def days(self) -> Days:
+        return Days(self.tables["series-days"])
 
     def mttr(self, now: datetime, window: timedelta) -> tuple[int, float | None]:
         days = [
@@ -53,35 +43,45 @@ class Series:
                         entries=lambda day=day: self.days.entries(self.name, day))  # type: ignore[misc]
             for day in self.index.days
         ]  # fmt: skip
-        return metrics.mttr(days, now, window)
+        totals = metrics.totals(days, now, window)
+        return totals.count, totals.mean_seconds
 
-    def figures(self, day: date) -> metrics.Bucket:
-        """The day's figures, checked against its resolutions."""
-        kept = [r.seconds for r in self.days.entries(self.name, day)]
-        found = self.days.figures(self.name, day).figures()
+    def figures(self, day: date) -> metrics.DayFigures:
+        """The day's figures, checked against its entries."""
+        kept = [e.seconds or 0.0 for e in self.days.entries(self.name, day)]
+        found = self.days.figures(self.name, day)
         assert (found.count, found.max_seconds) == (len(kept), max(kept, default=0.0))
-        assert abs(found.sum_seconds - sum(kept)) < 1e-6
+        assert abs(found.sum_microseconds / 1e6 - sum(kept)) < 1e-6
         return found
 
 
 def run(deliveries: list[AlertEvent], rnd: random.Random) -> dict[str, Series]:
-    """Fold deliveries per aggregate and feed every contribution (some twice, shuffled per series) to series."""
+    """Fold deliveries per aggregate and feed every contribution (some twice, shuffled per series) to the
+    series stage, in batches of any size."""
     states: dict[str, AggregateState] = {}
-    per_series: dict[str, list[metrics.Contribution]] = {}
+    per_series: dict[str, list[metrics.IncidentContribution]] = {}
     for event in deliveries:
         applied = apply(states.get(event.aggregate_id, AggregateState()), event)
         states[event.aggregate_id] = applied.state
         if applied.changed and applied.after is not None:
             for c in metrics.contributions(applied.before, applied.after):
                 per_series.setdefault(c.series, []).append(c)
-    series: dict[str, Series] = {}
+    names = Topics("t")
+    tables = {name: DictTable() for name in stream_series.TABLES}
+    context = FakeContext()
+    stage = stream_series.Series(context, names, tables)  # type: ignore[arg-type]  # dicts for tables
+    records = []
     for key, items in per_series.items():
         replayed = items + [rnd.choice(items) for _ in range(len(items) // 2)]  # at-least-once redelivery
-        state = Series(metrics.SeriesIndex(service=items[0].service, severity=items[0].severity))
-        for c in replayed:
-            state.record(c)
-        series[key] = state
-    return series
+        records += [(key, c) for c in replayed]
+    batch: list[Record] = []
+    for offset, (key, c) in enumerate(records):
+        batch.append(record(names.contributions, key, c.model_dump_json(), offset=offset))
+        if rnd.random() < 0.3:
+            asyncio.run(context.run(stage, batch))
+            batch = []
+    asyncio.run(context.run(stage, batch))
+    return {key: Series(key, tables) for key in per_series}
 
 
 @st.composite
@@ -136,17 +136,17 @@ def test_series_equal_batch_recomputation(events: list[AlertEvent], rnd: random.
 def test_a_reopen_withdraws_the_earlier_resolution_until_it_resolves_again() -> None:
     events = [alert("open", 0, severity="high"), alert("resolve", 30, severity="high"), alert("reopen", 60)]
     series = run(events[:2], random.Random(1))
-    assert series["unknown|high"].mttr(T0 + timedelta(hours=2), timedelta(days=1)) == (1, 1800.0)
+    assert series["mttr|unknown|high"].mttr(T0 + timedelta(hours=2), timedelta(days=1)) == (1, 1800.0)
     series = run(events, random.Random(1))
-    assert series["unknown|high"].mttr(T0 + timedelta(hours=2), timedelta(days=1)) == (0, None)
-    assert series["unknown|high"].index.open == 1
+    assert series["mttr|unknown|high"].mttr(T0 + timedelta(hours=2), timedelta(days=1)) == (0, None)
+    assert series["mttr|unknown|high"].index.open == 1
 
 
 def test_severity_rise_moves_the_incident_to_its_new_series() -> None:
     events = [alert("open", 0, severity="low"), alert("open", 5, severity="critical")]
     series = run(events, random.Random(1))
-    assert series["unknown|low"].index.open == 0
-    assert series["unknown|critical"].index.open == 1
+    assert series["mttr|unknown|low"].index.open == 0
+    assert series["mttr|unknown|critical"].index.open == 1
 
 
 def test_daily_bucket_is_additive() -> None:
@@ -155,32 +155,31 @@ def test_daily_bucket_is_additive() -> None:
         alert("open", 0, key="b", event_id="b1"), alert("resolve", 40, key="b", event_id="b2"),
     ]  # fmt: skip
     series = run(events, random.Random(1))
-    assert series["unknown|unknown"].figures(T0.date()) == metrics.Bucket(
-        count=2, sum_seconds=3000.0, max_seconds=2400.0
-    )
+    figures = series["mttr|unknown|unknown"].figures(T0.date())
+    assert (figures.count, figures.sum_microseconds, figures.max_seconds) == (2, 3_000_000_000, 2400.0)
     assert incident_dict(None) is None
 
 
 def test_day_figures_sum_exactly_and_keep_the_longest() -> None:
-    def r(seconds: float) -> metrics.Resolution:
-        return metrics.Resolution(resolved_at=T0, seconds=seconds)
+    def r(seconds: float) -> metrics.Entry:
+        return metrics.Entry(at=T0, seconds=seconds)
 
     day = metrics.DayFigures().entered(r(600.0)).entered(r(2400.0)).entered(r(0.1)).entered(r(0.2))
-    assert day.figures() == metrics.Bucket(count=4, sum_seconds=3000.3, max_seconds=2400.0)
+    assert (day.count, day.sum_microseconds, day.max_seconds) == (4, 3_000_300_000, 2400.0)
 
 
 def test_change_day_counts_count_entries_and_failed_ones() -> None:
-    failed = metrics.ChangeEntry(changed_at=T0, failed=True)
-    fine = metrics.ChangeEntry(changed_at=T0, failed=False)
-    day = metrics.ChangeDayFigures().entered(failed).entered(fine).entered(failed)
-    assert day.figures() == (3, 2)
+    failed = metrics.Entry(at=T0, failed=True)
+    fine = metrics.Entry(at=T0, failed=False)
+    day = metrics.DayFigures().entered(failed).entered(fine).entered(failed).left(fine)
+    assert (day.count, day.failed, day.sum_microseconds) == (2, 2, 0)
 
 
 def test_a_window_counts_whole_days_by_their_figures_and_reads_the_resolutions_of_cut_days() -> None:
     read: list[date] = []
 
     def day(on: date, *resolved: tuple[datetime, float]) -> metrics.Day:
-        found = [metrics.Resolution(resolved_at=at, seconds=seconds) for at, seconds in resolved]
+        found = [metrics.Entry(at=at, seconds=seconds) for at, seconds in resolved]
         figures = metrics.DayFigures()
         for resolution in found:
             figures = figures.entered(resolution)
@@ -193,10 +192,10 @@ def test_a_window_counts_whole_days_by_their_figures_and_reads_the_resolutions_o
         day(today, (midnight + timedelta(hours=1), 600.0), (midnight + timedelta(hours=7), 50.0)),
     ]
     # At 06:00 the one-day window starts yesterday at 06:00 (04:00 is out, 22:00 in) and ends now (07:00 is out).
-    assert metrics.mttr(days, midnight + timedelta(hours=6), timedelta(days=1)) == (2, 450.0)
+    assert metrics.totals(days, midnight + timedelta(hours=6), timedelta(days=1)).mean_seconds == 450.0
     assert sorted(read) == [yesterday, today]
     read.clear()
-    assert metrics.mttr(days[:1], midnight + timedelta(days=1), timedelta(days=3)) == (2, 200.0)
+    assert metrics.totals(days[:1], midnight + timedelta(days=1), timedelta(days=3)) == metrics.Totals(2, 400_000_000)
     assert read == []  # yesterday lies wholly inside the window: its figures are enough
 
 
@@ -206,11 +205,12 @@ def test_window_days_cover_the_trailing_window() -> None:
 
 
 def test_stale_or_repeated_contributions_change_nothing() -> None:
-    c = metrics.Contribution(service="a", severity="b", aggregate_id="x", version=3, present=True, status="open")
-    first = metrics.move(None, c)
+    c = metrics.IncidentContribution(service="a", severity="b", aggregate_id="x", version=3, present=True,
+                                     status="open")  # fmt: skip
+    first = c.step(None)
     assert first is not None and first.open_delta == 1
-    assert metrics.move(first.member, c) is None
-    assert metrics.move(first.member, c.model_copy(update={"version": 2, "status": "resolved"})) is None
+    assert c.step(first.member) is None
+    assert c.model_copy(update={"version": 2, "status": "resolved"}).step(first.member) is None
 
 
 def test_a_change_outside_the_metric_view_contributes_nothing() -> None:
@@ -244,19 +244,9 @@ def test_report_sums_daily_rows_per_service_within_the_range() -> None:
 
 def test_the_open_count_takes_each_change_once() -> None:
     """A record handled again after its index was written and its member was not counts its open incident once."""
-    index = metrics.SeriesIndex(service="api", severity="high")
+    index = metrics.SeriesIndex(metric="mttr", service="api", severity="high")
     index = metrics.with_day(index, None, +1, 7)
     index = metrics.with_day(index, None, +1, 7)  # the same record, handled again
     assert index.open == 1
     index = metrics.with_day(index, T0.date(), -1, 9)
     assert (index.open, index.days) == (0, (T0.date(),))
-
-
-def test_figures_and_indexes_stored_with_a_change_name_read_as_before_every_position() -> None:
-    """Stored before positions: `applied` named the last change (or nothing)."""
-    figures = metrics.DayFigures.model_validate_json(
-        '{"count": 2, "sum_microseconds": 5, "max_seconds": 1.0, "applied": "0@7"}'
-    )
-    index = metrics.SeriesIndex.model_validate_json('{"service": "api", "severity": "high", "applied": null}')
-    assert (figures.applied, index.applied) == (-1, -1)
-    assert metrics.with_day(index, None, +1, 0).open == 1  # the first change after the upgrade is taken in

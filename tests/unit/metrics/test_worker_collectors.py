@@ -9,7 +9,7 @@ import rocksdict
 from prometheus_client import CollectorRegistry, generate_latest
 
 from incidentflow.domain import metrics
-from incidentflow.metrics.worker import ChangeCollector, SeriesCollector, StoreCollector
+from incidentflow.metrics.worker import SeriesCollector, StoreCollector
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
@@ -27,20 +27,24 @@ def test_change_failure_ratio_and_changes_per_window() -> None:
         ("search", (NOW - timedelta(days=40)).date()): [(NOW - timedelta(days=40), True)],
     }  # fmt: skip
     index = {
-        b"checkout": metrics.ChangeIndex(service="checkout", days=(NOW.date() - timedelta(days=3), NOW.date())),
-        b"search": metrics.ChangeIndex(service="search", days=((NOW - timedelta(days=40)).date(),)),
-        b"payments": metrics.ChangeIndex(service="payments", days=(NOW.date(),)),
-    }
+        b"changes|checkout|-": metrics.SeriesIndex(metric="changes", service="checkout", severity="-",
+                                                   days=(NOW.date() - timedelta(days=3), NOW.date())),
+        b"changes|search|-": metrics.SeriesIndex(metric="changes", service="search", severity="-",
+                                                 days=((NOW - timedelta(days=40)).date(),)),
+        b"changes|payments|-": metrics.SeriesIndex(metric="changes", service="payments", severity="-",
+                                                   days=(NOW.date(),)),
+    }  # fmt: skip
 
-    def day(service: str, on: date) -> metrics.Day[metrics.ChangeDayFigures, metrics.ChangeEntry]:
-        filed = [metrics.ChangeEntry(changed_at=at, failed=failed) for at, failed in entries.get((service, on), [])]
-        figures = metrics.ChangeDayFigures()
+    def day(series: str, on: date) -> metrics.Day:
+        service = series.split("|")[1]
+        filed = [metrics.Entry(at=at, failed=failed) for at, failed in entries.get((service, on), [])]
+        figures = metrics.DayFigures()
         for entry in filed:
             figures = figures.entered(entry)
         return metrics.Day(on=on, figures=figures, entries=lambda: filed)
 
-    text = _text(ChangeCollector(index=lambda: [(k, v.model_dump_json().encode()) for k, v in index.items()],
-                                 day=day, owned=lambda key: key != b"payments", now=lambda: NOW))  # fmt: skip
+    text = _text(SeriesCollector(index=lambda: [(k, v.model_dump_json().encode()) for k, v in index.items()],
+                                 day=day, owned=lambda key: b"payments" not in key, now=lambda: NOW))  # fmt: skip
     assert 'incidentflow_changes{service="checkout",window="1d"} 2.0' in text
     assert 'incidentflow_change_failure_ratio{service="checkout",window="1d"} 0.5' in text
     assert 'incidentflow_changes{service="checkout",window="7d"} 4.0' in text
@@ -51,7 +55,7 @@ def test_change_failure_ratio_and_changes_per_window() -> None:
 
 
 def test_mttr_is_absent_without_resolutions_and_open_counts_show() -> None:
-    index = {b"db|high": metrics.SeriesIndex(service="db", severity="high", open=3)}
+    index = {b"mttr|db|high": metrics.SeriesIndex(metric="mttr", service="db", severity="high", open=3)}
     text = _text(SeriesCollector(index=lambda: [(k, v.model_dump_json().encode()) for k, v in index.items()],
                                  day=lambda s, d: metrics.Day(on=d, figures=metrics.DayFigures(), entries=list), owned=lambda key: True, now=lambda: NOW))  # fmt: skip
     assert 'incidentflow_incidents_open{service="db",severity="high"} 3.0' in text

@@ -11,7 +11,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from incidentflow.metrics.worker import HeapCollector
-from incidentflow.stream import heap
+from incidentflow.runtime import heap
 
 pytestmark = pytest.mark.skipif(not heap.available(), reason="not glibc: there is no malloc_trim")
 
@@ -46,7 +46,7 @@ def test_the_heap_figures_are_exported() -> None:
 
 MAPPED_AFTER_A_FREE = """
 import ctypes, json, sys
-from incidentflow.stream import heap
+from incidentflow.runtime import heap
 done = heap.tune() if sys.argv[1] == "tune" else {}
 first = bytearray(400 * 1024)  # above glibc's initial threshold of 128 KiB: mapped on its own
 del first  # glibc's own rule now raises its threshold to 400 KiB

@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from faust.types import TP, Message
-
 from incidentflow.domain import metrics
-from incidentflow.stream.cache import BatchCache
-from incidentflow.stream.context import Worker
-from tests.factories import DictTable
+from incidentflow.runtime.cache import BatchCache
+from tests.factories import At, DictTable, FakeContext
+
+CONTEXT = FakeContext()
 
 
-@dataclass
-class Event:
-    message: Message
-
-
-def event(partition: int, offset: int = 0) -> Event:
-    return Event(Message("t", partition, offset, 0.0, 0, None, b"k", b"", None, tp=TP("t", partition)))
+def index(service: str, severity: str, open_count: int = 0) -> metrics.SeriesIndex:
+    return metrics.SeriesIndex(metric="mttr", service=service, severity=severity, open=open_count)
 
 
 class Partitioned(DictTable):
@@ -34,13 +26,11 @@ class Partitioned(DictTable):
         return super().get(key, default)
 
     def _partition(self) -> int:
-        current = Worker.current_event()
-        assert current is not None
-        return int(current.message.partition)
+        return CONTEXT.here().partition
 
-    def __setitem__(self, key: bytes, value: bytes) -> None:
+    def set(self, key: bytes, value: bytes) -> None:
         self.writes.append((self._partition(), key, value))
-        super().__setitem__(key, value)
+        super().set(key, value)
 
     def pop(self, key: bytes, default: bytes | None = None) -> bytes | None:  # type: ignore[override]
         self.writes.append((self._partition(), key, None))
@@ -49,16 +39,16 @@ class Partitioned(DictTable):
 
 def test_a_key_is_read_once_and_written_once_in_the_partition_of_its_record() -> None:
     table = Partitioned()
-    cache = BatchCache(table, metrics.SeriesIndex)  # type: ignore[arg-type]
-    with Worker.acting_for(event(3)):  # type: ignore[arg-type]
+    cache = BatchCache(table, metrics.SeriesIndex, CONTEXT)
+    with CONTEXT.acting_for(At(3)):
         assert cache.get(b"a") is None
         for open_count in range(1, 4):
-            cache.set(b"a", metrics.SeriesIndex(service="s", severity="high", open=open_count))
-        assert cache.get(b"a") == metrics.SeriesIndex(service="s", severity="high", open=3)
-    with Worker.acting_for(event(5)):  # type: ignore[arg-type]
-        cache.set(b"b", metrics.SeriesIndex(service="t", severity="low"))
+            cache.set(b"a", index("s", "high", open_count))
+        assert cache.get(b"a") == index("s", "high", 3)
+    with CONTEXT.acting_for(At(5)):
+        cache.set(b"b", index("t", "low"))
         cache.set(b"b", None)  # removed again
-    with Worker.acting_for(event(0)):  # type: ignore[arg-type]  # the batch's last record is elsewhere
+    with CONTEXT.acting_for(At(0)):  # the batch's last record is elsewhere
         cache.write_back()
     assert table.reads == 1
     assert [(p, k, v is not None) for p, k, v in table.writes] == [(3, b"a", True), (5, b"b", False)]
@@ -67,10 +57,10 @@ def test_a_key_is_read_once_and_written_once_in_the_partition_of_its_record() ->
 
 def test_what_a_batch_cut_short_kept_is_never_written() -> None:
     table = Partitioned()
-    cache = BatchCache(table, metrics.SeriesIndex)  # type: ignore[arg-type]
-    with Worker.acting_for(event(3)):  # type: ignore[arg-type]
-        cache.set(b"a", metrics.SeriesIndex(service="s", severity="high", open=1))
+    cache = BatchCache(table, metrics.SeriesIndex, CONTEXT)
+    with CONTEXT.acting_for(At(3)):
+        cache.set(b"a", index("s", "high", 1))
     cache.discard()  # the next batch begins: the partition may be another worker's by now
-    with Worker.acting_for(event(3)):  # type: ignore[arg-type]
+    with CONTEXT.acting_for(At(3)):
         cache.write_back()
     assert table.writes == []

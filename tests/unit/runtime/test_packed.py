@@ -15,11 +15,12 @@ from hypothesis import strategies as st
 
 from incidentflow.config import Integrations, Settings
 from incidentflow.metrics.worker import WorkerMetrics
-from incidentflow.stream import packed
-from incidentflow.stream.context import DeadLetter, Worker
-from incidentflow.stream.packed import NotPacked, Outbox, Record, unpack
+from incidentflow.runtime import packed
+from incidentflow.runtime.harness import Runtime
+from incidentflow.runtime.packed import NotPacked, Outbox, Record, unpack
+from incidentflow.runtime.tables import DeadLetter
 from incidentflow.topics import Topics
-from tests.unit.stream.test_positions import App
+from tests.unit.runtime.test_positions import App
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
@@ -111,7 +112,7 @@ def test_a_bad_item_is_dead_lettered_alone_and_a_record_not_packed_whole() -> No
     settings = Settings()
     names = Topics.of(settings)
     app = App(producer=Producer())  # type: ignore[arg-type]
-    worker = Worker(settings=settings, integrations=Integrations(by_name={}), app=app,  # type: ignore[arg-type]
+    worker = Runtime(settings=settings, integrations=Integrations(by_name={}), app=app,  # type: ignore[arg-type]
                     names=names, metrics=WorkerMetrics())  # fmt: skip
     handled: list[tuple[str, int | None, bytes | None]] = []
 
@@ -133,4 +134,4 @@ def test_a_bad_item_is_dead_lettered_alone_and_a_record_not_packed_whole() -> No
         (1, None, "poison", "not packed"),
     ]
     assert "not a packed record" in dead[1]["reason"]
-    assert worker.completed[(names.contributions, 0)] == (1, 2)  # both records done
+    assert worker.commits.completed[(names.contributions, 0)] == (1, 2)  # both records done

@@ -10,7 +10,7 @@ import rocksdict
 from faust.stores.rocksdb import RocksDBOptions
 from faust.streams import _current_event
 
-from incidentflow.stream import store
+from incidentflow.runtime import store
 
 
 def _open(path: Path) -> rocksdict.Rdict:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from faust.types import TP
 
-from incidentflow.stream.stall import BrokerOffsets, StallWatch
+from incidentflow.runtime.stall import BrokerOffsets, StallWatch
 
 RAW = TP("t.raw", 0)
 CHANGELOG = TP("app-positions-changelog", 0)

@@ -18,7 +18,8 @@ from intervaltree import Interval, IntervalTree
 
 from incidentflow.config import Integrations, Settings
 from incidentflow.metrics.worker import WorkerMetrics
-from incidentflow.stream.context import GapUnreadable, Worker
+from incidentflow.runtime.harness import Runtime
+from incidentflow.runtime.positions import GapUnreadable
 from incidentflow.topics import Topics
 
 TOPIC = "t.raw"
@@ -79,7 +80,7 @@ class Producer:
 
 @dataclass
 class App:
-    """What `Worker` asks of the Faust app: tables (dicts here), the consumer and its generation."""
+    """What `Runtime` asks of the Faust app: tables (dicts here), the consumer and its generation."""
 
     consumer_generation_id: int = 1
     rebalancing: bool = False
@@ -126,7 +127,7 @@ class Consumer:
     handled: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.worker = Worker(settings=Settings(), integrations=Integrations(by_name={}), app=self.app,  # type: ignore[arg-type]
+        self.worker = Runtime(settings=Settings(), integrations=Integrations(by_name={}), app=self.app,  # type: ignore[arg-type]
                              names=Topics.of(Settings()), metrics=WorkerMetrics())  # fmt: skip
         self.worker.gaps = self.broker  # type: ignore[assignment]
 

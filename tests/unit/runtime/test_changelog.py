@@ -10,8 +10,8 @@ from typing import Any
 from faust.types import TP
 
 from incidentflow.config import Integrations, Settings
+from incidentflow.runtime.changelog import Changelog
 from incidentflow.stream.app import create_worker
-from incidentflow.stream.context import Changelog
 
 
 @dataclass

@@ -6,7 +6,7 @@ parsing and dumping the same JSON, and writing the same key, once per contributi
 series stage. A `BatchCache` keeps each value it read or was given, parsed, for the rest of the
 batch, and `write_back` (an agent's `finish`) writes each changed one once, in the partition of
 the record that changed it. Keys are read one by one: a prefix read of the table
-(`items_with_prefix`) does not see values waiting here, so a table read by prefix keeps those
+(`Table.prefixed`) does not see values waiting here, so a table read by prefix keeps those
 keys out of the cache.
 """
 
@@ -15,10 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from faust.types import EventT, TableT
 from pydantic import BaseModel
 
-from incidentflow.stream.context import Worker
+from incidentflow.runtime.tables import Context, Table, Where
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -26,7 +25,7 @@ M = TypeVar("M", bound=BaseModel)
 @dataclass
 class _Entry(Generic[M]):
     value: M | None
-    event: EventT[bytes]
+    where: Where
     dirty: bool = False
 
 
@@ -34,24 +33,25 @@ class _Entry(Generic[M]):
 class BatchCache(Generic[M]):
     """One table's values of type `M`, as the records of the current batch left them."""
 
-    table: TableT[bytes, bytes]
+    table: Table
     model: type[M]
+    context: Context
     entries: dict[tuple[int, bytes], _Entry[M]] = field(default_factory=dict)
 
     def get(self, key: bytes) -> M | None:
         """The value of `key` in the partition of the record being handled (None: no value)."""
-        event = _current()
-        entry = self.entries.get((event.message.partition, key))
+        where = self.context.here()
+        entry = self.entries.get((where.partition, key))
         if entry is None:
             stored = self.table.get(key)
             value = self.model.model_validate_json(stored) if stored else None
-            entry = self.entries[(event.message.partition, key)] = _Entry(value, event)
+            entry = self.entries[(where.partition, key)] = _Entry(value, where)
         return entry.value
 
     def set(self, key: bytes, value: M | None) -> None:
         """Gives `key` a new value (None removes it), written back with the batch."""
-        event = _current()
-        self.entries[(event.message.partition, key)] = _Entry(value, event, dirty=True)
+        where = self.context.here()
+        self.entries[(where.partition, key)] = _Entry(value, where, dirty=True)
 
     def discard(self) -> None:
         """Runs before a batch: forgets what an earlier batch kept and did not write back."""
@@ -64,15 +64,8 @@ class BatchCache(Generic[M]):
         for (_, key), entry in entries.items():
             if not entry.dirty:
                 continue
-            with Worker.acting_for(entry.event):
+            with self.context.acting_for(entry.where):
                 if entry.value is None:
-                    self.table.pop(key, None)
+                    self.table.pop(key)
                 else:
-                    self.table[key] = entry.value.model_dump_json().encode()
-
-
-def _current() -> EventT[bytes]:
-    event = Worker.current_event()
-    if event is None:
-        raise RuntimeError("a batch cache is read and written only while an agent handles a batch")
-    return event
+                    self.table.set(key, entry.value.model_dump_json().encode())

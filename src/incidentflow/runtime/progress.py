@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from incidentflow.stream.context import Worker
+from incidentflow.runtime.harness import Runtime
 
 log = logging.getLogger("incidentflow.replay")
 
@@ -55,7 +55,7 @@ async def group_lag(bootstrap: str, group: str, topics: list[str]) -> Lag:
     return Lag(done, total)
 
 
-def register(worker: Worker, exit_when_caught_up: bool) -> None:
+def register(worker: Runtime, exit_when_caught_up: bool) -> None:
     """Print a progress bar each second; once nothing is left twice in a row, say so (and stop, if asked)."""
     names = worker.names
     topics = [names.raw, names.alerts, names.contributions]

@@ -1,0 +1,338 @@
+"""The runtime every stage stands on: the Faust app, its topics and tables, batches, sends and dead letters.
+
+`Runtime` holds the pieces of the harness (positions, commits, changelog, outbox, broker offsets)
+and delegates to them; `agent` runs a product stage (runtime/tables.py, `Stage`) over its topics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import weakref
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any, Literal, cast
+
+import faust
+from aiokafka.errors import KafkaError
+from faust.streams import _current_event as _CURRENT_EVENT  # what Faust's tables read: current_event()
+from faust.types import EventT, Message, StreamT, TableT
+
+from incidentflow.config import Integrations, Settings
+from incidentflow.domain.records import DeadLetterRecord
+from incidentflow.metrics.worker import WorkerMetrics
+from incidentflow.runtime.changelog import Changelog
+from incidentflow.runtime.commits import Commits
+from incidentflow.runtime.packed import NotPacked, Outbox, Record, unpack
+from incidentflow.runtime.positions import GapReader, GapUnreadable, Positions
+from incidentflow.runtime.stall import BrokerOffsets
+from incidentflow.runtime.tables import DeadLetter, FaustTable, Stage, Where
+from incidentflow.topics import Topics
+
+log = logging.getLogger("incidentflow.worker")
+
+# Per database (one per table and partition): memtables of 8 MiB, at most two. The block cache and
+# the memtables' total are one budget shared by every database (`runtime/store.py`).
+ROCKSDB_OPTIONS = {
+    "write_buffer_size": 8 * 1024**2,
+    "max_write_buffer_number": 2,
+    "block_cache_size": 1024**2,
+}  # Faust's own cache per database, unused: replaced by the shared one
+
+
+BATCH_MAX = 1000
+"""Most records an agent takes at once: its per-record costs in Faust's stream are paid once per batch."""
+BATCH_WITHIN_SECONDS = 0.05
+"""Longest an agent waits for a batch to fill before it handles what it has (the latency it may add)."""
+
+Handler = Callable[[Record], Awaitable[str]]
+"""What an agent runs for each record (or item of a packed record) it takes; returns the outcome counted."""
+Finish = Callable[[], Awaitable[None]]
+"""What an agent runs once its batch's records are handled, before their writes are flushed."""
+Begin = Callable[[], None]
+"""What an agent runs before a batch: drops what an earlier batch kept and never finished (one cut
+short by a rebalance or a stop must not write, later, into a partition that may be another's)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Place:
+    """Where a record being handled lives (`Context.here`): its partition, and the event Faust's tables read."""
+
+    partition: int
+    event: EventT[bytes]
+
+
+@dataclass
+class Runtime:
+    """The worker's Faust app with its topics and tables; built once by `runtime.create`."""
+
+    settings: Settings
+    integrations: Integrations
+    app: faust.App
+    names: Topics
+    metrics: WorkerMetrics
+    topics: dict[str, faust.TopicT] = field(default_factory=dict)
+    tables: dict[str, TableT[bytes, bytes]] = field(default_factory=dict)
+    positions: Positions | None = None
+    gaps: GapReader = field(init=False)
+    offsets: BrokerOffsets = field(init=False)
+    outbox: Outbox = field(init=False)
+    outbox_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _processed: dict[tuple[str, str], Any] = field(default_factory=dict)
+    packed: frozenset[str] = field(init=False)
+    """The internal topics, whose records are packed (see runtime/packed.py)."""
+    changelog: Changelog = field(default_factory=Changelog)
+    commits: Commits = field(default_factory=Commits)
+
+    def __post_init__(self) -> None:
+        self.positions = Positions(self.table("positions", "next offset expected by topic:partition").faust)
+        self.gaps = GapReader(self.settings.kafka_bootstrap)
+        self.offsets = BrokerOffsets(self.settings.kafka_bootstrap)
+        self.outbox = Outbox(self.settings.partitions)
+        self.packed = frozenset(self.names.internal)
+
+    def topic(self, name: str) -> faust.TopicT:
+        if name not in self.topics:
+            self.topics[name] = self.app.topic(
+                name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
+                partitions=self.settings.partitions,
+            )  # fmt: skip
+        return self.topics[name]
+
+    def table(self, name: str, help_: str) -> FaustTable:
+        """A table of raw bytes (values are JSON of domain models), co-partitioned with the agent that writes it."""
+        table: TableT[bytes, bytes] = self.app.Table(
+            name, key_type=bytes, value_type=bytes, partitions=self.settings.partitions, help=help_,
+            options=ROCKSDB_OPTIONS,
+        )  # fmt: skip
+        self.tables[name] = table
+        return FaustTable(table)
+
+    def agent(self, stage: Stage) -> None:
+        """Runs `stage` as an agent over its topics: batches, positions, dead letters and commits are the runtime's."""
+        if len(stage.topics) == 1:
+            source = self.topic(stage.topics[0])
+        else:
+            source = self.app.topic(*stage.topics, key_type=bytes, value_type=bytes, key_serializer="raw",
+                                    value_serializer="raw", partitions=self.settings.partitions)  # fmt: skip
+
+        async def run(stream: StreamT[bytes]) -> None:
+            await self.consume(stream, stage.handle, stage.finish, stage.begin)
+
+        run.__doc__ = type(stage).__doc__
+        self.app.agent(source, name=stage.name)(run)
+
+    def here(self) -> Place:
+        event = self.current_event()
+        if event is None:
+            raise RuntimeError("here() is asked only while a record is handled")
+        return Place(event.message.partition, event)
+
+    async def send(self, topic: str, key: str, value: str | bytes) -> None:
+        """Sends a record: to an internal topic through the outbox, which `handle_batch` empties when
+        its batch is done; to any other topic at once."""
+        data = value.encode() if isinstance(value, str) else value
+        if topic in self.packed:
+            self.outbox.add(topic, key, data)
+            return
+        await self._produce(topic, key.encode(), data)
+
+    async def flush_outbox(self) -> None:
+        """Returns once every item written so far is in the producer's hands, packed. One flush at a
+        time (agents share the outbox): items of a topic and partition reach the producer in the
+        order they were written, whichever agent's flush takes them."""
+        async with self.outbox_lock:
+            for topic, partition, key, value in self.outbox.take():
+                await self._produce(topic, key, value, partition)
+
+    async def _produce(self, topic: str, key: bytes, value: bytes, partition: int | None = None) -> None:
+        # Straight to the producer: Faust's Topic.send wraps every record in futures and sensor calls
+        # that cost half again as much CPU per record (bench/README.md). Delivery is the same: the
+        # commit of input offsets flushes this producer first.
+        delivery = await self.app.producer.send(topic, key, value, partition=partition, timestamp=None, headers=None)
+        cast(asyncio.Future[object], delivery).add_done_callback(partial(_delivered, topic))
+
+    async def consume(
+        self, stream: StreamT[bytes], handler: Handler, finish: Finish | None = None, begin: Begin | None = None
+    ) -> None:
+        """An agent's body: takes its records in batches and handles each (`handle_batch`)."""
+        # StreamT declares no take_events, which Stream (0.15) has
+        async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_SECONDS):  # type: ignore[attr-defined]
+            await self.handle_batch(events, handler, finish, begin)
+
+    @staticmethod
+    def current_event() -> EventT[bytes] | None:
+        """The record being handled: table reads and writes go to its partition."""
+        found = _CURRENT_EVENT.get(None)
+        return found() if found is not None else None
+
+    @staticmethod
+    @contextmanager
+    def acting_for(where: Where) -> Iterator[None]:
+        """Within it, table reads and writes go to the partition of `event` (a batch's `finish`
+        writing back what its records changed)."""
+        token = _CURRENT_EVENT.set(weakref.ref(cast(Place, where).event))
+        try:
+            yield
+        finally:
+            _CURRENT_EVENT.reset(token)
+
+    async def handle(self, event: EventT[bytes], handler: Handler) -> None:
+        """Run one record's handler, after those of any records skipped before it (see `Positions`)."""
+        await self.handle_batch([event], handler)
+
+    async def handle_batch(
+        self,
+        events: Sequence[EventT[bytes]],
+        handler: Handler,
+        finish: Finish | None = None,
+        begin: Begin | None = None,
+    ) -> None:
+        """Runs for every batch an agent takes: `begin`, each record's handler in order, after those
+        of any records skipped before it (see `Positions`), then `finish`, which writes what the
+        handler kept for the whole batch. Once it returns, every table write of the batch is in the
+        producer's hands and `completed` covers each record handled, so that Faust's acks of the
+        batch, and the commit after them, cover only what is done."""
+        if begin is not None:
+            begin()
+        positions = self.positions
+        done: dict[tuple[str, int], int] = {}
+        for event in events:
+            message = event.message
+            _CURRENT_EVENT.set(weakref.ref(event))  # table reads and writes go to this record's partition
+            if positions is None:
+                await self._run_message(message, handler)
+                continue
+            first = positions.first_in_generation(self.app, message)
+            skipped_from = positions.skipped_from(self.app, message)
+            complete = skipped_from is None or await self._read_skipped(message, skipped_from, handler)
+            await self._run_message(message, handler)
+            if complete:
+                if first or skipped_from is not None:
+                    # at the first record nothing of the partition is acked yet in this generation
+                    await self._commit_past(message, 0 if first or skipped_from is None else skipped_from)
+                positions.handled(self.app, message)
+                done[(message.topic, message.partition)] = message.offset + 1
+        if finish is not None:
+            await finish()
+        await self.flush_outbox()
+        await self.changelog.flush(self.app)
+        generation = self.app.consumer_generation_id
+        for tp, nxt in done.items():
+            self.commits.completed[tp] = (generation, nxt)
+
+    async def commit_handled(self, now: float | None = None) -> dict[Any, int]:
+        """Runs every few seconds: see `Commits.commit_handled`."""
+        return await self.commits.commit_handled(self.app, now)
+
+    async def _read_skipped(self, message: Message, start: int, handler: Handler) -> bool:
+        """Handles the records from `start` up to this one, read from the broker; False if it could not."""
+        assert self.positions is not None  # noqa: S101  # only called with positions; for the type checker
+        log.warning("%s[%d]: offset %d follows %d: reading the %d records in between from the broker",
+                    message.topic, message.partition, message.offset, start - 1, message.offset - start)  # fmt: skip
+        self.metrics.rewinds.labels(message.topic).inc()
+        try:
+            async for missed in self.gaps.read(message.topic, message.partition, start, message.offset):
+                await self._run_message(missed, handler)
+                self.positions.handled(self.app, missed)
+        except (GapUnreadable, KafkaError) as error:
+            # Not marked as handled: the next record of the partition finds the same gap and tries again.
+            log.error("%s[%d]: could not read the skipped records: %s", message.topic, message.partition, error)
+            return False
+        return True
+
+    async def _commit_past(self, message: Message, start: int) -> None:
+        """Tells Faust's consumer that every record before this one was handled (`Positions` knows it:
+        by an earlier owner, by this one, or just now from the broker), though not necessarily through
+        it in this generation. It commits a partition only up to the first offset it has seen neither
+        acked nor noted as a gap, so records skipped below the position an earlier owner recorded
+        would hold the committed offset (and the lag) there until the next rebalance: seen in a broker
+        restart, where the committed offset was behind the recorded position and Faust delivered
+        records only from beyond it. Faust clamps the range to what follows its committed offset.
+        The range must hold no offset Faust saw acked: a duplicate in its list of acked offsets
+        makes every commit that follows advance by one record only."""
+        consumer = getattr(self.app, "consumer", None)
+        add_gap = getattr(consumer, "_add_gap", None)  # Faust's own bookkeeping of offsets that need no ack
+        if add_gap is not None and message.offset > start:
+            await add_gap(message.tp, start, message.offset - 1)
+
+    async def _run_message(self, message: Message, handler: Handler) -> None:
+        """Runs the handler for a record, or for each item of a packed one; a record on an internal
+        topic that is not packed is dead-lettered whole."""
+        if message.topic not in self.packed:
+            await self._run(Record.of(message), handler)
+            return
+        try:
+            items = unpack(message)
+        except NotPacked as error:
+            await self.dead_letter(Record.of(message), "invalid", f"not a packed record of {message.topic}: {error}")
+            self._count(message.topic, "deadlettered")
+            return
+        for item in items:
+            await self._run(item, handler)
+
+    async def _run(self, message: Record, handler: Handler) -> None:
+        """Never lets a record fail silently or kill the agent.
+
+        A DeadLetter (a record that can never be handled) and any unexpected error alike are
+        written to the dead-letter topic with the record's origin and counted, because Faust acks
+        a record whose agent raised and would never retry it.
+        """
+        try:
+            outcome = await handler(message)
+        except DeadLetter as error:
+            await self.dead_letter(message, "invalid", error.reason)
+            outcome = "deadlettered"
+        except Exception as error:  # noqa: BLE001  # an agent must survive any record; the record is kept
+            log.exception("unexpected error on %s[%d]@%d", message.topic, message.partition, message.offset)
+            await self.dead_letter(message, "error", f"{type(error).__name__}: {error}")
+            outcome = "error"
+        self._count(message.topic, outcome)
+
+    def _count(self, topic: str, outcome: str) -> None:
+        counter = self._processed.get((topic, outcome))
+        if counter is None:  # `labels` looks the child up under a lock: once per topic and outcome
+            counter = self._processed[(topic, outcome)] = self.metrics.processed.labels(topic, outcome)
+        counter.inc()
+
+    async def dead_letter(self, message: Record, kind: Literal["invalid", "error"], reason: str) -> None:
+        key, key_base64 = _text_or_base64(message.key)
+        value, value_base64 = _text_or_base64(message.value)
+        record = DeadLetterRecord(
+            reason=reason,
+            kind=kind,
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            item=message.item,
+            timestamp=int(message.timestamp * 1000) if message.timestamp else None,
+            dead_lettered_at=datetime.now(UTC),
+            key=key,
+            key_base64=key_base64,
+            value=value,
+            value_base64=value_base64,
+        )
+        origin = f"{message.topic}:{message.partition}:{message.offset}" + (
+            "" if message.item is None else f":{message.item}"
+        )
+        await self.send(self.names.deadletter, origin, record.model_dump_json())
+
+
+def _delivered(topic: str, delivery: asyncio.Future[object]) -> None:
+    """Runs when the broker answered a send: a record it refused after every retry is logged loudly."""
+    if not delivery.cancelled() and delivery.exception() is not None:
+        log.error("a record for %s was not delivered: %r", topic, delivery.exception())
+
+
+def _text_or_base64(data: bytes | None) -> tuple[str | None, str | None]:
+    """The bytes as text when they are UTF-8, else as base64 (second slot)."""
+    if data is None:
+        return None, None
+    try:
+        return data.decode("utf-8"), None
+    except UnicodeDecodeError:
+        return None, base64.b64encode(data).decode()

@@ -1,0 +1,134 @@
+"""Every change the runtime makes to Faust's and RocksDB's own behaviour, installed by one `install()`.
+
+Each is guarded, so installing twice changes nothing. Stages never see any of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from dataclasses import dataclass
+from functools import cache
+
+from faust.tables.base import Collection
+from faust.tables.recovery import Recovery
+from faust.transport.consumer import Consumer as FaustConsumer
+from faust.types import Message
+
+from incidentflow.runtime import heap
+from incidentflow.runtime.store import share_one_memory_budget
+
+
+def install(store_memory_mib: int) -> None:
+    """Runs once before the Faust app is built (and before RocksDB's and Faust's threads start)."""
+    _never_commit_skipped_messages()
+    _rewind_after_rebalance()
+    _send_changelog_straight()
+    heap.tune()
+    share_one_memory_budget(store_memory_mib)
+
+
+def _never_commit_skipped_messages() -> None:
+    """Keeps Faust from committing the offsets of records it skipped during a rebalance.
+
+    When a rebalance starts, Faust (0.15) clears its queues and skips the records its streams still
+    take from before the new generation, but it *acks* them on the way out ("ack the filtered
+    message, otherwise the lag would increase"). Their offsets are then committed as processed, and
+    the partition's next owner starts after records nobody processed: our 3-worker correlation
+    test lost 39 raw records that way during a start-up rebalance. Refusing those acks leaves the
+    committed offset before them, so the next owner processes them (our folds are idempotent).
+    """
+    if getattr(FaustConsumer.ack, "_incidentflow_guard", False):
+        return
+    original = FaustConsumer.ack
+
+    def ack(self: FaustConsumer, message: Message) -> bool:
+        app = self.app
+        if message.generation_id != app.consumer_generation_id or not app.flow_control.is_active():
+            message.acked = True  # nobody waits for it: it was not processed, and will be again
+            self._unacked_messages.discard(message)
+            return False
+        return original(self, message)
+
+    ack._incidentflow_guard = True  # type: ignore[attr-defined]
+    FaustConsumer.ack = ack  # type: ignore[method-assign]
+
+
+def _send_changelog_straight() -> None:
+    """Table writes made while a worker handles a record skip Faust's producer buffer: their
+    changelog records are sent when the record is done (`Changelog` in runtime/changelog.py). Writes
+    of other shapes (a serializer other than raw bytes) take Faust's own path."""
+    if getattr(Collection.send_changelog, "_incidentflow_guard", False):
+        return
+    original = Collection.send_changelog
+
+    def send_changelog(self: Collection, partition: int | None, key: object, value: object,
+                       key_serializer: object = None, value_serializer: object = None) -> object:  # fmt: skip
+        worker = getattr(self.app, "incidentflow_runtime", None)
+        raw = (key_serializer or self.key_serializer) == "raw" and (value_serializer or self.value_serializer) == "raw"
+        if (worker is None or partition is None or not raw or not isinstance(key, bytes)
+                or not (value is None or isinstance(value, bytes))):  # fmt: skip
+            return original(self, partition, key, value, key_serializer, value_serializer)  # type: ignore[arg-type]
+        worker.changelog.add(self.changelog_topic.get_topic_name(), partition, key, value, self.data)
+        return _queued(partition)  # Faust's callers read the partition the record goes to
+
+    send_changelog._incidentflow_guard = True  # type: ignore[attr-defined]
+    Collection.send_changelog = send_changelog  # type: ignore[assignment,method-assign]
+
+
+@dataclass(frozen=True)
+class _Queued:
+    """What Faust's table reads of the future `send_changelog` returns: `.message.partition`."""
+
+    partition: int
+
+    @property
+    def message(self) -> _Queued:
+        return self
+
+
+@cache
+def _queued(partition: int) -> _Queued:
+    return _Queued(partition)
+
+
+_AFTER_RECOVERY: ContextVar[bool] = ContextVar("incidentflow_after_recovery", default=False)
+"""True inside the step that ends a table recovery (and the tasks it starts)."""
+
+
+def _rewind_after_rebalance() -> None:
+    """After Faust seeks the assigned partitions to their committed offsets at the end of a
+    rebalance, reads again any partition whose committed offset jumped over records: see
+    `Positions` in runtime/positions.py.
+
+    Only that seek counts: Faust also seeks to committed offsets whenever its fetcher runs while
+    the flow is stopped, which happens during the recovery itself, before the positions table of a
+    newly assigned partition is restored (a stale position there would only read records again,
+    but needlessly: thousands in our 3-worker test)."""
+    if getattr(FaustConsumer.perform_seek, "_incidentflow_guard", False):
+        return
+    original = FaustConsumer.perform_seek
+
+    async def perform_seek(self: FaustConsumer) -> None:
+        await original(self)
+        worker = getattr(self.app, "incidentflow_runtime", None)
+        if _AFTER_RECOVERY.get() and worker is not None and worker.positions is not None:
+            for topic, _ in await worker.positions.rewind_assigned(self):
+                worker.metrics.rewinds.labels(topic).inc()
+
+    perform_seek._incidentflow_guard = True  # type: ignore[attr-defined]
+    FaustConsumer.perform_seek = perform_seek  # type: ignore[method-assign]
+    # The two places where a recovery ends and streams resume: with or without changelog to read.
+    for name in ("on_recovery_completed", "_resume_streams"):
+        setattr(Recovery, name, _after_recovery(getattr(Recovery, name)))
+
+
+def _after_recovery(step: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+    async def run(self: Recovery, *args: object, **kwargs: object) -> None:
+        token = _AFTER_RECOVERY.set(True)
+        try:
+            await step(self, *args, **kwargs)
+        finally:
+            _AFTER_RECOVERY.reset(token)
+
+    return run

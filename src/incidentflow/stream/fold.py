@@ -1,0 +1,131 @@
+"""The incident fold: canonical alerts -> aggregate state table -> `incidentflow.incidents`.
+
+Each batch is folded aggregate by aggregate: an aggregate's state is read once, every event of the
+batch applied to it in turn, and the state saved and the change published once, from the incident
+before the batch to the incident after it. An alert storm (a flapping check, a monitor retrying)
+then costs one write and one incident record per batch, not one per event, and everything
+downstream (metric contributions, correlation sides) follows the same count. Consumers of
+`incidentflow.incidents` see the latest version of each batch; every version is a whole record.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from pydantic import ValidationError
+
+from incidentflow.domain import aggregate, metrics
+from incidentflow.domain import correlation as corr
+from incidentflow.domain.events import AlertEvent
+from incidentflow.domain.incident import Incident
+from incidentflow.runtime.packed import Record
+from incidentflow.runtime.tables import Context, DeadLetter, Table, Where
+from incidentflow.stream.sides import Correlating, send_sides
+from incidentflow.topics import Topics
+
+log = logging.getLogger("incidentflow.worker")
+
+TABLES = {"aggregates": "AggregateState JSON by aggregate_id"}
+
+
+@dataclass
+class Pending:
+    """One aggregate touched by the batch being handled: its state as the batch leaves it."""
+
+    state: aggregate.AggregateState
+    before: Incident | None
+    """The incident as it was before the batch."""
+    where: Where
+    """Where the aggregate lives (the partition of its records)."""
+    records: list[Record] = field(default_factory=list)
+    changed: bool = False
+    redelivered: bool = False
+
+
+@dataclass
+class Fold:
+    """Runs for every alert event: folds it into its aggregate; each aggregate the batch changed is
+    saved and published once the batch is done."""
+
+    context: Context
+    names: Topics
+    tables: dict[str, Table]
+    limits: aggregate.Limits
+    correlating: Correlating
+    name: str = "fold"
+    topics: tuple[str, ...] = ()
+    batch: dict[tuple[int, bytes], Pending] = field(default_factory=dict)
+    """The aggregates of the batch being handled: each read and parsed once, written and published
+    once when the batch is done (`finish`), however many of its events the batch holds."""
+
+    def __post_init__(self) -> None:
+        self.topics = (self.names.alerts,)
+        self.states = self.tables["aggregates"]
+
+    async def handle(self, message: Record) -> str:
+        try:
+            alert = AlertEvent.model_validate_json(message.value or b"")
+        except ValidationError as error:
+            raise DeadLetter(f"not a canonical alert event: {error}") from None
+        key = alert.aggregate_id.encode()
+        if message.key != key:
+            # State lives in the partition of the aggregate_id; a record keyed otherwise is re-keyed.
+            await self.context.send(self.names.alerts, alert.aggregate_id, message.value or b"")
+            return "rekeyed"
+        pending = self.batch.get((message.partition, key))
+        if pending is None:
+            stored = self.states.get(key)
+            state = aggregate.AggregateState.model_validate_json(stored) if stored else aggregate.AggregateState()
+            pending = Pending(state=state, before=state.incident, where=self.context.here())
+            self.batch[(message.partition, key)] = pending
+        applied = aggregate.apply(pending.state, alert, self.limits)
+        if applied.outcome == "too_late":
+            raise DeadLetter("too_late: older than the aggregate's compacted history (see docs/semantics.md)")
+        pending.records.append(message)
+        if applied.outcome == "duplicate":
+            # A redelivery: what the current state led to is published again, in case a crash lost
+            # it after the state was saved. Every consumer takes the newest version, so this is harmless.
+            pending.redelivered = True
+            return "duplicate"
+        pending.state, pending.changed = applied.state, True
+        return "applied"
+
+    def begin(self) -> None:
+        self.batch.clear()
+
+    async def finish(self) -> None:
+        """Saves each aggregate the batch changed and publishes the change from before the batch to
+        after it (one incident record, its contributions and correlation sides), or republishes the
+        current incident of one it saw redelivered."""
+        touched = list(self.batch.items())
+        self.batch.clear()
+        for (_, key), pending in touched:
+            try:
+                after = pending.state.incident
+                if pending.changed:
+                    with self.context.acting_for(pending.where):
+                        self.states.set(key, pending.state.model_dump_json().encode())
+                    if after is not None and after != pending.before:
+                        await self.publish(pending.before, after, republish=False)
+                if pending.redelivered and after is not None:
+                    await self.publish(None, after, republish=True)
+            except Exception as error:  # noqa: BLE001  # as for a record (Runtime._run): dead-lettered, never lost
+                log.exception("unexpected error saving or publishing %s", key.decode(errors="replace"))
+                for record in pending.records:
+                    await self.context.dead_letter(record, "error", f"{type(error).__name__}: {error}")
+
+    async def publish(self, before: Incident | None, after: Incident, republish: bool) -> None:
+        names, rules = self.names, self.correlating.rules
+        await self.context.send(names.incidents, after.aggregate_id, after.model_dump_json())
+        for contribution in metrics.contributions(None if republish else before, after):
+            await self.context.send(names.contributions, contribution.series, contribution.model_dump_json())
+        if not rules.buckets(after.labels) and (before is None or not rules.buckets(before.labels)):
+            return  # no scope label: it can never correlate
+        lookback, lookahead = self.correlating.window(after.integration)
+        side = corr.incident_side(after, lookback, lookahead)
+        old = corr.incident_side(before, lookback, lookahead) if before is not None else None
+        if republish or old is None or old.view() != side.view():
+            await self.context.send(names.suspects, after.aggregate_id, corr.Side(incident=side).model_dump_json())
+            await send_sides(self.context, names, rules, before.labels if before else {}, after.labels,
+                             corr.Side(incident=side))  # fmt: skip
