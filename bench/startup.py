@@ -7,7 +7,8 @@ to the changelog topic of the worker's `aggregates` table, then measures:
   1. baseline: a plain aiokafka consumer reading that changelog from start to end;
   2. cold start: a worker with an empty data directory (it restores the table from the changelog);
   3. warm start: the same worker started again on its RocksDB store (reads only the changelog tail).
-"Ready" is the worker's own "Worker ready" log line, after table recovery.
+"Ready" is the worker's own "Worker ready" log line, after table recovery; the keys of the
+restored store are counted once the cold-started worker has stopped.
 Uses INCIDENTFLOW_KAFKA_BOOTSTRAP, else starts the local broker of deploy/kafka on port 39092.
 """
 
@@ -21,6 +22,7 @@ import time
 import uuid
 from pathlib import Path
 
+import rocksdict
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from common import broker, product_env, spawn
@@ -102,6 +104,19 @@ def time_to_ready(command_env: dict[str, str], work: Path, name: str) -> float:
         worker.wait(timeout=120)
 
 
+def restored(work: Path) -> int:
+    """Keys in the worker's `aggregates` stores (read once it has stopped), Faust's offset keys aside."""
+    count = 0
+    for path in sorted(work.glob("data/**/aggregates-*.db")):
+        db = rocksdict.Rdict(str(path), options=rocksdict.Options(raw_mode=True),
+                             access_type=rocksdict.AccessType.read_only())  # fmt: skip
+        try:
+            count += sum(1 for key in db.keys() if not key.startswith(b"__faust"))  # noqa: SIM118  # an Rdict, not a dict
+        finally:
+            db.close()
+    return count
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--incidents", type=int, default=1_000_000)
@@ -120,7 +135,10 @@ def main() -> int:
         print(f"baseline: aiokafka reads the changelog ({seen} records):    {seconds:7.1f} s")
         env = product_env(bootstrap, namespace, work, INCIDENTFLOW_WEB_PORT="16097", INCIDENTFLOW_LOG_LEVEL="info")
         cold = time_to_ready(env, work, "cold")
-        print(f"worker start to ready, empty data directory (restore):   {cold:7.1f} s")
+        print(
+            f"worker start to ready, empty data directory (restore):   {cold:7.1f} s   "
+            f"({restored(work)} incidents in its store after it stopped)"
+        )
         warm = time_to_ready(env, work, "warm")
         print(f"worker start to ready, its RocksDB store on disk:         {warm:7.1f} s")
     return 0

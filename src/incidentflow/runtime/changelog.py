@@ -16,12 +16,10 @@ log = logging.getLogger("incidentflow.worker")
 @dataclass
 class Changelog:
     """Table changelog records written while handling records, sent straight to the producer when a
-    record is done (see `_send_changelog_straight` in stream/app.py).
+    record is done (see `_send_changelog_straight` in runtime/install.py).
 
     Faust queues every table write in a buffer of its own that one task drains a record at a time
-    through its publishing path, and stops the streams whenever more than 100 wait (in our fold
-    benchmark the worker sat idle about a third of the time before; busy 96% after, and 10-25%
-    faster: bench/README.md). A key written several times before a flush (a series' index, a day's
+    through its publishing path, and stops the streams whenever more than 100 wait. A key written several times before a flush (a series' index, a day's
     figures, within one batch) sends only its last value: the changelogs are compacted and
     recovery keeps the last value of each key anyway, and the earlier ones were never anywhere else
     but in this worker's store. Records go out in the order of their last writes, one flush at a

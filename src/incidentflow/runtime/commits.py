@@ -34,9 +34,9 @@ class Commits:
         Faust commits every second, so a partition it keeps up with is never touched; one it moves
         a record at a time (the duplicate below) is.
 
-        Faust commits a partition only past a run of offsets it saw acked or noted as a gap, and in
-        the trust suite's broker restart a partition's commit stayed behind for good, every record
-        handled, in at least four ways: offsets never acked just past the committed one; a gap that
+        Faust commits a partition only past a run of offsets it saw acked or noted as a gap, and after
+        a broker restart a partition's commit can stay behind for good, every record handled, in
+        at least four ways: offsets never acked just past the committed one; a gap that
         Faust merges only into a non-empty list of acks; an offset twice in that list (every commit
         then moves by one record); and one not understood, with neither of those. So the commit
         follows what was handled, not Faust's bookkeeping: the producer is flushed first, as Faust

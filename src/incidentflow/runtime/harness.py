@@ -29,6 +29,7 @@ from incidentflow.runtime.changelog import Changelog
 from incidentflow.runtime.commits import Commits
 from incidentflow.runtime.packed import NotPacked, Outbox, Record, unpack
 from incidentflow.runtime.positions import GapReader, GapUnreadable, Positions
+from incidentflow.runtime.recovery import BulkLoad
 from incidentflow.runtime.stall import BrokerOffsets
 from incidentflow.runtime.tables import DeadLetter, FaustTable, Stage, Where
 from incidentflow.topics import Topics
@@ -87,11 +88,13 @@ class Runtime:
     """The internal topics, whose records are packed (see runtime/packed.py)."""
     changelog: Changelog = field(default_factory=Changelog)
     commits: Commits = field(default_factory=Commits)
+    bulk_load: BulkLoad = field(init=False)
 
     def __post_init__(self) -> None:
         self.positions = Positions(self.table("positions", "next offset expected by topic:partition").faust)
         self.gaps = GapReader(self.settings.kafka_bootstrap)
         self.offsets = BrokerOffsets(self.settings.kafka_bootstrap)
+        self.bulk_load = BulkLoad(self.settings.kafka_bootstrap, self.tables)
         self.outbox = Outbox(self.settings.partitions)
         self.packed = frozenset(self.names.internal)
 

@@ -3,7 +3,7 @@
 RocksDB's block cache evicts and allocates blocks of every size all the time. Once the cache is
 full, glibc's allocator keeps the memory of evicted blocks as free chunks in the middle of its
 heap and hands it back to the system only from the heap's top, so a worker's resident memory
-rose by about 2 MiB a minute in our soak while the memory in use stayed flat (bench/README.md).
+keeps rising (about 2 MiB a minute under the soak's load) while the memory in use stays flat.
 `malloc_trim(0)` releases the whole free pages inside the heap as well; the worker calls it once a
 minute. What is free in pieces smaller than a page stays, so the worker also keeps the allocator
 from making such pieces (`tune`): a fixed threshold above which blocks are mapped on their own

@@ -5,18 +5,22 @@ Each is guarded, so installing twice changes nothing. Stages never see any of th
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
 from faust.tables.base import Collection
 from faust.tables.recovery import Recovery
 from faust.transport.consumer import Consumer as FaustConsumer
-from faust.types import Message
+from faust.types import TP, Message
 
 from incidentflow.runtime import heap
 from incidentflow.runtime.store import share_one_memory_budget
+
+log = logging.getLogger("incidentflow.worker")
 
 
 def install(store_memory_mib: int) -> None:
@@ -24,6 +28,7 @@ def install(store_memory_mib: int) -> None:
     _never_commit_skipped_messages()
     _rewind_after_rebalance()
     _send_changelog_straight()
+    _restore_in_bulk()
     heap.tune()
     share_one_memory_budget(store_memory_mib)
 
@@ -34,9 +39,8 @@ def _never_commit_skipped_messages() -> None:
     When a rebalance starts, Faust (0.15) clears its queues and skips the records its streams still
     take from before the new generation, but it *acks* them on the way out ("ack the filtered
     message, otherwise the lag would increase"). Their offsets are then committed as processed, and
-    the partition's next owner starts after records nobody processed: our 3-worker correlation
-    test lost 39 raw records that way during a start-up rebalance. Refusing those acks leaves the
-    committed offset before them, so the next owner processes them (our folds are idempotent).
+    the partition's next owner starts after records nobody processed. Refusing those acks leaves
+    the committed offset before them, so the next owner processes them (the folds are idempotent).
     """
     if getattr(FaustConsumer.ack, "_incidentflow_guard", False):
         return
@@ -104,7 +108,7 @@ def _rewind_after_rebalance() -> None:
     Only that seek counts: Faust also seeks to committed offsets whenever its fetcher runs while
     the flow is stopped, which happens during the recovery itself, before the positions table of a
     newly assigned partition is restored (a stale position there would only read records again,
-    but needlessly: thousands in our 3-worker test)."""
+    but needlessly: thousands of records)."""
     if getattr(FaustConsumer.perform_seek, "_incidentflow_guard", False):
         return
     original = FaustConsumer.perform_seek
@@ -132,3 +136,27 @@ def _after_recovery(step: Callable[..., Awaitable[None]]) -> Callable[..., Await
             _AFTER_RECOVERY.reset(token)
 
     return run
+
+
+def _restore_in_bulk() -> None:
+    """Once Faust knows where each active changelog partition is to be read from, the runtime's
+    `BulkLoad` (runtime/recovery.py) reads it into the stores first and moves those offsets on, so
+    Faust's own recovery reads only what is left."""
+    if getattr(Recovery._build_offsets, "_incidentflow_guard", False):  # noqa: SLF001
+        return
+    original = Recovery._build_offsets  # noqa: SLF001
+
+    async def build_offsets(self: Recovery, consumer: Any, tps: set[TP], destination: Any, title: str) -> None:
+        await original(self, consumer, tps, destination, title)
+        runtime = getattr(self.app, "incidentflow_runtime", None)
+        if title != "active" or runtime is None or not tps:
+            return
+        # Faust stops the recovery if this step outlasts its request timeout: leave it a quarter.
+        budget = float(self.app.conf.broker_request_timeout) * 0.75
+        try:
+            await runtime.bulk_load.run(tps, destination, self.active_highwaters, budget)
+        except Exception:  # Faust's own recovery reads whatever was not loaded
+            log.exception("bulk restore failed: Faust's recovery reads the changelogs itself")
+
+    build_offsets._incidentflow_guard = True  # type: ignore[attr-defined]
+    Recovery._build_offsets = build_offsets  # type: ignore[method-assign]  # noqa: SLF001

@@ -21,8 +21,7 @@ class Positions:
 
     Faust 0.15 can skip records: it commits offsets of records no agent processed when a rebalance
     interrupts fetching, and its fetch loop drops records after a seek while it still delivers a
-    batch fetched before it (our 3-worker correlation test lost a few hundred raw records one way,
-    and a few correlations the other, not every run). So every agent records, per input partition,
+    batch fetched before it. So every agent records, per input partition,
     the next offset it expects: in memory for every record, and in the `positions` table (recovered
     with the partition) at most once a second and whenever it reaches the end of what is in the
     partition. A record beyond the expected offset means records were skipped: the agent reads them

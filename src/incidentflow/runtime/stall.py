@@ -1,12 +1,9 @@
 """Notices an input partition with records waiting and none handled for half a minute, says what
 Faust's consumer and aiokafka think of it, and has the worker read it again from there.
 
-A worker that silently stops consuming is the worst thing a stream processor can do: once, in CI,
-after a broker restart, every record of three partitions waited for seven minutes with nothing
-in the log, the consumer lag the only sign. Caught by this warning in a later run: aiokafka's
-position 14 records past the next offset to handle, Faust's flow active and the partition
-active, nothing acked: the records had been fetched and never reached the agent, and with no
-later record to show the gap (`Positions`), nothing would ever handle them. The caller seeks the
+A worker that silently stops consuming is the worst thing a stream processor can do: records
+fetched that never reach the agent, with no later record to show the gap (`Positions`), would
+never be handled, the consumer lag the only sign. The caller seeks the
 partition back to the next offset to handle (reading again is always safe: folds are
 idempotent). `kill -USR1` on the worker writes every task's stack to its log.
 

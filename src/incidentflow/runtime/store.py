@@ -1,15 +1,13 @@
 """One memory budget for every RocksDB store of a worker.
 
-Faust opens a RocksDB database per table and partition (11 tables x 8 partitions = 88 on a
+Faust opens a RocksDB database per table and partition (8 tables x 8 partitions = 64 on a
 worker that owns every partition), and gives each its own block cache and memtables: memory then
-grows with the number of partitions a worker owns, up to gigabytes, and our 30-minute soak saw a
-worker's resident memory climb all along. Here every database shares one LRU block cache of
+grows with the number of partitions a worker owns, up to gigabytes. Here every database shares one LRU block cache of
 `STORE_MEMORY_MIB`, and a write buffer manager charges all memtables to that same cache (at most
 half of it), so RocksDB stays within one figure whatever the number of partitions.
 
 The index and filter blocks of every SST file are charged to that cache as well (RocksDB keeps them
-on the heap, outside any cache, by default: our second soak saw the worker's memory outside the
-cache keep rising with the data), with those of level 0 and the top-level index pinned so that
+on the heap, outside any cache, by default, where they grow with the data), with those of level 0 and the top-level index pinned so that
 lookups do not pay for them being evicted. Each database keeps at most `MAX_OPEN_FILES` files open
 (Faust's default is 90% of the process's descriptor limit, for every database).
 """
