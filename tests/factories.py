@@ -75,6 +75,9 @@ class DictTable(dict[bytes, bytes]):
     def data(self) -> dict[bytes, bytes]:
         return self
 
+    def get(self, key: bytes, partition: int | None = None) -> bytes | None:  # type: ignore[override]  # Table's get
+        return super().get(key)
+
     def set(self, key: bytes, value: bytes) -> None:
         self[key] = value
 

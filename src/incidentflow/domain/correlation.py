@@ -407,7 +407,8 @@ def change_contributions(record: ChangeRecord) -> tuple[ChangeRecord, list[Chang
 
 
 def slot_of(at: datetime) -> str:
-    return at.strftime("%Y-%m-%dT%H")
+    """The hourly slot of a UTC time, `YYYY-MM-DDTHH` (formatted by hand: `strftime` is several times slower)."""
+    return f"{at.year:04d}-{at.month:02d}-{at.day:02d}T{at.hour:02d}"
 
 
 def slots_between(start: datetime, end: datetime) -> list[str]:

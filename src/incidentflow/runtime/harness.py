@@ -91,7 +91,7 @@ class Runtime:
     bulk_load: BulkLoad = field(init=False)
 
     def __post_init__(self) -> None:
-        self.positions = Positions(self.table("positions", "next offset expected by topic:partition").faust)
+        self.positions = Positions(self.table("positions", "next offset expected by topic:partition"))
         self.gaps = GapReader(self.settings.kafka_bootstrap)
         self.offsets = BrokerOffsets(self.settings.kafka_bootstrap)
         self.bulk_load = BulkLoad(self.settings.kafka_bootstrap, self.tables)
@@ -113,7 +113,7 @@ class Runtime:
             options=ROCKSDB_OPTIONS,
         )  # fmt: skip
         self.tables[name] = table
-        return FaustTable(table)
+        return FaustTable(table, self.changelog, self.current_partition)
 
     def agent(self, stage: Stage) -> None:
         """Runs `stage` as an agent over its topics: batches, positions, dead letters and commits are the runtime's."""
@@ -128,6 +128,13 @@ class Runtime:
 
         run.__doc__ = type(stage).__doc__
         self.app.agent(source, name=stage.name)(run)
+
+    @staticmethod
+    def current_partition() -> int | None:
+        """The partition of the record being handled (None outside a record)."""
+        found = _CURRENT_EVENT.get(None)
+        event = found() if found is not None else None
+        return int(event.message.partition) if event is not None else None
 
     def here(self) -> Place:
         event = self.current_event()

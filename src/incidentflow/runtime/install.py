@@ -8,11 +8,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
-from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
-from faust.tables.base import Collection
 from faust.tables.recovery import Recovery
 from faust.transport.consumer import Consumer as FaustConsumer
 from faust.types import TP, Message
@@ -27,7 +24,6 @@ def install(store_memory_mib: int) -> None:
     """Runs once before the Faust app is built (and before RocksDB's and Faust's threads start)."""
     _never_commit_skipped_messages()
     _rewind_after_rebalance()
-    _send_changelog_straight()
     _restore_in_bulk()
     heap.tune()
     share_one_memory_budget(store_memory_mib)
@@ -56,44 +52,6 @@ def _never_commit_skipped_messages() -> None:
 
     ack._incidentflow_guard = True  # type: ignore[attr-defined]
     FaustConsumer.ack = ack  # type: ignore[method-assign]
-
-
-def _send_changelog_straight() -> None:
-    """Table writes made while a worker handles a record skip Faust's producer buffer: their
-    changelog records are sent when the record is done (`Changelog` in runtime/changelog.py). Writes
-    of other shapes (a serializer other than raw bytes) take Faust's own path."""
-    if getattr(Collection.send_changelog, "_incidentflow_guard", False):
-        return
-    original = Collection.send_changelog
-
-    def send_changelog(self: Collection, partition: int | None, key: object, value: object,
-                       key_serializer: object = None, value_serializer: object = None) -> object:  # fmt: skip
-        worker = getattr(self.app, "incidentflow_runtime", None)
-        raw = (key_serializer or self.key_serializer) == "raw" and (value_serializer or self.value_serializer) == "raw"
-        if (worker is None or partition is None or not raw or not isinstance(key, bytes)
-                or not (value is None or isinstance(value, bytes))):  # fmt: skip
-            return original(self, partition, key, value, key_serializer, value_serializer)  # type: ignore[arg-type]
-        worker.changelog.add(self.changelog_topic.get_topic_name(), partition, key, value, self.data)
-        return _queued(partition)  # Faust's callers read the partition the record goes to
-
-    send_changelog._incidentflow_guard = True  # type: ignore[attr-defined]
-    Collection.send_changelog = send_changelog  # type: ignore[assignment,method-assign]
-
-
-@dataclass(frozen=True)
-class _Queued:
-    """What Faust's table reads of the future `send_changelog` returns: `.message.partition`."""
-
-    partition: int
-
-    @property
-    def message(self) -> _Queued:
-        return self
-
-
-@cache
-def _queued(partition: int) -> _Queued:
-    return _Queued(partition)
 
 
 _AFTER_RECOVERY: ContextVar[bool] = ContextVar("incidentflow_after_recovery", default=False)

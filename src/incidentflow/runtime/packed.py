@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from aiokafka.partitioner import murmur2
 from faust.types import Message
@@ -86,9 +87,18 @@ def _key(encoded: bytes, index: int) -> bytes:
     return decoded.encode()
 
 
+@lru_cache(maxsize=1 << 16)
 def partition_of(key: bytes, partitions: int) -> int:
-    """The partition the producer's default partitioner gives a record of this key."""
+    """The partition the producer's default partitioner gives a record of this key (aiokafka's
+    murmur2 is pure Python: the keys of a batch repeat, so each is hashed once)."""
     return int(murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def _json_string(key: str) -> bytes:
+    """`key` as a JSON string: most keys need no escape and are put between quotes as they are."""
+    if key.isprintable() and '"' not in key and "\\" not in key and key.isascii():
+        return b'"' + key.encode() + b'"'
+    return json.dumps(key).encode()
 
 
 @dataclass
@@ -104,7 +114,7 @@ class Outbox:
             value = json.dumps(json.loads(value), separators=(",", ":")).encode()
         encoded = key.encode()
         where = (topic, partition_of(encoded, self.partitions))
-        self.pending.setdefault(where, []).append((encoded, json.dumps(key).encode() + b"\t" + value))
+        self.pending.setdefault(where, []).append((encoded, _json_string(key) + b"\t" + value))
 
     def __len__(self) -> int:
         return sum(len(items) for items in self.pending.values())

@@ -10,7 +10,9 @@ from typing import Any
 
 import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from faust.types import Message, TableT
+from faust.types import Message
+
+from incidentflow.runtime.tables import Table
 
 log = logging.getLogger("incidentflow.worker")
 
@@ -30,7 +32,7 @@ class Positions:
     always safe; at most a second of records is read again after a rebalance.
     """
 
-    table: TableT[bytes, bytes]
+    table: Table
     expected: dict[tuple[str, int], tuple[int, int]] = field(default_factory=dict)
     """(topic, partition) -> (consumer generation, next offset expected)."""
     saved_at: dict[tuple[str, int], float] = field(default_factory=dict)
@@ -63,7 +65,7 @@ class Positions:
         self.expected[tp] = (app.consumer_generation_id, nxt)
         now = time.monotonic()
         if now - self.saved_at.get(tp, 0.0) >= 1.0 or nxt >= _highwater(app, message):
-            self.table[f"{message.topic}:{message.partition}".encode()] = str(nxt).encode()
+            self.table.set(f"{message.topic}:{message.partition}".encode(), str(nxt).encode())
             self.saved_at[tp] = now
 
     async def rewind_assigned(self, consumer: Any) -> list[tuple[str, int]]:
@@ -74,7 +76,7 @@ class Positions:
         Returns the partitions it rewound."""
         rewound: list[tuple[str, int]] = []
         for tp in sorted(consumer.assignment()):
-            stored = self.table.get(f"{tp.topic}:{tp.partition}".encode())
+            stored = self.table.get(f"{tp.topic}:{tp.partition}".encode(), tp.partition)
             committed = consumer._committed_offset.get(tp)  # noqa: SLF001  # what perform_seek just sought to
             if stored is None or committed is None or int(stored) >= committed:
                 continue

@@ -54,8 +54,9 @@ def _export_series(runtime: Runtime, tables: dict[str, Table]) -> None:
     index = runtime.tables["series-index"]
 
     def day(key: str, on: date) -> metrics.Day:
-        return metrics.Day(on=on, figures=days.figures(key, on),
-                           entries=lambda: days.entries(key, on, partition=partition_of(key.encode(), partitions)))  # fmt: skip
+        partition = partition_of(key.encode(), partitions)
+        return metrics.Day(on=on, figures=days.figures(key, on, partition),
+                           entries=lambda: days.entries(key, on, partition=partition))  # fmt: skip
 
     def now() -> datetime:
         return datetime.now(UTC)

@@ -66,10 +66,11 @@ class Days:
     cache: BatchCache[metrics.DayFigures] | None = None
     """Where a stage's figures wait for the end of its batch; None outside the stage (a scrape)."""
 
-    def figures(self, series: str, day: date) -> metrics.DayFigures:
+    def figures(self, series: str, day: date, partition: int | None = None) -> metrics.DayFigures:
+        """The day's figures; `partition` outside of the stage (a scrape), else the current record's."""
         if self.cache is not None:
             return self.cache.get(day_key(series, day)) or metrics.DayFigures()
-        stored = self.table.get(day_key(series, day))
+        stored = self.table.get(day_key(series, day), partition)
         return metrics.DayFigures.model_validate_json(stored) if stored else metrics.DayFigures()
 
     def entries(self, series: str, day: date, partition: int | None = None) -> list[metrics.Entry]:

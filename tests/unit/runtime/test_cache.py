@@ -21,9 +21,9 @@ class Partitioned(DictTable):
         self.writes: list[tuple[int, bytes, bytes | None]] = []
         self.reads = 0
 
-    def get(self, key: bytes, default: bytes | None = None) -> bytes | None:  # type: ignore[override]
+    def get(self, key: bytes, partition: int | None = None) -> bytes | None:
         self.reads += 1
-        return super().get(key, default)
+        return super().get(key)
 
     def _partition(self) -> int:
         return CONTEXT.here().partition

@@ -1,17 +1,15 @@
-"""Table writes reach the changelog in the order they were made, straight through the producer."""
+"""Table writes go to their partition's store and reach the changelog in the order they were made, straight through the producer."""
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from faust.types import TP
 
-from incidentflow.config import Integrations, Settings
 from incidentflow.runtime.changelog import Changelog
-from incidentflow.stream.app import create_worker
+from incidentflow.runtime.tables import FaustTable
 
 
 @dataclass
@@ -51,18 +49,56 @@ class App:
     producer: Producer = field(default_factory=Producer)
 
 
-def test_a_table_write_is_queued_for_its_changelog_partition(tmp_path: Path) -> None:
-    worker = create_worker(Settings(store="memory://", data_dir=tmp_path), Integrations(by_name={}))
-    table = worker.tables["aggregates"]
-    table.partition_for_key = lambda key: 3  # type: ignore[method-assign]  # what an agent's record gives
-    table.on_key_set(b"k", b"v1")  # what `table[key] = value` calls, after the store write
-    table.on_key_del(b"k")
-    topic = table.changelog_topic.get_topic_name()
-    table.on_key_set(b"j", b"w")
+class Database(dict[bytes, bytes]):
+    def put(self, key: bytes, value: bytes) -> None:
+        self[key] = value
+
+    def delete(self, key: bytes) -> None:
+        self.pop(key, None)
+
+
+@dataclass
+class RocksStore(Store):
+    """What `FaustTable` uses of Faust's RocksDB store: one database per partition."""
+
+    use_rocksdict: bool = True
+    dbs: dict[int, Database] = field(default_factory=dict)
+
+    def _db_for_partition(self, partition: int) -> Database:
+        return self.dbs.setdefault(partition, Database())
+
+
+@dataclass
+class Topic:
+    name: str
+
+    def get_topic_name(self) -> str:
+        return self.name
+
+
+@dataclass
+class Table:
+    data: RocksStore
+    changelog_topic: Topic
+
+
+def test_a_table_write_goes_to_its_partitions_database_and_is_queued_for_its_changelog() -> None:
+    changelog, partition = Changelog(), [3]
+    store = RocksStore()
+    table = FaustTable(Table(store, Topic("app-aggregates-changelog")), changelog, lambda: partition[0])  # type: ignore[arg-type]
+    table.set(b"k", b"v1")
+    table.pop(b"k")
+    table.set(b"j", b"w")
+    partition[0] = 5
+    table.set(b"j", b"other partition")
+    assert store.dbs[3] == {b"j": b"w"} and table.get(b"j") == b"other partition"
+    assert table.get(b"j", partition=3) == b"w" and not table.has(b"k")
     # a key written twice before a flush sends its last value only
-    assert [(where, value) for where, (value, _) in worker.changelog.pending.items()] == [
+    topic = "app-aggregates-changelog"
+    assert [(where, value) for where, (value, _) in changelog.pending.items()] == [
         ((topic, 3, b"k"), None),
         ((topic, 3, b"j"), b"w"),
+        ((topic, 5, b"j"), b"other partition"),
     ]
 
 

@@ -125,8 +125,8 @@ class Dying(DictTable):
         super().__init__()
         self.into, self.left = into, left
 
-    def get(self, key: bytes, default: bytes | None = None) -> bytes | None:  # type: ignore[override]
-        return self.into.get(key, default)
+    def get(self, key: bytes, partition: int | None = None) -> bytes | None:
+        return self.into.get(key)
 
     @property
     def data(self) -> dict[bytes, bytes]:
