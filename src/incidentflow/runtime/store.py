@@ -32,7 +32,7 @@ MAX_OPEN_FILES = 32
 
 _budget: dict[str, Any] = {}
 _NO_WAL = rocksdict.WriteOptions()
-_NO_WAL.disable_wal = True
+_NO_WAL.disable_wal = True  # type: ignore[method-assign,assignment]  # a property; rocksdict's stub declares a method
 
 
 def share_one_memory_budget(megabytes: int) -> None:
