@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Mapping, MutableMapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +48,8 @@ class BulkLoad:
     bootstrap: str
     tables: Mapping[str, TableT[bytes, bytes]]
     """The worker's tables by name."""
+    consumer: Callable[[], Any] | None = None
+    """Makes the consumer that reads the changelogs (by default one of the broker's, outside the group)."""
 
     def _store_of(self, changelog: str) -> Any | None:
         """The RocksDB store of the table whose changelog topic this is (None: not one to load)."""
@@ -56,6 +58,12 @@ class BulkLoad:
                 store = table.data
                 return store if hasattr(store, "_db_for_partition") and getattr(store, "use_rocksdict", False) else None
         return None
+
+    def _consumer(self) -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
+                                auto_offset_reset="earliest", fetch_max_bytes=FETCH_BYTES,
+                                max_partition_fetch_bytes=PARTITION_FETCH_BYTES,
+                                client_id="incidentflow-bulk-restore")  # fmt: skip
 
     async def run(self, tps: Iterable[TP], offsets: MutableMapping[TP, int], highwaters: Mapping[TP, int],
                   deadline_seconds: float) -> Loaded:  # fmt: skip
@@ -71,10 +79,7 @@ class BulkLoad:
                 ranges[tp] = (start, end, store)
         if not ranges:
             return Loaded(0, frozenset(), 0.0)
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
-                                    auto_offset_reset="earliest", fetch_max_bytes=FETCH_BYTES,
-                                    max_partition_fetch_bytes=PARTITION_FETCH_BYTES,
-                                    client_id="incidentflow-bulk-restore")  # fmt: skip
+        consumer = self.consumer() if self.consumer is not None else self._consumer()
         records, complete = 0, set()
         await consumer.start()
         try:
