@@ -128,7 +128,8 @@ class Member(BaseModel):
 
 
 class IncidentContribution(BaseModel):
-    """One incident's part in one time-to-restore series as of `version`; `present=False` withdraws it."""
+    """One incident's part in one time-to-restore series: the member the series is to keep for it
+    (`member.present=False` withdraws it)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -136,11 +137,7 @@ class IncidentContribution(BaseModel):
     service: str
     severity: str
     aggregate_id: str
-    version: int
-    present: bool
-    status: Literal["open", "resolved"] | None = None
-    resolved_at: UtcDatetime | None = None
-    time_to_restore_seconds: float | None = None
+    member: Member
 
     @property
     def series(self) -> str:
@@ -155,12 +152,8 @@ class IncidentContribution(BaseModel):
 
     def step(self, old: BaseModel | None) -> Step | None:
         """None when the contribution is stale (an older version) or changes nothing."""
-        old = member_of(old, Member)
-        if old is not None and old.version > self.version:
-            return None
-        new = Member(version=self.version, present=self.present, status=self.status, resolved_at=self.resolved_at,
-                     time_to_restore_seconds=self.time_to_restore_seconds)  # fmt: skip
-        if old == new:
+        old, new = member_of(old, Member), self.member
+        if (old is not None and old.version > new.version) or old == new:
             return None
         return Step(member=new, leaving=old.entry() if old is not None else None, entering=new.entry(),
                     open_delta=int(new.open) - int(old is not None and old.open))  # fmt: skip
@@ -190,22 +183,13 @@ def contributions(before: Incident | None, after: Incident) -> list[IncidentCont
     if before is not None and _view(before) == _view(after):
         return []
     service, severity = series_of(after)
-    result = [
-        IncidentContribution(
-            service=service,
-            severity=severity,
-            aggregate_id=after.aggregate_id,
-            version=after.version,
-            present=True,
-            status=after.status,
-            resolved_at=after.resolved_at,
-            time_to_restore_seconds=after.time_to_restore_seconds,
-        )  # fmt: skip
-    ]
+    member = Member(version=after.version, present=True, status=after.status, resolved_at=after.resolved_at,
+                    time_to_restore_seconds=after.time_to_restore_seconds)  # fmt: skip
+    result = [IncidentContribution(service=service, severity=severity, aggregate_id=after.aggregate_id, member=member)]
     if before is not None and series_of(before) != (service, severity):
         old_service, old_severity = series_of(before)
-        result.append(IncidentContribution(service=old_service, severity=old_severity,
-                                           aggregate_id=after.aggregate_id, version=after.version, present=False))  # fmt: skip
+        result.append(IncidentContribution(service=old_service, severity=old_severity, aggregate_id=after.aggregate_id,
+                                           member=Member(version=after.version, present=False)))  # fmt: skip
     return result
 
 

@@ -2,7 +2,7 @@
 
 Stages (`stream/`) are written against these two small interfaces only, so that each runs in a
 unit test over a dict-backed table and a context that collects what it sends
-(`tests/unit/stream/fakes.py`), and in the worker over Faust's tables (`FaustTable`) and the
+(`FakeContext` in `tests/factories.py`), and in the worker over Faust's tables (`FaustTable`) and the
 `Runtime` (runtime/harness.py).
 """
 
@@ -135,10 +135,14 @@ class FaustTable:
         return partition if partition is not None else self._partition()
 
     def get(self, key: bytes, partition: int | None = None) -> bytes | None:
-        """The value of `key` in `partition`, else in that of the record being handled."""
+        """The value of `key` in `partition` (a partition this worker has not opened holds nothing
+        here: it is read, never opened, outside an agent), else in that of the record being handled."""
         store, where = self._store(), self._where(partition)
         if store is None or where is None:
             return self.faust.get(key)
+        if partition is not None:
+            db = store._dbs.get(partition)  # noqa: SLF001  # Faust's open databases, by partition
+            return None if db is None else db.get(key)
         value: bytes | None = store._db_for_partition(where).get(key)  # noqa: SLF001  # the database Faust reads
         return value
 

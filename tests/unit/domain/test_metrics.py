@@ -205,12 +205,13 @@ def test_window_days_cover_the_trailing_window() -> None:
 
 
 def test_stale_or_repeated_contributions_change_nothing() -> None:
-    c = metrics.IncidentContribution(service="a", severity="b", aggregate_id="x", version=3, present=True,
-                                     status="open")  # fmt: skip
+    member = metrics.Member(version=3, present=True, status="open")
+    c = metrics.IncidentContribution(service="a", severity="b", aggregate_id="x", member=member)
     first = c.step(None)
     assert first is not None and first.open_delta == 1
     assert c.step(first.member) is None
-    assert c.model_copy(update={"version": 2, "status": "resolved"}).step(first.member) is None
+    stale = metrics.Member(version=2, present=True, status="resolved", resolved_at=T0, time_to_restore_seconds=1.0)
+    assert c.model_copy(update={"member": stale}).step(first.member) is None
 
 
 def test_a_change_outside_the_metric_view_contributes_nothing() -> None:

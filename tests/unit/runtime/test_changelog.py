@@ -62,10 +62,14 @@ class RocksStore(Store):
     """What `FaustTable` uses of Faust's RocksDB store: one database per partition."""
 
     use_rocksdict: bool = True
-    dbs: dict[int, Database] = field(default_factory=dict)
+    _dbs: dict[int, Database] = field(default_factory=dict)
+
+    @property
+    def dbs(self) -> dict[int, Database]:
+        return self._dbs
 
     def _db_for_partition(self, partition: int) -> Database:
-        return self.dbs.setdefault(partition, Database())
+        return self._dbs.setdefault(partition, Database())
 
 
 @dataclass
@@ -93,6 +97,7 @@ def test_a_table_write_goes_to_its_partitions_database_and_is_queued_for_its_cha
     table.set(b"j", b"other partition")
     assert store.dbs[3] == {b"j": b"w"} and table.get(b"j") == b"other partition"
     assert table.get(b"j", partition=3) == b"w" and not table.has(b"k")
+    assert table.get(b"j", partition=7) is None and 7 not in store.dbs  # read outside a record: never opened
     # a key written twice before a flush sends its last value only
     topic = "app-aggregates-changelog"
     assert [(where, value) for where, (value, _) in changelog.pending.items()] == [

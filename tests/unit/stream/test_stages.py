@@ -98,7 +98,7 @@ def test_the_fold_saves_and_publishes_each_aggregate_once_per_batch() -> None:
     assert published["acme:db-1"].time_to_restore_seconds == 600.0
     assert set(stage.states) == {b"acme:db-1", b"acme:db-2"}  # type: ignore[arg-type]  # a DictTable
     contributions = [metrics.IncidentContribution.model_validate_json(v) for _, v in context.to(NAMES.contributions)]
-    assert {(c.series, c.status) for c in contributions} == {("mttr|api|unknown", "resolved"),
+    assert {(c.series, c.member.status) for c in contributions} == {("mttr|api|unknown", "resolved"),
                                                              ("mttr|unknown|unknown", "open")}  # fmt: skip
     # Only the incident with a scope label goes toward correlation.
     assert [key for key, _ in context.to(NAMES.suspects)] == ["acme:db-1"]
@@ -149,6 +149,10 @@ def contribution(c: metrics.IncidentContribution | corr.ChangeContribution, offs
     return record(NAMES.contributions, c.series, c.model_dump_json(), offset=offset)
 
 
+def incident(aggregate_id: str, member: metrics.Member) -> metrics.IncidentContribution:
+    return metrics.IncidentContribution(service="api", severity="high", aggregate_id=aggregate_id, member=member)
+
+
 def rows(context: FakeContext) -> dict[str, MetricRow]:
     return {key: MetricRow.model_validate_json(value) for key, value in context.to(NAMES.metrics)}
 
@@ -158,11 +162,10 @@ def test_the_series_stage_files_incidents_and_changes_and_publishes_each_changed
     store = tables(series.TABLES)
     stage = series.Series(context, NAMES, store)  # type: ignore[arg-type]
     at = datetime(2026, 11, 1, 12, tzinfo=UTC)
-    opened = metrics.IncidentContribution(service="api", severity="high", aggregate_id="a:1", version=1,
-                                          present=True, status="open")  # fmt: skip
-    resolved = opened.model_copy(update={"version": 2, "status": "resolved", "resolved_at": at,
-                                         "time_to_restore_seconds": 600.0})  # fmt: skip
-    other = resolved.model_copy(update={"aggregate_id": "a:2", "time_to_restore_seconds": 60.0})
+    opened = incident("a:1", metrics.Member(version=1, present=True, status="open"))
+    resolved = incident("a:1", metrics.Member(version=2, present=True, status="resolved", resolved_at=at,
+                                              time_to_restore_seconds=600.0))  # fmt: skip
+    other = incident("a:2", resolved.member.model_copy(update={"time_to_restore_seconds": 60.0}))
     done = corr.change_of(change("done", 0, labels={"service": "api"}))
     deployed = corr.ChangeContribution(service="api", facts=corr.ChangeFacts(change=done))
     batch = [contribution(c, n) for n, c in enumerate([opened, resolved, other, resolved, deployed])]
@@ -182,7 +185,7 @@ def test_the_series_stage_files_incidents_and_changes_and_publishes_each_changed
     assert rows(context)["changes|api|-|2026-11-01"].failed_changes == 1
     # The incident is withdrawn from its series (it moved to another): its entry leaves the day.
     context.sent.clear()
-    gone = metrics.IncidentContribution(service="api", severity="high", aggregate_id="a:1", version=3, present=False)
+    gone = incident("a:1", metrics.Member(version=3, present=False))
     assert run(context, stage, [contribution(gone, 6)]) == ["applied"]
     day = rows(context)["mttr|api|high|2026-11-01"]
     assert (day.count, day.sum_seconds, day.max_seconds) == (1, 60.0, 60.0)
@@ -200,8 +203,7 @@ def test_a_batch_cut_short_leaves_nothing_for_the_next() -> None:
     context = FakeContext()
     store = tables(series.TABLES)
     stage = series.Series(context, NAMES, store)  # type: ignore[arg-type]
-    opened = metrics.IncidentContribution(service="api", severity="high", aggregate_id="a:1", version=1,
-                                          present=True, status="open")  # fmt: skip
+    opened = incident("a:1", metrics.Member(version=1, present=True, status="open"))
     stage.begin()
     with context.acting_for(At(0)):
         asyncio.run(stage.handle(contribution(opened, 0)))  # then a rebalance: no finish
