@@ -4,7 +4,7 @@
         .venv/bin/python bench/faust_passthrough.py worker -l warn
 
 A baseline for `bench/fold_throughput.py`, run as a process of its own on the same broker and
-records: it takes records in batches as the incidentflow worker does (`Worker.consume`: the same
+records: it takes records in batches as the incidentflow worker does (`Runtime.consume`: the same
 batch size and wait), sends each straight to the producer (acks=all) and lets Faust commit, so
 its rate is Faust's own cost per record, which no worker built on Faust can beat.
 """
