@@ -87,7 +87,7 @@ def _key(encoded: bytes, index: int) -> bytes:
     return decoded.encode()
 
 
-@lru_cache(maxsize=1 << 16)
+@lru_cache(maxsize=4096)
 def partition_of(key: bytes, partitions: int) -> int:
     """The partition the producer's default partitioner gives a record of this key (aiokafka's
     murmur2 is pure Python: the keys of a batch repeat, so each is hashed once)."""
