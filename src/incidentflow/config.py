@@ -17,7 +17,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from incidentflow.domain.events import Labels, Severity
 
-SourceName = Literal["elven", "sleuth", "uptrends", "flashduty-alert", "flashduty-change", "native"]
+SourceName = Literal["elven", "sleuth", "uptrends", "flashduty-alert", "flashduty-change", "native", "cloudevents"]
 
 
 CommaList = Annotated[tuple[str, ...], NoDecode]
@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     publish_timeout_seconds: float = Field(default=5.0, gt=0)
     """Longest the gateway waits for Kafka's acknowledgement before answering 503."""
     retry_after_seconds: int = 5
+    max_labels: int = Field(default=50, ge=1, le=10000)
+    """Most labels one event may carry, the integration's static labels included (Flashduty's own limit
+    is 50); a webhook over it is answered 422. Keys are at most 128 characters, values 2,048."""
     trusted_proxies: CommaList = ()
     """CIDRs of reverse proxies whose X-Forwarded-For is believed."""
 
@@ -63,6 +66,9 @@ class Settings(BaseSettings):
     dropped for being slow keeps writing for a moment while its partitions are already someone else's
     (late changelog and output records), so this is generous: a dead worker is found by its heartbeats."""
     log_level: str = "info"
+    cdevents_integration: str = Field(default="cdevents", pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    """The integration of CDEvents published straight to `<namespace>.cdevents`: part of their
+    aggregate_id and change_id, as an integration's name is for the events of its webhooks."""
     correlation_scope_labels: CommaList = ("service", "cluster", "host", "namespace", "app")
     """A change and an incident must share one of these labels with equal values (same on every worker)."""
     correlation_conflict_labels: CommaList = ("env", "environment", "region")

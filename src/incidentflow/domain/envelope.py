@@ -12,7 +12,8 @@ class RawEnvelope(BaseModel):
 
     `body` is the request body exactly as sent (it is valid UTF-8, because it parsed as JSON), so
     the topic can be replayed through a newer adapter. The integration's static labels and default
-    severity at receive time travel with it, so a replay does not depend on today's config file.
+    severity at receive time travel with it, and so does the label limit it was checked against, so a
+    replay does not depend on today's config file.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -25,4 +26,9 @@ class RawEnvelope(BaseModel):
     idempotency_key: str | None = Field(default=None, description="`webhook-id` or `Idempotency-Key` header.")
     labels: Labels = Field(default_factory=dict)
     default_severity: Severity | None = None
+    max_labels: int | None = Field(default=None, description="Most labels per event when it was accepted.")
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        description="The request's CloudEvents headers (`ce-*` and `content-type`), on the CloudEvents route only.",
+    )
     body: str

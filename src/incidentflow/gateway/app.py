@@ -38,6 +38,8 @@ class Route:
     payload: type[BaseModel] | tuple[type[BaseModel], ...] | dict[str, Any]
     """The documented body: a model, one of several models, or a JSON Schema."""
     summary: str
+    media: dict[str, dict[str, Any]] | None = None
+    """More media types the route reads, with the JSON Schema of each (besides `application/json`)."""
 
 
 ROUTES = (
@@ -53,6 +55,16 @@ ROUTES = (
         "/v1/events",
         (sources.native.NativeAlert, sources.native.NativeChange),
         "Native canonical alert or change",
+    ),
+    Route(
+        "cloudevents",
+        "/v1/cloudevents",
+        sources.cdevents.CDEVENT_SCHEMA,
+        "CloudEvents 1.0 carrying CDEvents 0.5 (binary, structured or batch mode)",
+        {
+            sources.cdevents.STRUCTURED: sources.cdevents.CLOUDEVENT_SCHEMA,
+            sources.cdevents.BATCH: sources.cdevents.BATCH_SCHEMA,
+        },
     ),
 )
 
@@ -163,6 +175,9 @@ class Gateway:
         except UnicodeDecodeError:
             raise Rejected(400, {"error": "malformed", "detail": "body is not UTF-8 JSON"}) from None
         key = request.headers.get("webhook-id") or request.headers.get("idempotency-key")
+        headers = {}
+        if source == "cloudevents":  # binary mode carries the CloudEvent's attributes in headers
+            headers = {k: v for k, v in request.headers.items() if k.startswith("ce-") or k == "content-type"}
         return RawEnvelope(
             request_id=request_id,
             source=source,
@@ -171,6 +186,8 @@ class Gateway:
             idempotency_key=key[:256] if key else None,
             labels=integration.labels,
             default_severity=integration.default_severity,
+            max_labels=self.settings.max_labels,
+            headers=headers,
             body=text,
         )
 
@@ -373,7 +390,9 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         components[model.__name__] = model_schema
         return {"$ref": f"#/components/schemas/{model.__name__}"}
 
+    media: dict[str, dict[str, Any]] = {}
     for route in ROUTES:
+        media[route.source] = route.media or {}
         if isinstance(route.payload, dict):
             components[route.payload["title"]] = route.payload
             bodies[route.source] = {"$ref": f"#/components/schemas/{route.payload['title']}"}
@@ -385,6 +404,10 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         post = item.get("post")
         if post and "x-incidentflow-source" in post:
             source = post.pop("x-incidentflow-source")
-            post["requestBody"] = {"required": True, "content": {"application/json": {"schema": bodies[source]}}}
+            content = {"application/json": {"schema": bodies[source]}}
+            for media_type, body_schema in media[source].items():
+                components[body_schema["title"]] = body_schema
+                content[media_type] = {"schema": {"$ref": f"#/components/schemas/{body_schema['title']}"}}
+            post["requestBody"] = {"required": True, "content": content}
     app.openapi_schema = schema
     return schema

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from incidentflow.domain.envelope import RawEnvelope
-from incidentflow.sources import elven, flashduty, native, sleuth, uptrends
+from incidentflow.sources import cdevents, elven, flashduty, native, sleuth, uptrends
 from incidentflow.sources.base import Adapter, Context, Event, FieldError, PayloadError
 
 ADAPTERS: dict[str, Adapter] = {
@@ -16,6 +16,7 @@ ADAPTERS: dict[str, Adapter] = {
     "flashduty-alert": flashduty.parse_alert,
     "flashduty-change": flashduty.parse_change,
     "native": native.parse,
+    "cloudevents": cdevents.parse,
 }
 
 

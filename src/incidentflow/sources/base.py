@@ -24,6 +24,10 @@ class Context:
     labels: Mapping[str, str] = field(default_factory=dict)
     default_severity: Severity | None = None
     idempotency_key: str | None = None
+    max_labels: int | None = None
+    """Most labels an event may carry, static labels included; None: no bound (canonical records)."""
+    headers: Mapping[str, str] = field(default_factory=dict)
+    """The request's CloudEvents headers (`ce-*` and `content-type`, lower case), for the CloudEvents route."""
 
     @classmethod
     def of(cls, envelope: RawEnvelope) -> Context:
@@ -35,6 +39,8 @@ class Context:
             labels=envelope.labels,
             default_severity=envelope.default_severity,
             idempotency_key=envelope.idempotency_key,
+            max_labels=envelope.max_labels,
+            headers=envelope.headers,
         )
 
 
@@ -148,9 +154,12 @@ def alert_event(
     description: str | None = None,
     url: str | None = None,
     labels: Mapping[str, str] | None = None,
+    labels_field: str = "labels",
 ) -> AlertEvent:
     """A canonical alert of the context's integration: identity, receive time and request id come from `ctx`;
-    the integration's static labels are the base that `labels` override."""
+    the integration's static labels are the base that `labels` override. `labels_field` names the
+    payload's field the labels came from, in the error of an event over the label limit."""
+    merged = bounded_labels(ctx, labels, labels_field)
     return build_event(
         lambda: AlertEvent(
             event_id=event_id,
@@ -165,7 +174,7 @@ def alert_event(
             title=title,
             description=description,
             url=url,
-            labels={**ctx.labels, **(labels or {})},
+            labels=merged,
             request_id=ctx.request_id,
         )
     )
@@ -183,8 +192,10 @@ def change_event(
     description: str | None = None,
     url: str | None = None,
     labels: Mapping[str, str] | None = None,
+    labels_field: str = "labels",
 ) -> ChangeEvent:
     """A canonical change of the context's integration; `change` is its full `change_id`."""
+    merged = bounded_labels(ctx, labels, labels_field)
     return build_event(
         lambda: ChangeEvent(
             event_id=event_id,
@@ -197,10 +208,20 @@ def change_event(
             title=title,
             description=description,
             url=url,
-            labels={**ctx.labels, **(labels or {})},
+            labels=merged,
             request_id=ctx.request_id,
         )
     )
+
+
+def bounded_labels(ctx: Context, labels: Mapping[str, str] | None, field_name: str) -> dict[str, str]:
+    """The event's labels over the integration's static ones, within the context's label limit."""
+    merged = {**ctx.labels, **(labels or {})}
+    if ctx.max_labels is not None and len(merged) > ctx.max_labels:
+        static = len(ctx.labels)
+        with_static = f" with the integration's {static} static labels" if static else ""
+        raise PayloadError([FieldError(field_name, f"{len(merged)} labels{with_static}; at most {ctx.max_labels}")])
+    return merged
 
 
 def build_event(build: Callable[[], M]) -> M:

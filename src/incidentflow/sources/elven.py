@@ -50,5 +50,6 @@ def parse(payload: Any, ctx: Context) -> list[Event]:
         title=body.title,
         description=body.description,
         labels={tag.name: tag.value for tag in body.tags},
+        labels_field="tags",
     )
     return [event]

@@ -43,7 +43,9 @@ STATUSES: dict[str, ChangeStatus] = {
 }
 # Unix seconds between 1970 and 9999: anything else is not a plausible event time.
 EventTime = Field(default=None, ge=0, le=253402300799, description="Unix seconds; defaults to receive time.")
-FlashdutyLabels = Annotated[Labels, Field(max_length=50, description="At most 50 labels.")]
+FlashdutyLabels = Annotated[
+    Labels, Field(description="At most 50 labels by default (`INCIDENTFLOW_MAX_LABELS`), the integration's included.")
+]
 
 
 class FlashdutyAlert(Payload):

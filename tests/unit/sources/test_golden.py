@@ -17,7 +17,8 @@ from incidentflow import sources
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 RECEIVED = datetime(2026, 11, 1, 12, 0, 5, tzinfo=UTC)
 SOURCE_OF_DIR = {"elven": "elven", "native": "native", "sleuth": "sleuth", "uptrends": "uptrends",
-                 "flashduty-alert": "flashduty-alert", "flashduty-change": "flashduty-change"}  # fmt: skip
+                 "flashduty-alert": "flashduty-alert", "flashduty-change": "flashduty-change",
+                 "cloudevents": "cloudevents"}  # fmt: skip
 
 BODIES = sorted(p for p in FIXTURES.glob("*/*.json") if not p.name.endswith((".golden.json", ".context.json")))
 
@@ -33,6 +34,8 @@ def context_for(body: Path) -> sources.Context:
         labels={"env": "prod", "team": "sre"},
         default_severity="high",
         idempotency_key=extra.get("idempotency_key"),
+        max_labels=50,
+        headers=extra.get("headers", {}),
     )
 
 
