@@ -69,6 +69,8 @@ class Settings(BaseSettings):
     cdevents_integration: str = Field(default="cdevents", pattern=r"^[A-Za-z0-9._-]{1,64}$")
     """The integration of CDEvents published straight to `<namespace>.cdevents`: part of their
     aggregate_id and change_id, as an integration's name is for the events of its webhooks."""
+    cdevents_default_severity: Severity | None = None
+    """The severity of the incidents CDEvents open on `<namespace>.cdevents` (CDEvents carry none)."""
     correlation_scope_labels: CommaList = ("service", "cluster", "host", "namespace", "app")
     """A change and an incident must share one of these labels with equal values (same on every worker)."""
     correlation_conflict_labels: CommaList = ("env", "environment", "region")

@@ -45,6 +45,11 @@ class Topics:
         return self._name("changes")
 
     @property
+    def cdevents(self) -> str:
+        """CDEvents published straight to Kafka as CloudEvents (Kafka binding), normalized like the raw topic."""
+        return self._name("cdevents")
+
+    @property
     def incidents(self) -> str:
         return self._name("incidents")
 
@@ -91,6 +96,7 @@ class Topics:
             self.raw: FOREVER,
             self.alerts: {},
             self.changes: {},
+            self.cdevents: {},
             self.incidents: COMPACTED,
             # keyed by aggregate_id with one record per pair: compaction would drop all but one pair
             self.correlations: FOREVER,

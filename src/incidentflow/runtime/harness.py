@@ -26,6 +26,7 @@ from incidentflow.config import Integrations, Settings
 from incidentflow.domain.records import DeadLetterRecord
 from incidentflow.metrics.worker import WorkerMetrics
 from incidentflow.runtime.changelog import Changelog
+from incidentflow.runtime.cloudevents import CloudEventHeaders
 from incidentflow.runtime.commits import Commits
 from incidentflow.runtime.packed import NotPacked, Outbox, Record, unpack
 from incidentflow.runtime.positions import GapReader, GapUnreadable, Positions
@@ -89,6 +90,8 @@ class Runtime:
     changelog: Changelog = field(default_factory=Changelog)
     commits: Commits = field(default_factory=Commits)
     bulk_load: BulkLoad = field(init=False)
+    headers: CloudEventHeaders = field(default_factory=lambda: CloudEventHeaders("/incidentflow", {}))
+    """The CloudEvents headers of the records it sends to the topics they name."""
 
     def __post_init__(self) -> None:
         self.positions = Positions(self.table("positions", "next offset expected by topic:partition"))
@@ -163,7 +166,8 @@ class Runtime:
         # Straight to the producer: Faust's Topic.send wraps every record in futures and sensor calls
         # that cost half again as much CPU per record (bench/README.md). Delivery is the same: the
         # commit of input offsets flushes this producer first.
-        delivery = await self.app.producer.send(topic, key, value, partition=partition, timestamp=None, headers=None)
+        headers = self.headers.of(topic, key, value)
+        delivery = await self.app.producer.send(topic, key, value, partition=partition, timestamp=None, headers=headers)
         cast(asyncio.Future[object], delivery).add_done_callback(partial(_delivered, topic))
 
     async def consume(

@@ -16,7 +16,7 @@ default partitioner would route a record of that key, so tables stay co-partitio
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -44,10 +44,18 @@ class Record:
     value: bytes | None
     timestamp: float | None = None
     item: int | None = None
+    headers: Sequence[tuple[str, bytes]] | Mapping[str, bytes] | None = None
 
     @classmethod
     def of(cls, message: Message) -> Record:
-        return cls(message.topic, message.partition, message.offset, message.key, message.value, message.timestamp)
+        return cls(message.topic, message.partition, message.offset, message.key, message.value, message.timestamp,
+                   headers=message.headers)  # fmt: skip
+
+    def header_map(self) -> dict[str, bytes]:
+        """The record's headers by name (the last of a repeated name)."""
+        if not self.headers:
+            return {}
+        return dict(self.headers.items() if isinstance(self.headers, Mapping) else self.headers)
 
     @property
     def position(self) -> int:

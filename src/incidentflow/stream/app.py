@@ -15,12 +15,14 @@ from incidentflow.config import Integrations, Settings
 from incidentflow.domain import aggregate, metrics
 from incidentflow.metrics.worker import SeriesCollector
 from incidentflow.runtime import app as runtime_app
+from incidentflow.runtime.cloudevents import CloudEventHeaders
 from incidentflow.runtime.harness import Runtime
 from incidentflow.runtime.packed import partition_of
 from incidentflow.runtime.tables import Table
 from incidentflow.stream import changes, fold, scope, series, suspects
 from incidentflow.stream.normalize import Normalize
 from incidentflow.stream.sides import Correlating
+from incidentflow.topics import Topics
 
 TABLES = ("positions", *fold.TABLES, *series.TABLES, *changes.TABLES, *scope.TABLES, *suspects.TABLES)
 """Every table of the worker: their changelog topics are created before it starts (see `ensure_topics`)."""
@@ -34,9 +36,11 @@ def create_worker(settings: Settings, integrations: Integrations) -> Runtime:
     def tables(of: dict[str, str]) -> dict[str, Table]:
         return {name: runtime.table(name, help_) for name, help_ in of.items()}
 
+    runtime.headers = cloud_event_headers(names)
     limits = aggregate.Limits(max_events=settings.max_events_per_aggregate)
     series_tables = tables(series.TABLES)
-    runtime.agent(Normalize(runtime, names))
+    runtime.agent(Normalize(runtime, names, settings.cdevents_integration, settings.max_labels,
+                            settings.cdevents_default_severity))  # fmt: skip
     runtime.agent(fold.Fold(runtime, names, tables(fold.TABLES), limits, correlating))
     runtime.agent(series.Series(runtime, names, series_tables))
     runtime.agent(scope.Scope(runtime, names, tables(scope.TABLES), correlating))
@@ -46,6 +50,15 @@ def create_worker(settings: Settings, integrations: Integrations) -> Runtime:
     if set(runtime.tables) != set(TABLES):
         raise RuntimeError(f"TABLES is out of date: the worker has {sorted(runtime.tables)}")
     return runtime
+
+
+def cloud_event_headers(names: Topics) -> CloudEventHeaders:
+    """The CloudEvents type of each topic the worker writes for its users (`dev.incidentflow.<record>.v1`)."""
+    records = {names.alerts: "alert", names.changes: "change", names.incidents: "incident",
+               names.correlations: "correlation", names.metrics: "metric", names.deadletter: "deadletter"}  # fmt: skip
+    return CloudEventHeaders(
+        f"/incidentflow/{names.namespace}", {t: f"dev.incidentflow.{r}.v1" for t, r in records.items()}
+    )
 
 
 def _export_series(runtime: Runtime, tables: dict[str, Table]) -> None:

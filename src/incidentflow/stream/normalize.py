@@ -1,38 +1,63 @@
-"""Normalization: raw envelopes -> canonical alerts and changes, keyed by their aggregate."""
+"""Normalization: raw envelopes, and CDEvents published straight to Kafka, -> canonical alerts and changes."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from incidentflow import sources
 from incidentflow.domain.envelope import RawEnvelope
-from incidentflow.domain.events import AlertEvent
+from incidentflow.domain.events import AlertEvent, Severity
 from incidentflow.runtime.packed import Record
 from incidentflow.runtime.tables import Context, DeadLetter, PerRecord, parse
+from incidentflow.sources import cdevents
 from incidentflow.topics import Topics
 
 
 @dataclass
 class Normalize(PerRecord):
-    """Runs for every raw envelope; each yields one or more canonical events."""
+    """Runs for every raw envelope and every record of the CDEvents topic; each yields one or more canonical events."""
 
     context: Context
     names: Topics
+    cdevents_integration: str
+    """The integration of the CDEvents topic's events (their aggregate_id and change_id)."""
+    max_labels: int
+    default_severity: Severity | None = None
+    """The severity of the incidents the CDEvents topic's events open (CDEvents carry none)."""
     name: str = "normalize"
     topics: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        self.topics = (self.names.raw,)
+        self.topics = (self.names.raw, self.names.cdevents)
 
     async def handle(self, message: Record) -> str:
-        envelope = parse(message, RawEnvelope, "a raw envelope")
-        try:
-            canonical = sources.parse_envelope(envelope)
-        except sources.PayloadError as error:
-            raise DeadLetter(f"{envelope.source} payload rejected: {error}") from None
+        if message.topic == self.names.cdevents:
+            canonical = self._cdevents(message)
+        else:
+            envelope = parse(message, RawEnvelope, "a raw envelope")
+            try:
+                canonical = sources.parse_envelope(envelope)
+            except sources.PayloadError as error:
+                raise DeadLetter(f"{envelope.source} payload rejected: {error}") from None
         for item in canonical:
             if isinstance(item, AlertEvent):
                 await self.context.send(self.names.alerts, item.aggregate_id, item.model_dump_json())
             else:
                 await self.context.send(self.names.changes, item.change_id, item.model_dump_json())
         return "normalized"
+
+    def _cdevents(self, message: Record) -> list[sources.Event]:
+        """A CloudEvent of the CDEvents topic: received when Kafka stamped it, named by its position."""
+        ctx = sources.Context(
+            integration=self.cdevents_integration,
+            source=cdevents.SOURCE,
+            received_at=datetime.fromtimestamp(message.timestamp or 0, UTC),
+            request_id=f"{message.topic}:{message.name}",
+            max_labels=self.max_labels,
+            default_severity=self.default_severity,
+        )
+        try:
+            return cdevents.parse_kafka(message.header_map(), message.key, message.value or b"", ctx)
+        except sources.PayloadError as error:
+            raise DeadLetter(f"CDEvent rejected: {error}") from None

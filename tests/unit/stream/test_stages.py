@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -61,7 +62,7 @@ def test_normalize_sends_each_canonical_event_keyed_by_its_aggregate_and_dead_le
     deployed = {"change_key": "d-1", "status": "done", "occurred_at": "2026-11-01T11:50:00Z"}
     batch = [record(NAMES.raw, "r", envelope(opened)), record(NAMES.raw, "r", envelope(deployed), offset=1),
              record(NAMES.raw, "r", "not json", offset=2), record(NAMES.raw, "r", envelope({"neither": "action nor status"}), offset=3)]  # fmt: skip
-    assert run(context, Normalize(context, NAMES), batch) == [
+    assert run(context, normalize(context), batch) == [
         "normalized",
         "normalized",
         "deadlettered",
@@ -73,6 +74,37 @@ def test_normalize_sends_each_canonical_event_keyed_by_its_aggregate_and_dead_le
     [(key, value)] = context.to(NAMES.changes)
     assert key == ChangeEvent.model_validate_json(value).change_id == "acme:d-1"
     assert [reason.split(":")[0] for _, _, reason in context.dead] == ["not a raw envelope", "native payload rejected"]
+
+
+def normalize(context: FakeContext) -> Normalize:
+    return Normalize(context, NAMES, "pipeline", 50)
+
+
+def test_normalize_reads_cdevents_from_kafka_in_both_modes_named_by_source_and_id() -> None:
+    from cloudevents.core.bindings import kafka
+    from cloudevents.core.formats.json import JSONFormat
+    from cloudevents.core.v1.event import CloudEvent
+
+    context = FakeContext()
+    fixture = Path(__file__).resolve().parents[2] / "fixtures" / "cloudevents" / "incident-detected-binary.json"
+    data = json.loads(fixture.read_text())
+    c = data["context"]
+    event = CloudEvent({"specversion": "1.0", "id": c["id"], "source": c["source"], "type": c["type"],
+                        "datacontenttype": "application/json"}, data)  # fmt: skip
+    binary, structured = kafka.to_binary(event, JSONFormat()), kafka.to_structured(event, JSONFormat())
+    bad = kafka.to_binary(
+        CloudEvent({**event.get_attributes(), "type": "dev.cdevents.unknown.0.1.0"}, data), JSONFormat()
+    )
+    batch = [Record(NAMES.cdevents, 0, n, None, m.value, 1_700_000_000.0, headers=list(m.headers.items()))
+             for n, m in enumerate((binary, structured, bad))]  # fmt: skip
+    assert run(context, normalize(context), batch) == ["normalized", "normalized", "deadlettered"]
+    [(key, first), (_, second)] = context.to(NAMES.alerts)
+    one, two = AlertEvent.model_validate_json(first), AlertEvent.model_validate_json(second)
+    assert key == one.aggregate_id == "pipeline:incident/4711"
+    assert one.event_id == two.event_id and one.labels == {"env": "prod", "service": "service/checkout",
+                                                             "artifact": "pkg:oci/checkout@sha256%3A0b31b1c0"}  # fmt: skip
+    assert one.received_at == datetime.fromtimestamp(1_700_000_000, UTC)
+    assert "unsupported type" in context.dead[0][2]
 
 
 # -- fold --------------------------------------------------------------------------------------
