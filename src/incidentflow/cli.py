@@ -157,7 +157,8 @@ def cmd_token(args: argparse.Namespace) -> int:
 def cmd_send(args: argparse.Namespace) -> int:
     from incidentflow.tools.send import send
 
-    return send(args.paths, url=args.url, token=args.token, concurrency=args.concurrency, hmac_secret=args.hmac_secret)
+    return send(args.paths, url=args.url, token=args.token, concurrency=args.concurrency, hmac_secret=args.hmac_secret,
+                cloudevents=args.cloudevents)  # fmt: skip
 
 
 def cmd_schemas(args: argparse.Namespace) -> int:
@@ -230,6 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--url", required=True, help="the webhook URL (with the token, or give --token)")
     send.add_argument("--token", help="sent as Authorization: Bearer")
     send.add_argument("--hmac-secret", help="sign each request (Standard Webhooks)")
+    send.add_argument("--cloudevents", choices=("binary", "structured", "batch"),
+                      help="the files hold CDEvents: send each file as CloudEvents in this HTTP mode "
+                           "(to /v1/cloudevents/TOKEN)")  # fmt: skip
     send.add_argument("--concurrency", type=int, default=8, help="requests in flight (default 8)")
     send.set_defaults(func=cmd_send)
 

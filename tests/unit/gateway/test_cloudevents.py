@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from fastapi.testclient import TestClient
@@ -15,6 +15,7 @@ from incidentflow import sources
 from incidentflow.config import Settings, parse_integrations
 from incidentflow.domain.envelope import RawEnvelope
 from incidentflow.gateway.app import create_app
+from incidentflow.tools.send import cloudevent_request
 from tests.unit.gateway.test_app import FakePublisher
 
 CE = "cloudevents-token-abcdefghijklmnop"
@@ -147,3 +148,14 @@ def test_too_many_labels_is_422_naming_the_field(client: TestClient, publisher: 
     assert response.status_code == 422 and len(response.json()["errors"]) == 2
     assert len(publisher.records) == 1
     assert RawEnvelope.model_validate_json(publisher.records[0][2]).max_labels == 50
+
+
+@pytest.mark.parametrize("mode", ["binary", "structured", "batch"])
+def test_incidentflow_send_makes_requests_the_route_takes(
+    client: TestClient, publisher: FakePublisher, mode: Literal["binary", "structured", "batch"]
+) -> None:
+    data, _ = fixture("incident-detected-binary")
+    body, headers = cloudevent_request(json.dumps(data).encode(), mode)
+    assert client.post(f"/v1/cloudevents/{CE}", content=body, headers=headers).status_code == 202
+    [event] = sources.parse_envelope(RawEnvelope.model_validate_json(publisher.records[0][2]))
+    assert event.aggregate_id == "pipeline:incident/4711"  # type: ignore[union-attr]
