@@ -36,7 +36,15 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
 from incidentflow.domain.events import AlertAction, content_id
-from incidentflow.sources.base import YEARS, Context, Event, FieldError, PayloadError, alert_event, change_event
+from incidentflow.sources.base import (
+    YEARS,
+    Context,
+    Event,
+    FieldError,
+    PayloadError,
+    alert_event,
+    change_event,
+)
 
 STRUCTURED = "application/cloudevents+json"
 BATCH = "application/cloudevents-batch+json"
@@ -205,7 +213,7 @@ def _events(event: BaseCloudEvent, ctx: Context, prefix: str = "") -> list[Event
         labels["service"] = service
     if content.get("artifactId"):
         labels["artifact"] = content["artifactId"]
-    event_id = content_id(SOURCE, ctx.integration, ce_source, ce_id)
+    event_id = content_id(SOURCE, ctx.integration, ce_source, ce_id)  # also part of a change's key
     verb = ce_type.split(".")[3]
     if kind == "deployed":
         return [

@@ -6,8 +6,8 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from incidentflow.domain.events import AlertAction, Severity, content_id
-from incidentflow.sources.base import Context, Event, Payload, alert_event, validate
+from incidentflow.domain.events import AlertAction, Severity
+from incidentflow.sources.base import Context, Event, Payload, alert_event, identify, validate
 
 ACTIONS: dict[str, AlertAction] = {"alarmed": "open", "resolved": "resolve"}
 
@@ -36,9 +36,9 @@ def parse(payload: Any, ctx: Context) -> list[Event]:
     """
     body = validate(ElvenPayload, payload)
     if ctx.idempotency_key:
-        event_id = content_id("elven", ctx.integration, "idempotency-key", ctx.idempotency_key)
+        event_id = identify(ctx, "elven", ctx.integration, "idempotency-key", ctx.idempotency_key)
     else:
-        event_id = content_id("elven", ctx.integration, body.model_dump(mode="json"), ctx.received_at)
+        event_id = identify(ctx, "elven", ctx.integration, body.model_dump(mode="json"), ctx.received_at)
     event = alert_event(
         ctx,
         event_id=event_id,

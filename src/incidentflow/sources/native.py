@@ -21,7 +21,6 @@ from incidentflow.domain.events import (
     Severity,
     aggregate_id,
     change_id,
-    content_id,
 )
 from incidentflow.sources.base import (
     AwareTimestamp,
@@ -32,6 +31,7 @@ from incidentflow.sources.base import (
     PayloadError,
     alert_event,
     change_event,
+    identify,
     not_null,
     validate,
 )
@@ -92,7 +92,7 @@ def _alert(body: NativeAlert, ctx: Context) -> AlertEvent:
     fields = body.model_dump(mode="json", exclude={"event_id", "received_at", "request_id"})
     return alert_event(
         ctx,
-        event_id=body.event_id or content_id("native", ctx.integration, fields),
+        event_id=body.event_id or identify(ctx, "native", ctx.integration, fields),
         key=body.external_aggregate_key,
         source=body.source or "native",
         action=body.action,
@@ -116,7 +116,7 @@ def _change(body: NativeChange, ctx: Context) -> ChangeEvent:
     fields = body.model_dump(mode="json", exclude={"event_id", "received_at", "request_id"})
     return change_event(
         ctx,
-        event_id=body.event_id or content_id("native", ctx.integration, fields),
+        event_id=body.event_id or identify(ctx, "native", ctx.integration, fields),
         change=cid,
         source=body.source or "native",
         status=body.status,

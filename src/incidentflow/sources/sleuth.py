@@ -7,8 +7,8 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from incidentflow.domain.events import AlertAction, AlertEvent, content_id
-from incidentflow.sources.base import Context, Event, Payload, Timestamp, alert_event, as_utc, validate
+from incidentflow.domain.events import AlertAction, AlertEvent
+from incidentflow.sources.base import Context, Event, Payload, Timestamp, alert_event, as_utc, identify, validate
 
 ACTIONS: dict[str, AlertAction] = {"triggered": "open", "resolved": "resolve", "reopened": "reopen"}
 CURRENT = "current"
@@ -41,7 +41,7 @@ def _event(body: SleuthPayload, action: AlertAction, at: datetime, ctx: Context)
     identity = body.id if body.id else body.model_dump(mode="json")
     return alert_event(
         ctx,
-        event_id=content_id("sleuth", ctx.integration, identity, action, at),
+        event_id=identify(ctx, "sleuth", ctx.integration, identity, action, at),
         key=key,
         source="sleuth",
         action=action,

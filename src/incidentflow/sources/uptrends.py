@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from incidentflow.domain.events import AlertAction, content_id
+from incidentflow.domain.events import AlertAction
 from incidentflow.sources.base import (
     TIMESTAMP_SCHEMA,
     Context,
@@ -22,6 +22,7 @@ from incidentflow.sources.base import (
     Timestamp,
     alert_event,
     as_utc,
+    identify,
     validate,
 )
 
@@ -116,7 +117,7 @@ def parse(payload: Any, ctx: Context) -> list[Event]:
     identity = body.alert_guid or body.model_dump(mode="json", by_alias=True)
     event = alert_event(
         ctx,
-        event_id=content_id("uptrends", ctx.integration, identity, action, occurred),
+        event_id=identify(ctx, "uptrends", ctx.integration, identity, action, occurred),
         key=body.incident_key,
         source="uptrends",
         action=action,
