@@ -171,14 +171,21 @@ class Gateway:
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise too_large
+        # Straight from the ASGI messages (what `request.stream()` does, without its generator).
         chunks: list[bytes] = []
         size = 0
-        async for chunk in request.stream():
+        receive = request.receive
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                raise Rejected(400, {"error": "malformed", "detail": "the client went away before the body ended"})
+            chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
                 raise too_large
             chunks.append(chunk)
-        return b"".join(chunks)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def _envelope(
         self, request: Request, source: str, integration: Integration, body: bytes, request_id: str

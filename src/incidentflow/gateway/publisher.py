@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from functools import lru_cache
 from typing import Protocol
 
 from aiokafka import AIOKafkaProducer
@@ -15,6 +16,7 @@ from aiokafka.errors import (
     ProducerFenced,
     UnknownProducerId,
 )
+from aiokafka.partitioner import DefaultPartitioner, murmur2
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +24,19 @@ log = logging.getLogger(__name__)
 # expired while the broker was away left a gap in its sequence numbers): only a new producer,
 # with a new producer id, can publish again.
 FATAL = (OutOfOrderSequenceNumber, UnknownProducerId, InvalidProducerEpoch, InvalidProducerIdMapping, ProducerFenced)
+
+
+@lru_cache(maxsize=4096)
+def _murmur2(key: bytes) -> int:
+    return int(murmur2(key))
+
+
+def partitioner(key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+    """aiokafka's default partitioner (Kafka's murmur2 of the key), with the hash of recent keys kept:
+    aiokafka's murmur2 is pure Python, and an incident's events share their key."""
+    if key is None:
+        return int(DefaultPartitioner()(key, all_partitions, available))
+    return all_partitions[(_murmur2(key) & 0x7FFFFFFF) % len(all_partitions)]
 
 
 class PublishError(Exception):
@@ -66,6 +81,7 @@ class KafkaPublisher:
                     request_timeout_ms=max(1000, int(self._timeout * 1000 * 0.8)),
                     max_request_size=2 * 1024 * 1024,
                     compression_type=None,
+                    partitioner=partitioner,
                 )
                 try:
                     await asyncio.wait_for(producer.start(), self._timeout)

@@ -132,8 +132,11 @@ UNCHECKED_ID = "0" * 32
 def identify(ctx: Context, *parts: object) -> str:
     """The content hash that names an event (`content_id` of `parts`), computed only where the
     events are kept: the gateway checks a payload, and the worker's normalization names its events.
-    A hash is 32 hex digits, always a valid id, so skipping it in the check changes no answer."""
-    return UNCHECKED_ID if ctx.checking else content_id(*parts)
+    A hash is 32 hex digits, always a valid id, so skipping it in the check changes no answer.
+    A part given as a function (`lambda: body.model_dump(mode="json")`) is called only when needed."""
+    if ctx.checking:
+        return UNCHECKED_ID
+    return content_id(*(part() if callable(part) else part for part in parts))
 
 
 M = TypeVar("M", bound=BaseModel)

@@ -38,7 +38,7 @@ def parse(payload: Any, ctx: Context) -> list[Event]:
     if ctx.idempotency_key:
         event_id = identify(ctx, "elven", ctx.integration, "idempotency-key", ctx.idempotency_key)
     else:
-        event_id = identify(ctx, "elven", ctx.integration, body.model_dump(mode="json"), ctx.received_at)
+        event_id = identify(ctx, "elven", ctx.integration, lambda: body.model_dump(mode="json"), ctx.received_at)
     event = alert_event(
         ctx,
         event_id=event_id,

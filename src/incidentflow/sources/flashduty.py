@@ -91,7 +91,7 @@ def parse_alert(payload: Any, ctx: Context) -> list[Event]:
     action: AlertAction = "resolve" if body.event_status == "Ok" else "open"
     event = alert_event(
         ctx,
-        event_id=identify(ctx, "flashduty-alert", ctx.integration, body.model_dump(mode="json"), occurred),
+        event_id=identify(ctx, "flashduty-alert", ctx.integration, lambda: body.model_dump(mode="json"), occurred),
         key=key,
         source="flashduty-alert",
         action=action,
@@ -111,7 +111,7 @@ def parse_change(payload: Any, ctx: Context) -> list[Event]:
     occurred = from_unix(body.event_time) if body.event_time is not None else ctx.received_at
     event = change_event(
         ctx,
-        event_id=identify(ctx, "flashduty-change", ctx.integration, body.model_dump(mode="json"), occurred),
+        event_id=identify(ctx, "flashduty-change", ctx.integration, lambda: body.model_dump(mode="json"), occurred),
         change=change_id(ctx.integration, body.change_key),
         source="flashduty-change",
         status=STATUSES[body.change_status],

@@ -89,10 +89,9 @@ def _alert(body: NativeAlert, ctx: Context) -> AlertEvent:
     agg = aggregate_id(ctx.integration, body.external_aggregate_key)
     if body.aggregate_id is not None and body.aggregate_id != agg:
         raise PayloadError([FieldError("aggregate_id", f"must be {agg!r}")])
-    fields = body.model_dump(mode="json", exclude={"event_id", "received_at", "request_id"})
     return alert_event(
         ctx,
-        event_id=body.event_id or identify(ctx, "native", ctx.integration, fields),
+        event_id=body.event_id or identify(ctx, "native", ctx.integration, lambda: _fields(body)),
         key=body.external_aggregate_key,
         source=body.source or "native",
         action=body.action,
@@ -113,10 +112,9 @@ def _change(body: NativeChange, ctx: Context) -> ChangeEvent:
     if body.change_id is not None and not body.change_id.startswith(prefix):
         raise PayloadError([FieldError("change_id", f"must start with {prefix!r}")])
     cid = change_id(ctx.integration, body.change_key) if body.change_key else str(body.change_id)
-    fields = body.model_dump(mode="json", exclude={"event_id", "received_at", "request_id"})
     return change_event(
         ctx,
-        event_id=body.event_id or identify(ctx, "native", ctx.integration, fields),
+        event_id=body.event_id or identify(ctx, "native", ctx.integration, lambda: _fields(body)),
         change=cid,
         source=body.source or "native",
         status=body.status,
@@ -126,3 +124,8 @@ def _change(body: NativeChange, ctx: Context) -> ChangeEvent:
         url=body.url,
         labels=body.labels,
     )
+
+
+def _fields(body: _NativeCommon) -> dict[str, object]:
+    """What names a native event without an `event_id`: its content, without what the gateway stamps."""
+    return body.model_dump(mode="json", exclude={"event_id", "received_at", "request_id"})

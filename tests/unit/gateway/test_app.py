@@ -216,3 +216,15 @@ def test_openapi_describes_every_ingest_route(client: TestClient) -> None:
     assert "/v1/ingest/elven/{token}" in doc["paths"] and "/v1/events/{token}" in doc["paths"]
     body = doc["paths"]["/v1/ingest/elven/{token}"]["post"]["requestBody"]
     assert body["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ElvenPayload"}
+
+
+def test_the_publishers_partitioner_is_kafkas_default() -> None:
+    from aiokafka.partitioner import DefaultPartitioner
+
+    from incidentflow.gateway.publisher import partitioner
+
+    for n in range(500):
+        key = f"shop-elven:incident-{n}".encode()
+        for partitions in (1, 3, 8, 12):
+            every = list(range(partitions))
+            assert partitioner(key, every, every) == DefaultPartitioner()(key, every, every)
