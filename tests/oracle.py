@@ -110,23 +110,36 @@ def incident_dict(incident: Any) -> dict[str, Any] | None:
     return data
 
 
-def recompute_mttr(incidents: list[dict[str, Any]], now: datetime, window: timedelta) -> dict[tuple[str, str], float]:
-    """Mean time to restore per (service, peak severity) of incidents finally resolved in (now-window, now]."""
-    seconds: dict[tuple[str, str], list[float]] = defaultdict(list)
+def environment(labels: dict[str, str]) -> str:
+    """DESIGN.md: the `env`, `environment` or `deployment.environment.name` label, else `unknown`."""
+    return labels.get("env") or labels.get("environment") or labels.get("deployment.environment.name") or "unknown"
+
+
+def recompute_mttr(
+    incidents: list[dict[str, Any]], now: datetime, window: timedelta
+) -> dict[tuple[str, str, str], float]:
+    """Mean time to restore per (service, env, peak severity) of incidents finally resolved in (now-window, now]."""
+    seconds: dict[tuple[str, str, str], list[float]] = defaultdict(list)
     for inc in incidents:
         if inc["status"] != "resolved":
             continue
         if now - window < inc["resolved_at"] <= now:
-            series = (inc["labels"].get("service") or "unknown", inc["severity"] or "unknown")
+            series = (
+                inc["labels"].get("service") or "unknown",
+                environment(inc["labels"]),
+                inc["severity"] or "unknown",
+            )
             seconds[series].append(inc["time_to_restore_seconds"])
     return {k: sum(v) / len(v) for k, v in seconds.items()}
 
 
-def recompute_open(incidents: list[dict[str, Any]]) -> dict[tuple[str, str], int]:
-    counts: dict[tuple[str, str], int] = defaultdict(int)
+def recompute_open(incidents: list[dict[str, Any]]) -> dict[tuple[str, str, str], int]:
+    counts: dict[tuple[str, str, str], int] = defaultdict(int)
     for inc in incidents:
         if inc["status"] == "open":
-            counts[(inc["labels"].get("service") or "unknown", inc["severity"] or "unknown")] += 1
+            counts[
+                (inc["labels"].get("service") or "unknown", environment(inc["labels"]), inc["severity"] or "unknown")
+            ] += 1
     return dict(counts)
 
 
@@ -208,14 +221,15 @@ def live_correlations(records: list[dict[str, Any]]) -> dict[tuple[str, str], di
 
 def recompute_change_failure(
     changes: list[dict[str, Any]], correlations: dict[tuple[str, str], dict[str, Any]]
-) -> dict[tuple[str, str], tuple[int, int]]:
-    """(changes, failed changes) per (service, UTC day of change time)."""
+) -> dict[tuple[str, str, str], tuple[int, int]]:
+    """(changes, failed changes) per (service, env, UTC day of change time)."""
     failed = {change_id for _, change_id in correlations}
-    result: dict[tuple[str, str], tuple[int, int]] = defaultdict(lambda: (0, 0))
+    result: dict[tuple[str, str, str], tuple[int, int]] = defaultdict(lambda: (0, 0))
     for change in changes:
         if not change["counted"]:
             continue
-        key = (change["labels"].get("service") or "unknown", change["changed_at"].date().isoformat())
+        key = (change["labels"].get("service") or "unknown", environment(change["labels"]),
+               change["changed_at"].date().isoformat())  # fmt: skip
         count, bad = result[key]
         result[key] = (count + 1, bad + (change["change_id"] in failed))
     return dict(result)
@@ -228,24 +242,23 @@ def _parse(value: Any) -> datetime:
 def recompute_report(
     incidents: list[dict[str, Any]], changes: list[dict[str, Any]], correlations: dict[tuple[str, str], Any],
     first: Any, last: Any,
-) -> dict[str, dict[str, Any]]:  # fmt: skip
-    """What `incidentflow report --json` should say per service for UTC days first..last."""
+) -> dict[tuple[str, str], dict[str, Any]]:  # fmt: skip
+    """What `incidentflow report --json` should say per (service, env) for UTC days first..last."""
     failed = {change_id for _, change_id in correlations}
-    out: dict[str, dict[str, Any]] = {}
+    out: dict[tuple[str, str], dict[str, Any]] = {}
 
-    def entry(service: str) -> dict[str, Any]:
-        return out.setdefault(service, {"restores": [], "changes": 0, "failed_changes": 0})
+    def entry(labels: dict[str, str]) -> dict[str, Any]:
+        key = (labels.get("service") or "unknown", environment(labels))
+        return out.setdefault(key, {"restores": [], "changes": 0, "failed_changes": 0})
 
     for incident in incidents:
         if incident["status"] != "resolved":
             continue
         if first <= _parse(incident["resolved_at"]).date() <= last:
-            entry(incident["labels"].get("service") or "unknown")["restores"].append(
-                incident["time_to_restore_seconds"]
-            )
+            entry(incident["labels"])["restores"].append(incident["time_to_restore_seconds"])
     for change in changes:
         if change["counted"] and first <= change["changed_at"].date() <= last:
-            e = entry(change["labels"].get("service") or "unknown")
+            e = entry(change["labels"])
             e["changes"] += 1
             e["failed_changes"] += change["change_id"] in failed
     return {

@@ -174,7 +174,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     if args.to < args.start:
         sys.exit("incidentflow report: --to is before --from")
-    return run_report(_settings(), args.start, args.to, args.service, args.json)
+    return run_report(_settings(), args.start, args.to, args.service, args.json, args.env)
 
 
 def _day(text: str) -> date:
@@ -244,14 +244,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser(
         "report",
-        help="MTTR and change failure rate per service for a range of days (reads <namespace>.metrics)",
+        help="MTTR and change failure rate per service and env for a range of days (reads <namespace>.metrics)",
         description="Sums the daily rows of <namespace>.metrics for UTC days FROM..TO (inclusive): incidents finally "
         "resolved, their mean and longest time to restore, changes by change time, failed changes and the change "
-        "failure rate, per service.",
+        "failure rate, per service and env.",
     )
     report.add_argument("--from", dest="start", required=True, type=_day, help="first UTC day, YYYY-MM-DD")
     report.add_argument("--to", required=True, type=_day, help="last UTC day, YYYY-MM-DD (inclusive)")
     report.add_argument("--service", help="only this service")
+    report.add_argument("--env", help="only this environment (`env`, `environment` or `deployment.environment.name`)")
     report.add_argument("--json", action="store_true", help="print JSON instead of a table")
     report.set_defaults(func=cmd_report)
 

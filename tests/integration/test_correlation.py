@@ -73,10 +73,10 @@ def expected(
     return correlations, recompute_change_failure(folded, correlations), report
 
 
-def change_rows(records: list[Any]) -> dict[tuple[str, str], tuple[int, int]]:
+def change_rows(records: list[Any]) -> dict[tuple[str, str, str], tuple[int, int]]:
     latest = {r.key.decode(): json.loads(r.value) for r in records}
     return {
-        (row["service"], row["day"]): (row["changes"], row["failed_changes"])
+        (row["service"], row["env"], row["day"]): (row["changes"], row["failed_changes"])
         for row in latest.values()
         if row["metric"] == "changes" and row["changes"]
     }
@@ -139,7 +139,7 @@ def test_live_correlations_equal_the_batch_recomputation(stack_factory: Any, wor
         out = subprocess.run([sys.executable, "-m", "incidentflow.cli", "report", "--from", REPORT_RANGE[0].isoformat(),
                               "--to", REPORT_RANGE[1].isoformat(), "--json"], env=env, capture_output=True, text=True,
                              check=True, timeout=60)  # fmt: skip
-        return {s.pop("service"): s for s in json.loads(out.stdout)["services"]}
+        return {(s.pop("service"), s.pop("env")): s for s in json.loads(out.stdout)["services"]}
 
     def settled(got: dict[str, Any]) -> bool:
         return got.keys() == EXPECTED_REPORT.keys() and all(

@@ -51,14 +51,14 @@ def test_alarmed_then_resolved_gives_a_resolved_incident_and_mttr(stack_factory:
     assert incident["time_to_restore_seconds"] == pytest.approx(expected_ttr, abs=1e-6)
     assert incident["severity"] == "high" and incident["labels"]["service"] == "checkout"
 
-    series = 'incidentflow_mttr_seconds{service="checkout",severity="high",window="1d"}'
+    series = 'incidentflow_mttr_seconds{env="prod",service="checkout",severity="high",window="1d"}'
     metrics_url = f"http://127.0.0.1:{stack.worker_ports[0]}/metrics"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and series not in scrape(metrics_url):
         time.sleep(0.5)
     samples = scrape(metrics_url)
     assert samples[series] == pytest.approx(expected_ttr, abs=1e-3), stack.logs()
-    assert samples['incidentflow_incidents_open{service="checkout",severity="high"}'] == 0
+    assert samples['incidentflow_incidents_open{env="prod",service="checkout",severity="high"}'] == 0
 
 
 def test_bad_input_gets_a_clear_error_and_never_reaches_kafka(stack_factory: Any) -> None:

@@ -13,11 +13,17 @@ from datetime import datetime
 from typing import Any
 
 from incidentflow.domain.events import AlertEvent, ChangeEvent
-from tests.oracle import recompute_change, recompute_change_failure, recompute_correlations, recompute_incident
+from tests.oracle import (
+    environment,
+    recompute_change,
+    recompute_change_failure,
+    recompute_correlations,
+    recompute_incident,
+)
 from tests.trust.traffic import FLEET, Webhook, elven_events
 
-MttrRows = dict[tuple[str, str, str], tuple[int, float, float]]
-ChangeRows = dict[tuple[str, str], tuple[int, int]]
+MttrRows = dict[tuple[str, str, str, str], tuple[int, float, float]]
+ChangeRows = dict[tuple[str, str, str], tuple[int, int]]
 
 
 @dataclass(frozen=True)
@@ -27,9 +33,9 @@ class Expected:
     correlations: dict[tuple[str, str], dict[str, Any]]
     """Live pairs (aggregate_id, change_id) with their evidence."""
     mttr_rows: MttrRows
-    """(service, severity, day) -> (resolved incidents, sum and max of time to restore)."""
+    """(service, env, severity, day) -> (resolved incidents, sum and max of time to restore)."""
     change_rows: ChangeRows
-    """(service, day) -> (changes, failed changes)."""
+    """(service, env, day) -> (changes, failed changes)."""
     events: int
     """Distinct canonical events, alerts and changes."""
 
@@ -60,11 +66,11 @@ def expect(webhooks: list[Webhook], elven_received: dict[str, datetime]) -> Expe
 
 
 def mttr_rows(incidents: list[dict[str, Any]]) -> MttrRows:
-    """Resolved incidents per service, peak severity and UTC day of their final resolution."""
-    restores: dict[tuple[str, str, str], list[float]] = defaultdict(list)
+    """Resolved incidents per service, env, peak severity and UTC day of their final resolution."""
+    restores: dict[tuple[str, str, str, str], list[float]] = defaultdict(list)
     for inc in incidents:
         if inc["status"] == "resolved":
-            key = (inc["labels"].get("service") or "unknown", inc["severity"] or "unknown",
+            key = (inc["labels"].get("service") or "unknown", environment(inc["labels"]), inc["severity"] or "unknown",
                    inc["resolved_at"].date().isoformat())  # fmt: skip
             restores[key].append(inc["time_to_restore_seconds"])
     return {k: (len(v), sum(v), max(v)) for k, v in restores.items()}

@@ -184,12 +184,12 @@ class Observed:
 
     @property
     def mttr_rows(self) -> MttrRows:
-        return {(r["service"], r["severity"], r["day"]): (r["count"], r["sum_seconds"], r["max_seconds"])
+        return {(r["service"], r["env"], r["severity"], r["day"]): (r["count"], r["sum_seconds"], r["max_seconds"])
                 for r in self.metric_rows.values() if r["metric"] == "mttr" and r["count"]}  # fmt: skip
 
     @property
     def change_rows(self) -> ChangeRows:
-        return {(r["service"], r["day"]): (r["changes"], r["failed_changes"])
+        return {(r["service"], r["env"], r["day"]): (r["changes"], r["failed_changes"])
                 for r in self.metric_rows.values() if r["metric"] == "changes" and r["changes"]}  # fmt: skip
 
     def matches(self, expected: Expected) -> bool:

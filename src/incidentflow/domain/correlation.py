@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from incidentflow.domain.events import ChangeEvent, UtcDatetime, content_id
 from incidentflow.domain.incident import Incident
-from incidentflow.domain.metrics import NO_SEVERITY, ChangeMember, DayFigures, Step, member_of, series_key
+from incidentflow.domain.metrics import NO_SEVERITY, ChangeMember, DayFigures, Step, env_of, member_of, series_key
 from incidentflow.domain.records import Correlation, MetricRow
 
 CHANGED = ("processing", "done")
@@ -90,6 +90,10 @@ class Change(_Value):
     @property
     def service(self) -> str:
         return self.flat_labels.get("service") or "unknown"
+
+    @property
+    def env(self) -> str:
+        return env_of(self.flat_labels)
 
 
 def change_of(event: ChangeEvent) -> Change:
@@ -314,9 +318,9 @@ class ChangeFacts(_Value):
         """Failed while at least one of its correlations is live."""
         return any(flips % 2 == 1 for flips in self.verdicts.values())
 
-    def member(self, service: str) -> ChangeMember:
-        """Where the change stands in the change series of `service`: present only in its current service's."""
-        here = self.change.counted and self.change.service == service
+    def member(self, service: str, env: str) -> ChangeMember:
+        """Where the change stands in the change series of (`service`, `env`): present only in its current one."""
+        here = self.change.counted and self.change.service == service and self.change.env == env
         return ChangeMember(present=here, changed_at=self.change.changed_at if here else None,
                             failed=here and self.failed)  # fmt: skip
 
@@ -328,10 +332,11 @@ class ChangeFacts(_Value):
 
 
 class ChangeContribution(_Value):
-    """The facts of one change, for the change series of `service` (its service now, or a former one)."""
+    """The facts of one change, for the change series of (`service`, `env`) (its own now, or a former one)."""
 
     metric: Literal["changes"] = "changes"
     service: str
+    env: str
     facts: ChangeFacts
 
     @property
@@ -340,7 +345,7 @@ class ChangeContribution(_Value):
 
     @property
     def series(self) -> str:
-        return series_key(self.metric, self.service, NO_SEVERITY)
+        return series_key(self.metric, self.service, self.env, NO_SEVERITY)
 
     @property
     def item(self) -> str:
@@ -356,22 +361,22 @@ class ChangeContribution(_Value):
         facts = self.facts if known is None else known.join(self.facts)
         if facts == known:
             return None
-        before = known.member(self.service) if known is not None else None
-        after = facts.member(self.service)
+        before = known.member(self.service, self.env) if known is not None else None
+        after = facts.member(self.service, self.env)
         if before == after:
             return Step(member=facts, leaving=None, entering=None)
         return Step(member=facts, leaving=before.entry() if before is not None else None, entering=after.entry())
 
     def row(self, day: date, figures: DayFigures) -> MetricRow:
-        return MetricRow(metric="changes", service=self.service, severity=NO_SEVERITY, day=day.isoformat(),
+        return MetricRow(metric="changes", service=self.service, env=self.env, severity=NO_SEVERITY, day=day.isoformat(),
                          changes=figures.count, failed_changes=figures.failed)  # fmt: skip
 
 
 class ChangeRecord(_Value):
-    """The change fold's state: the facts, and every service series they were sent to."""
+    """The change fold's state: the facts, and every (service, env) series they were sent to."""
 
     facts: ChangeFacts | None = None
-    services: tuple[str, ...] = ()
+    series: tuple[tuple[str, str], ...] = ()
     pending: dict[str, int] = Field(default_factory=dict, description="Verdicts that came before any event.")
 
 
@@ -393,16 +398,16 @@ def with_verdict(record: ChangeRecord, verdict: Verdict) -> ChangeRecord:
 
 
 def change_contributions(record: ChangeRecord) -> tuple[ChangeRecord, list[ChangeContribution]]:
-    """The facts for the change's service series and for every former one (which then drop it).
+    """The facts for the change's (service, env) series and for every former one (which then drop it).
 
     A change that never counted (only `planned` so far) has nothing to contribute yet.
     """
     facts = record.facts
-    if facts is None or (not facts.change.counted and not record.services):
+    if facts is None or (not facts.change.counted and not record.series):
         return record, []
-    services = tuple(sorted({*record.services, facts.change.service}))
-    return record.model_copy(update={"services": services}), [
-        ChangeContribution(service=service, facts=facts) for service in services
+    series = tuple(sorted({*record.series, (facts.change.service, facts.change.env)}))
+    return record.model_copy(update={"series": series}), [
+        ChangeContribution(service=service, env=env, facts=facts) for service, env in series
     ]
 
 

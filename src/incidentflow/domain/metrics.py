@@ -1,6 +1,6 @@
 """Metric math: the series every metric is kept in, what an incident contributes to its series, and the sums.
 
-Every metric is a series per (metric, service, severity) of daily figures, fed by contributions
+Every metric is a series per (metric, service, env, severity) of daily figures, fed by contributions
 (`SeriesContribution`): one item's part in one series (an incident's time to restore, a change).
 A series keeps one member per item, replaced by a newer contribution, so applying one is
 idempotent and a reopen, a late event or a severity change retracts the old part exactly. Each
@@ -13,7 +13,7 @@ A new metric is a new contribution type here; the series stage (stream/series.py
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Literal, Protocol, TypeVar
@@ -25,18 +25,35 @@ from incidentflow.domain.incident import Incident
 from incidentflow.domain.records import MetricRow
 
 UNKNOWN = "unknown"
-WINDOWS: dict[str, timedelta] = {"1d": timedelta(days=1), "7d": timedelta(days=7), "30d": timedelta(days=30)}
+WINDOWS: dict[str, timedelta] = {
+    "1d": timedelta(days=1),
+    "7d": timedelta(days=7),
+    "30d": timedelta(days=30),
+    "90d": timedelta(days=90),
+}
 NO_SEVERITY = "-"
+ENV_LABELS = ("env", "environment", "deployment.environment.name")
+"""The labels that name an item's environment, the first one present winning."""
 
 
-def series_key(metric: str, service: str, severity: str) -> str:
-    """A series of a metric: one per (metric, service, severity); `-` where a metric has no severity."""
-    return f"{metric}|{service}|{severity}"
+def series_key(metric: str, service: str, env: str, severity: str) -> str:
+    """A series of a metric: one per (metric, service, env, severity); `-` where a metric has no severity."""
+    return f"{metric}|{service}|{env}|{severity}"
 
 
-def series_of(incident: Incident) -> tuple[str, str]:
-    """(service, peak severity) of an incident; `unknown` stands in for either when absent."""
-    return incident.labels.get("service") or UNKNOWN, incident.severity or UNKNOWN
+def env_of(labels: Mapping[str, str]) -> str:
+    """The environment of an item: its `env`, `environment` or `deployment.environment.name` label
+    (the integration's static labels are among its labels), else `unknown`."""
+    for name in ENV_LABELS:
+        value = labels.get(name)
+        if value:
+            return value
+    return UNKNOWN
+
+
+def series_of(incident: Incident) -> tuple[str, str, str]:
+    """(service, env, peak severity) of an incident; `unknown` stands in for any that is absent."""
+    return incident.labels.get("service") or UNKNOWN, env_of(incident.labels), incident.severity or UNKNOWN
 
 
 Position = int
@@ -77,6 +94,7 @@ class SeriesContribution(Protocol):
 
     metric: str
     service: str
+    env: str
 
     @property
     def series(self) -> str: ...
@@ -135,13 +153,14 @@ class IncidentContribution(BaseModel):
 
     metric: Literal["mttr"] = "mttr"
     service: str
+    env: str
     severity: str
     aggregate_id: str
     member: Member
 
     @property
     def series(self) -> str:
-        return series_key(self.metric, self.service, self.severity)
+        return series_key(self.metric, self.service, self.env, self.severity)
 
     @property
     def item(self) -> str:
@@ -159,7 +178,7 @@ class IncidentContribution(BaseModel):
                     open_delta=int(new.open) - int(old is not None and old.open))  # fmt: skip
 
     def row(self, day: date, figures: DayFigures) -> MetricRow:
-        return MetricRow(metric="mttr", service=self.service, severity=self.severity, day=day.isoformat(),
+        return MetricRow(metric="mttr", service=self.service, env=self.env, severity=self.severity, day=day.isoformat(),
                          count=figures.count, sum_seconds=figures.sum_microseconds / 1e6,
                          max_seconds=figures.max_seconds)  # fmt: skip
 
@@ -182,13 +201,15 @@ def contributions(before: Incident | None, after: Incident) -> list[IncidentCont
     """
     if before is not None and _view(before) == _view(after):
         return []
-    service, severity = series_of(after)
+    service, env, severity = series_of(after)
     member = Member(version=after.version, present=True, status=after.status, resolved_at=after.resolved_at,
                     time_to_restore_seconds=after.time_to_restore_seconds)  # fmt: skip
-    result = [IncidentContribution(service=service, severity=severity, aggregate_id=after.aggregate_id, member=member)]
-    if before is not None and series_of(before) != (service, severity):
-        old_service, old_severity = series_of(before)
-        result.append(IncidentContribution(service=old_service, severity=old_severity, aggregate_id=after.aggregate_id,
+    result = [IncidentContribution(service=service, env=env, severity=severity, aggregate_id=after.aggregate_id,
+                                   member=member)]  # fmt: skip
+    if before is not None and series_of(before) != (service, env, severity):
+        old_service, old_env, old_severity = series_of(before)
+        result.append(IncidentContribution(service=old_service, env=old_env, severity=old_severity,
+                                           aggregate_id=after.aggregate_id,
                                            member=Member(version=after.version, present=False)))  # fmt: skip
     return result
 
@@ -260,6 +281,7 @@ class SeriesIndex(BaseModel):
 
     metric: str
     service: str
+    env: str
     severity: str
     open: int = 0
     days: tuple[date, ...] = ()
@@ -335,11 +357,12 @@ class ChangeMember(BaseModel):
 
 
 class ServiceReport(BaseModel):
-    """What `incidentflow report` prints for one service over a range of days."""
+    """What `incidentflow report` prints for one service and environment over a range of days."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     service: str
+    env: str
     incidents: int = Field(description="Incidents finally resolved in the range.")
     mttr_seconds: float | None = Field(description="Mean time to restore of those incidents.")
     max_seconds: float | None = Field(description="Longest time to restore among them.")
@@ -348,15 +371,15 @@ class ServiceReport(BaseModel):
     change_failure_rate: float | None
 
 
-def report(rows: Iterable[tuple[str, str, date, int, float, float, int, int]], first: date, last: date,
-           service: str | None = None) -> list[ServiceReport]:  # fmt: skip
-    """Sums daily rows (metric, service, day, count, sum_seconds, max_seconds, changes, failed) per service
-    for days in [first, last]; the rows of `incidentflow.metrics` are additive, so this is exact."""
-    sums: dict[str, list[float]] = {}
-    for metric, row_service, day, count, total, longest, changes, failed in rows:
-        if not first <= day <= last or (service is not None and row_service != service):
+def report(rows: Iterable[tuple[str, str, str, date, int, float, float, int, int]], first: date, last: date,
+           service: str | None = None, env: str | None = None) -> list[ServiceReport]:  # fmt: skip
+    """Sums daily rows (metric, service, env, day, count, sum_seconds, max_seconds, changes, failed) per
+    service and env for days in [first, last]; the rows of `incidentflow.metrics` are additive, so this is exact."""
+    sums: dict[tuple[str, str], list[float]] = {}
+    for metric, row_service, row_env, day, count, total, longest, changes, failed in rows:
+        if not first <= day <= last or service not in (None, row_service) or env not in (None, row_env):
             continue
-        acc = sums.setdefault(row_service, [0, 0.0, 0.0, 0, 0])
+        acc = sums.setdefault((row_service, row_env), [0, 0.0, 0.0, 0, 0])
         if metric == "mttr":
             acc[0] += count
             acc[1] += total
@@ -367,6 +390,7 @@ def report(rows: Iterable[tuple[str, str, date, int, float, float, int, int]], f
     return [
         ServiceReport(
             service=name,
+            env=environment,
             incidents=int(acc[0]),
             mttr_seconds=acc[1] / acc[0] if acc[0] else None,
             max_seconds=acc[2] if acc[0] else None,
@@ -374,6 +398,6 @@ def report(rows: Iterable[tuple[str, str, date, int, float, float, int, int]], f
             failed_changes=int(acc[4]),
             change_failure_rate=acc[4] / acc[3] if acc[3] else None,
         )
-        for name, acc in sorted(sums.items())
+        for (name, environment), acc in sorted(sums.items())
         if acc[0] or acc[3]
     ]

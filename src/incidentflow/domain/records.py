@@ -14,7 +14,7 @@ class _Record(BaseModel):
 
 
 class MetricRow(_Record):
-    """One day of one metric series on `incidentflow.metrics`, key `<metric>|<service>|<severity>|<day>`.
+    """One day of one metric series on `incidentflow.metrics`, key `<metric>|<service>|<env>|<severity>|<day>`.
 
     Every figure is additive (max aside, which combines with max), so any range of days and the
     rows of any set of workers can be summed.
@@ -22,6 +22,7 @@ class MetricRow(_Record):
 
     metric: Literal["mttr", "changes"]
     service: str
+    env: str = Field(description="The `env`, `environment` or `deployment.environment.name` label, else `unknown`.")
     severity: str = Field(description="Peak severity of the incidents; `-` for change rows.")
     day: str = Field(description="UTC day of the event time (final resolution, or change time), YYYY-MM-DD.")
     count: int = Field(default=0, description="Incidents finally resolved that day.")
@@ -32,7 +33,7 @@ class MetricRow(_Record):
 
     @property
     def key(self) -> str:
-        return f"{self.metric}|{self.service}|{self.severity}|{self.day}"
+        return f"{self.metric}|{self.service}|{self.env}|{self.severity}|{self.day}"
 
 
 class Correlation(_Record):

@@ -22,7 +22,8 @@ class Database(Protocol):
 
 class SeriesCollector(Collector):
     """Every metric series this worker owns right now, read at every scrape: MTTR, resolved and open
-    incidents per (service, severity); changes and change failure ratio per service.
+    incidents per (service, env, severity); changes, deployment frequency and change failure ratio per
+    (service, env).
 
     `owned` answers for the partitions assigned to this worker at the moment of the scrape, so a
     series appears on exactly one worker and a rebalance leaves no stale series behind.
@@ -44,23 +45,30 @@ class SeriesCollector(Collector):
         mttr = GaugeMetricFamily(
             "incidentflow_mttr_seconds",
             "Mean time to restore of incidents finally resolved in the trailing window.",
-            labels=["service", "severity", "window"],
+            labels=["service", "env", "severity", "window"],
         )
         resolved = GaugeMetricFamily(
             "incidentflow_incidents_resolved",
             "Incidents finally resolved in the trailing window (the MTTR's sample size).",
-            labels=["service", "severity", "window"],
+            labels=["service", "env", "severity", "window"],
         )
-        open_ = GaugeMetricFamily("incidentflow_incidents_open", "Incidents open now.", labels=["service", "severity"])
+        open_ = GaugeMetricFamily(
+            "incidentflow_incidents_open", "Incidents open now.", labels=["service", "env", "severity"]
+        )
         changes = GaugeMetricFamily(
             "incidentflow_changes",
             "Changes whose change time (first processing or done) falls in the trailing window.",
-            labels=["service", "window"],
+            labels=["service", "env", "window"],
+        )
+        frequency = GaugeMetricFamily(
+            "incidentflow_deployment_frequency_per_day",
+            "Changes (deployments) per day over the trailing window: its changes divided by its days.",
+            labels=["service", "env", "window"],
         )
         ratio = GaugeMetricFamily(
             "incidentflow_change_failure_ratio",
             "Of those changes, the share with at least one live correlation to an incident.",
-            labels=["service", "window"],
+            labels=["service", "env", "window"],
         )
         now = self._now()
         recent = set(metrics.window_days(now, max(metrics.WINDOWS.values())))
@@ -70,22 +78,24 @@ class SeriesCollector(Collector):
             index = metrics.SeriesIndex.model_validate_json(value)
             found = [self._day(key.decode(), day) for day in index.days if day in recent]
             if index.metric == "mttr":
-                open_.add_metric([index.service, index.severity], index.open)
+                open_.add_metric([index.service, index.env, index.severity], index.open)
             for window, span in metrics.WINDOWS.items():
                 days = set(metrics.window_days(now, span))
                 totals = metrics.totals((day for day in found if day.on in days), now, span)
                 if index.metric == "mttr":
-                    resolved.add_metric([index.service, index.severity, window], totals.count)
+                    resolved.add_metric([index.service, index.env, index.severity, window], totals.count)
                     if totals.mean_seconds is not None:
-                        mttr.add_metric([index.service, index.severity, window], totals.mean_seconds)
+                        mttr.add_metric([index.service, index.env, index.severity, window], totals.mean_seconds)
                 elif index.metric == "changes":
-                    changes.add_metric([index.service, window], totals.count)
+                    changes.add_metric([index.service, index.env, window], totals.count)
+                    frequency.add_metric([index.service, index.env, window], totals.count / span.days)
                     if totals.count:
-                        ratio.add_metric([index.service, window], totals.failed / totals.count)
+                        ratio.add_metric([index.service, index.env, window], totals.failed / totals.count)
         yield mttr
         yield resolved
         yield open_
         yield changes
+        yield frequency
         yield ratio
 
 

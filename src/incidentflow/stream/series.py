@@ -175,7 +175,10 @@ class Series:
         if step.leaving is not None or step.entering is not None or step.open_delta:
             change = message.position
             index = self.index.get(series.encode()) or metrics.SeriesIndex(
-                metric=contribution.metric, service=contribution.service, severity=contribution.severity
+                metric=contribution.metric,
+                service=contribution.service,
+                env=contribution.env,
+                severity=contribution.severity,
             )
             enter_day = step.entering[0] if step.entering is not None else None
             self.index.set(series.encode(), metrics.with_day(index, enter_day, step.open_delta, change))

@@ -109,14 +109,15 @@ async def _demo(settings: Settings, gateway_url: str, worker_url: str, token: st
                 print("the worker did not publish the incidents within 60 s; is it running?")
                 return 1
             print(f"MTTR, open incidents and change failure ratio from the worker's {worker_url}/metrics:")
-            shown = ("incidentflow_mttr_seconds", "incidentflow_incidents_open", "incidentflow_change_failure_ratio")
+            shown = ("incidentflow_mttr_seconds", "incidentflow_incidents_open", "incidentflow_change_failure_ratio",
+                     "incidentflow_deployment_frequency_per_day")  # fmt: skip
             # The suspect's verdict reaches the change series a moment after the correlation: wait
             # until the failure ratio of the checkout deploy's series counts it.
-            failed = 'incidentflow_change_failure_ratio{service="checkout",window="1d"}'
+            failed = 'incidentflow_change_failure_ratio{env="demo",service="checkout",window="1d"}'
             for _ in range(40):
                 lines = [
                     line for line in (await client.get(f"{worker_url}/metrics")).text.splitlines()
-                    if line.startswith(shown) and 'window="7d"' not in line and 'window="30d"' not in line
+                    if line.startswith(shown) and ('window="1d"' in line or "window" not in line)
                 ]  # fmt: skip
                 counted = any(line.startswith(failed) and float(line.rsplit(" ", 1)[1]) > 0 for line in lines)
                 if all(any(line.startswith(name) for line in lines) for name in shown) and counted:

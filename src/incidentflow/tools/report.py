@@ -1,4 +1,4 @@
-"""`incidentflow report`: MTTR and change failure rate per service for a range of days, from `incidentflow.metrics`."""
+"""`incidentflow report`: MTTR and change failure rate per service and env for a range of days, from `incidentflow.metrics`."""
 
 from __future__ import annotations
 
@@ -45,10 +45,12 @@ async def read_rows(settings: Settings) -> list[MetricRow]:
         await consumer.stop()
 
 
-def run_report(settings: Settings, first: date, last: date, service: str | None, as_json: bool) -> int:
+def run_report(
+    settings: Settings, first: date, last: date, service: str | None, as_json: bool, env: str | None = None
+) -> int:
     rows = asyncio.run(read_rows(settings))
-    found = report(((r.metric, r.service, date.fromisoformat(r.day), r.count, r.sum_seconds, r.max_seconds,
-                     r.changes, r.failed_changes) for r in rows), first, last, service)  # fmt: skip
+    found = report(((r.metric, r.service, r.env, date.fromisoformat(r.day), r.count, r.sum_seconds, r.max_seconds,
+                     r.changes, r.failed_changes) for r in rows), first, last, service, env)  # fmt: skip
     if as_json:
         payload = {"from": first.isoformat(), "to": last.isoformat(), "services": [r.model_dump() for r in found]}
         print(json.dumps(payload, indent=2))
@@ -66,9 +68,9 @@ def _duration(seconds: float | None) -> str:
 
 
 def _table(found: list[ServiceReport], first: date, last: date) -> str:
-    header = ("service", "incidents", "MTTR", "max TTR", "changes", "failed", "CFR")
+    header = ("service", "env", "incidents", "MTTR", "max TTR", "changes", "failed", "CFR")
     lines = [
-        (r.service, str(r.incidents), _duration(r.mttr_seconds), _duration(r.max_seconds), str(r.changes),
+        (r.service, r.env, str(r.incidents), _duration(r.mttr_seconds), _duration(r.max_seconds), str(r.changes),
          str(r.failed_changes), "-" if r.change_failure_rate is None else f"{r.change_failure_rate:.1%}")
         for r in found
     ]  # fmt: skip
@@ -77,7 +79,7 @@ def _table(found: list[ServiceReport], first: date, last: date) -> str:
     for row in [header, *lines]:
         out.append(
             "  ".join(
-                cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+                cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True))
             )
         )
     if not lines:

@@ -194,13 +194,13 @@ def test_verdicts_apply_in_any_order_even_before_the_change() -> None:
 def test_change_facts_go_to_every_service_they_were_in() -> None:
     record = corr.with_change_event(corr.ChangeRecord(), change("done", 0, labels={"service": "a"}))
     record, out = corr.change_contributions(record)
-    assert [(c.service, c.facts.member(c.service).present) for c in out] == [("a", True)]
+    assert [(c.service, c.facts.member(c.service, c.env).present) for c in out] == [("a", True)]
     record = corr.with_verdict(record, corr.Verdict(aggregate_id="x:1", change_id="ship:deploy-1", flips=1))
     record, out = corr.change_contributions(record)
-    assert [(c.service, c.facts.member(c.service).failed) for c in out] == [("a", True)]
+    assert [(c.service, c.facts.member(c.service, c.env).failed) for c in out] == [("a", True)]
     record = corr.with_change_event(record, change("done", 5, labels={"service": "b"}))
     record, out = corr.change_contributions(record)
-    assert [(c.service, c.facts.member(c.service).present) for c in out] == [("a", False), ("b", True)]
+    assert [(c.service, c.facts.member(c.service, c.env).present) for c in out] == [("a", False), ("b", True)]
     planned = corr.with_change_event(corr.ChangeRecord(), change("planned", 0, key="later"))
     assert corr.change_contributions(planned)[1] == []
 
@@ -229,8 +229,10 @@ def test_a_series_member_is_the_same_whatever_order_and_repeats_its_facts_come_i
     joined: dict[str, corr.ChangeFacts] = {}
     for c in shuffled:
         joined[c.service] = c.facts if c.service not in joined else joined[c.service].join(c.facts)
-    assert {s: f.member(s) for s, f in joined.items()} == {s: f.member(s) for s, f in final.items()}
-    assert not any(f.member(s).present for s, f in joined.items())  # canceled at the end: counts nowhere
+    assert {s: f.member(s, "unknown") for s, f in joined.items()} == {
+        s: f.member(s, "unknown") for s, f in final.items()
+    }
+    assert not any(f.member(s, "unknown").present for s, f in joined.items())  # canceled at the end: counts nowhere
 
 
 def test_slots() -> None:

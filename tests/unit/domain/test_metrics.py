@@ -90,6 +90,9 @@ def histories(draw: st.DrawFn) -> list[AlertEvent]:
     for agg in range(draw(st.integers(1, 8))):
         service = draw(st.sampled_from(["api", "db", None]))
         for i in range(draw(st.integers(1, 6))):
+            # an environment under any of its three label names, or none; it may change between events
+            env = draw(st.sampled_from([{}, {"env": "prod"}, {"environment": "staging"},
+                                        {"deployment.environment.name": "prod"}, {"env": "prod", "environment": "x"}]))  # fmt: skip
             events.append(
                 alert(
                     draw(st.sampled_from(["open", "resolve", "reopen", "heartbeat"])),
@@ -97,7 +100,7 @@ def histories(draw: st.DrawFn) -> list[AlertEvent]:
                     key=f"k{agg}",
                     event_id=f"k{agg}-{i}",
                     severity=draw(st.sampled_from([None, "critical", "low"])),
-                    labels={"service": service} if service else {},
+                    labels=({"service": service} if service else {}) | env,
                 )
             )
     return events
@@ -117,7 +120,7 @@ def test_series_equal_batch_recomputation(events: list[AlertEvent], rnd: random.
     now = T0 + timedelta(days=3)
     for window in metrics.WINDOWS.values():
         got = {
-            (s.index.service, s.index.severity): mean
+            (s.index.service, s.index.env, s.index.severity): mean
             for s in series.values()
             for _, mean in [s.mttr(now, window)]
             if mean is not None
@@ -129,24 +132,24 @@ def test_series_equal_batch_recomputation(events: list[AlertEvent], rnd: random.
     for s in series.values():
         for day in s.index.days:
             s.figures(day)
-    opened = {(s.index.service, s.index.severity): s.index.open for s in series.values() if s.index.open}
+    opened = {(s.index.service, s.index.env, s.index.severity): s.index.open for s in series.values() if s.index.open}
     assert opened == recompute_open(final)
 
 
 def test_a_reopen_withdraws_the_earlier_resolution_until_it_resolves_again() -> None:
     events = [alert("open", 0, severity="high"), alert("resolve", 30, severity="high"), alert("reopen", 60)]
     series = run(events[:2], random.Random(1))
-    assert series["mttr|unknown|high"].mttr(T0 + timedelta(hours=2), timedelta(days=1)) == (1, 1800.0)
+    assert series["mttr|unknown|unknown|high"].mttr(T0 + timedelta(hours=2), timedelta(days=1)) == (1, 1800.0)
     series = run(events, random.Random(1))
-    assert series["mttr|unknown|high"].mttr(T0 + timedelta(hours=2), timedelta(days=1)) == (0, None)
-    assert series["mttr|unknown|high"].index.open == 1
+    assert series["mttr|unknown|unknown|high"].mttr(T0 + timedelta(hours=2), timedelta(days=1)) == (0, None)
+    assert series["mttr|unknown|unknown|high"].index.open == 1
 
 
 def test_severity_rise_moves_the_incident_to_its_new_series() -> None:
     events = [alert("open", 0, severity="low"), alert("open", 5, severity="critical")]
     series = run(events, random.Random(1))
-    assert series["mttr|unknown|low"].index.open == 0
-    assert series["mttr|unknown|critical"].index.open == 1
+    assert series["mttr|unknown|unknown|low"].index.open == 0
+    assert series["mttr|unknown|unknown|critical"].index.open == 1
 
 
 def test_daily_bucket_is_additive() -> None:
@@ -155,7 +158,7 @@ def test_daily_bucket_is_additive() -> None:
         alert("open", 0, key="b", event_id="b1"), alert("resolve", 40, key="b", event_id="b2"),
     ]  # fmt: skip
     series = run(events, random.Random(1))
-    figures = series["mttr|unknown|unknown"].figures(T0.date())
+    figures = series["mttr|unknown|unknown|unknown"].figures(T0.date())
     assert (figures.count, figures.sum_microseconds, figures.max_seconds) == (2, 3_000_000_000, 2400.0)
     assert incident_dict(None) is None
 
@@ -206,7 +209,7 @@ def test_window_days_cover_the_trailing_window() -> None:
 
 def test_stale_or_repeated_contributions_change_nothing() -> None:
     member = metrics.Member(version=3, present=True, status="open")
-    c = metrics.IncidentContribution(service="a", severity="b", aggregate_id="x", member=member)
+    c = metrics.IncidentContribution(service="a", env="prod", severity="b", aggregate_id="x", member=member)
     first = c.step(None)
     assert first is not None and first.open_delta == 1
     assert c.step(first.member) is None
@@ -224,14 +227,25 @@ def test_a_change_outside_the_metric_view_contributes_nothing() -> None:
 def test_report_sums_daily_rows_per_service_within_the_range() -> None:
     d = date(2026, 11, 10)
     rows = [
-        ("mttr", "checkout", d, 2, 600.0, 400.0, 0, 0),
-        ("mttr", "checkout", d + timedelta(days=1), 1, 900.0, 900.0, 0, 0),  # another severity or day: still summed
-        ("mttr", "checkout", d + timedelta(days=5), 7, 70.0, 10.0, 0, 0),  # outside the range
-        ("changes", "checkout", d, 0, 0.0, 0.0, 4, 1),
-        ("changes", "search", d + timedelta(days=1), 0, 0.0, 0.0, 2, 0),
-        ("mttr", "empty", d, 0, 0.0, 0.0, 0, 0),  # a day whose resolutions were all withdrawn
+        ("mttr", "checkout", "prod", d, 2, 600.0, 400.0, 0, 0),
+        (
+            "mttr",
+            "checkout",
+            "prod",
+            d + timedelta(days=1),
+            1,
+            900.0,
+            900.0,
+            0,
+            0,
+        ),  # another severity or day: still summed
+        ("mttr", "checkout", "prod", d + timedelta(days=5), 7, 70.0, 10.0, 0, 0),  # outside the range
+        ("changes", "checkout", "prod", d, 0, 0.0, 0.0, 4, 1),
+        ("changes", "search", "prod", d + timedelta(days=1), 0, 0.0, 0.0, 2, 0),
+        ("mttr", "empty", "prod", d, 0, 0.0, 0.0, 0, 0),  # a day whose resolutions were all withdrawn
     ]
-    found = {r.service: r for r in metrics.report(rows, d, d + timedelta(days=1))}
+    rows.append(("mttr", "checkout", "staging", d, 1, 60.0, 60.0, 0, 0))  # another environment: its own entry
+    found = {r.service: r for r in metrics.report(rows, d, d + timedelta(days=1)) if r.env == "prod"}
     assert sorted(found) == ["checkout", "search"]
     assert found["checkout"].incidents == 3
     assert found["checkout"].mttr_seconds == 500.0
@@ -241,11 +255,13 @@ def test_report_sums_daily_rows_per_service_within_the_range() -> None:
     assert found["search"].incidents == 0 and found["search"].mttr_seconds is None
     assert found["search"].change_failure_rate == 0.0
     assert [r.service for r in metrics.report(rows, d, d + timedelta(days=1), service="search")] == ["search"]
+    [staging] = metrics.report(rows, d, d + timedelta(days=1), env="staging")
+    assert (staging.service, staging.incidents, staging.mttr_seconds) == ("checkout", 1, 60.0)
 
 
 def test_the_open_count_takes_each_change_once() -> None:
     """A record handled again after its index was written and its member was not counts its open incident once."""
-    index = metrics.SeriesIndex(metric="mttr", service="api", severity="high")
+    index = metrics.SeriesIndex(metric="mttr", service="api", env="prod", severity="high")
     index = metrics.with_day(index, None, +1, 7)
     index = metrics.with_day(index, None, +1, 7)  # the same record, handled again
     assert index.open == 1

@@ -27,11 +27,11 @@ def test_change_failure_ratio_and_changes_per_window() -> None:
         ("search", (NOW - timedelta(days=40)).date()): [(NOW - timedelta(days=40), True)],
     }  # fmt: skip
     index = {
-        b"changes|checkout|-": metrics.SeriesIndex(metric="changes", service="checkout", severity="-",
+        b"changes|checkout|prod|-": metrics.SeriesIndex(metric="changes", service="checkout", env="prod", severity="-",
                                                    days=(NOW.date() - timedelta(days=3), NOW.date())),
-        b"changes|search|-": metrics.SeriesIndex(metric="changes", service="search", severity="-",
+        b"changes|search|prod|-": metrics.SeriesIndex(metric="changes", service="search", env="prod", severity="-",
                                                  days=((NOW - timedelta(days=40)).date(),)),
-        b"changes|payments|-": metrics.SeriesIndex(metric="changes", service="payments", severity="-",
+        b"changes|payments|prod|-": metrics.SeriesIndex(metric="changes", service="payments", env="prod", severity="-",
                                                    days=(NOW.date(),)),
     }  # fmt: skip
 
@@ -45,20 +45,28 @@ def test_change_failure_ratio_and_changes_per_window() -> None:
 
     text = _text(SeriesCollector(index=lambda: [(k, v.model_dump_json().encode()) for k, v in index.items()],
                                  day=day, owned=lambda key: b"payments" not in key, now=lambda: NOW))  # fmt: skip
-    assert 'incidentflow_changes{service="checkout",window="1d"} 2.0' in text
-    assert 'incidentflow_change_failure_ratio{service="checkout",window="1d"} 0.5' in text
-    assert 'incidentflow_changes{service="checkout",window="7d"} 4.0' in text
-    assert 'incidentflow_change_failure_ratio{service="checkout",window="7d"} 0.75' in text
-    assert 'incidentflow_changes{service="search",window="30d"} 0.0' in text
-    assert 'incidentflow_change_failure_ratio{service="search"' not in text  # no changes, no ratio sample
+    assert 'incidentflow_changes{env="prod",service="checkout",window="1d"} 2.0' in text
+    assert 'incidentflow_change_failure_ratio{env="prod",service="checkout",window="1d"} 0.5' in text
+    assert 'incidentflow_changes{env="prod",service="checkout",window="7d"} 4.0' in text
+    assert 'incidentflow_deployment_frequency_per_day{env="prod",service="checkout",window="7d"} 0.5714' in text
+    assert 'incidentflow_changes{env="prod",service="checkout",window="90d"} 4.0' in text
+    assert 'incidentflow_change_failure_ratio{env="prod",service="checkout",window="7d"} 0.75' in text
+    assert 'incidentflow_changes{env="prod",service="search",window="30d"} 0.0' in text
+    assert (
+        'incidentflow_change_failure_ratio{env="prod",service="search",window="30d"}' not in text
+    )  # no changes, no ratio sample
     assert "payments" not in text  # owned by another worker
 
 
 def test_mttr_is_absent_without_resolutions_and_open_counts_show() -> None:
-    index = {b"mttr|db|high": metrics.SeriesIndex(metric="mttr", service="db", severity="high", open=3)}
+    index = {
+        b"mttr|db|staging|high": metrics.SeriesIndex(
+            metric="mttr", service="db", env="staging", severity="high", open=3
+        )
+    }
     text = _text(SeriesCollector(index=lambda: [(k, v.model_dump_json().encode()) for k, v in index.items()],
                                  day=lambda s, d: metrics.Day(on=d, figures=metrics.DayFigures(), entries=list), owned=lambda key: True, now=lambda: NOW))  # fmt: skip
-    assert 'incidentflow_incidents_open{service="db",severity="high"} 3.0' in text
+    assert 'incidentflow_incidents_open{env="staging",service="db",severity="high"} 3.0' in text
     assert "incidentflow_mttr_seconds{" not in text
 
 

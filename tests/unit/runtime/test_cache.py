@@ -10,7 +10,7 @@ CONTEXT = FakeContext()
 
 
 def index(service: str, severity: str, open_count: int = 0) -> metrics.SeriesIndex:
-    return metrics.SeriesIndex(metric="mttr", service=service, severity=severity, open=open_count)
+    return metrics.SeriesIndex(metric="mttr", service=service, env="prod", severity=severity, open=open_count)
 
 
 class Partitioned(DictTable):

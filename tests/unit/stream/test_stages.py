@@ -130,8 +130,8 @@ def test_the_fold_saves_and_publishes_each_aggregate_once_per_batch() -> None:
     assert published["acme:db-1"].time_to_restore_seconds == 600.0
     assert set(stage.states) == {b"acme:db-1", b"acme:db-2"}  # type: ignore[arg-type]  # a DictTable
     contributions = [metrics.IncidentContribution.model_validate_json(v) for _, v in context.to(NAMES.contributions)]
-    assert {(c.series, c.member.status) for c in contributions} == {("mttr|api|unknown", "resolved"),
-                                                             ("mttr|unknown|unknown", "open")}  # fmt: skip
+    assert {(c.series, c.member.status) for c in contributions} == {("mttr|api|unknown|unknown", "resolved"),
+                                                             ("mttr|unknown|unknown|unknown", "open")}  # fmt: skip
     # Only the incident with a scope label goes toward correlation.
     assert [key for key, _ in context.to(NAMES.suspects)] == ["acme:db-1"]
     assert [key for key, _ in context.to(NAMES.scope)] == ["service=api"]
@@ -182,7 +182,9 @@ def contribution(c: metrics.IncidentContribution | corr.ChangeContribution, offs
 
 
 def incident(aggregate_id: str, member: metrics.Member) -> metrics.IncidentContribution:
-    return metrics.IncidentContribution(service="api", severity="high", aggregate_id=aggregate_id, member=member)
+    return metrics.IncidentContribution(
+        service="api", env="unknown", severity="high", aggregate_id=aggregate_id, member=member
+    )
 
 
 def rows(context: FakeContext) -> dict[str, MetricRow]:
@@ -199,27 +201,30 @@ def test_the_series_stage_files_incidents_and_changes_and_publishes_each_changed
                                               time_to_restore_seconds=600.0))  # fmt: skip
     other = incident("a:2", resolved.member.model_copy(update={"time_to_restore_seconds": 60.0}))
     done = corr.change_of(change("done", 0, labels={"service": "api"}))
-    deployed = corr.ChangeContribution(service="api", facts=corr.ChangeFacts(change=done))
+    deployed = corr.ChangeContribution(service="api", env="unknown", facts=corr.ChangeFacts(change=done))
     batch = [contribution(c, n) for n, c in enumerate([opened, resolved, other, resolved, deployed])]
     assert run(context, stage, batch) == ["applied", "applied", "applied", "duplicate", "applied"]
     found = rows(context)
     assert len(context.to(NAMES.metrics)) == len(found) == 2  # one row per changed day, once per batch
-    day = found["mttr|api|high|2026-11-01"]
+    day = found["mttr|api|unknown|high|2026-11-01"]
     assert (day.count, day.sum_seconds, day.max_seconds) == (2, 660.0, 600.0)
-    assert (found["changes|api|-|2026-11-01"].changes, found["changes|api|-|2026-11-01"].failed_changes) == (1, 0)
-    index = metrics.SeriesIndex.model_validate_json(store["series-index"][b"mttr|api|high"])
+    assert (
+        found["changes|api|unknown|-|2026-11-01"].changes,
+        found["changes|api|unknown|-|2026-11-01"].failed_changes,
+    ) == (1, 0)
+    index = metrics.SeriesIndex.model_validate_json(store["series-index"][b"mttr|api|unknown|high"])
     assert (index.open, index.days) == (0, (at.date(),))
 
     # The change turns out failed (a live correlation): its day is published again.
     verdicts = deployed.facts.model_copy(update={"verdicts": {"a:1": 1}})
     context.sent.clear()
     assert run(context, stage, [contribution(deployed.model_copy(update={"facts": verdicts}), 5)]) == ["applied"]
-    assert rows(context)["changes|api|-|2026-11-01"].failed_changes == 1
+    assert rows(context)["changes|api|unknown|-|2026-11-01"].failed_changes == 1
     # The incident is withdrawn from its series (it moved to another): its entry leaves the day.
     context.sent.clear()
     gone = incident("a:1", metrics.Member(version=3, present=False))
     assert run(context, stage, [contribution(gone, 6)]) == ["applied"]
-    day = rows(context)["mttr|api|high|2026-11-01"]
+    day = rows(context)["mttr|api|unknown|high|2026-11-01"]
     assert (day.count, day.sum_seconds, day.max_seconds) == (1, 60.0, 60.0)
 
 
@@ -256,7 +261,7 @@ def test_a_change_is_folded_filed_under_its_scope_and_contributed_to_its_service
     assert run(context, stage, batch) == ["applied", "duplicate"]
     assert [key for key, _ in context.to(NAMES.scope)] == ["service=api", "service=api"]
     [contributed, again] = [corr.ChangeContribution.model_validate_json(v) for _, v in context.to(NAMES.contributions)]
-    assert contributed == again and contributed.series == "changes|api|-"
+    assert contributed == again and contributed.series == "changes|api|prod|-"
     # A verdict makes the change failed: its series hears of it.
     verdict = corr.Verdict(aggregate_id="acme:db-1", change_id=done.change_id, flips=1)
     context.sent.clear()
