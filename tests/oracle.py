@@ -239,6 +239,11 @@ def _parse(value: Any) -> datetime:
     return value if isinstance(value, datetime) else datetime.fromisoformat(str(value).replace("Z", "+00:00"))
 
 
+def _rank(values: list[float], q: float) -> float | None:
+    """The nearest-rank q-quantile: the value at rank floor(q * (n - 1)) of the sorted values."""
+    return sorted(values)[int(q * (len(values) - 1))] if values else None
+
+
 def recompute_report(
     incidents: list[dict[str, Any]], changes: list[dict[str, Any]], correlations: dict[tuple[str, str], Any],
     first: Any, last: Any,
@@ -265,6 +270,8 @@ def recompute_report(
         service: {
             "incidents": len(e["restores"]),
             "mttr_seconds": sum(e["restores"]) / len(e["restores"]) if e["restores"] else None,
+            "median_seconds": _rank(e["restores"], 0.5),
+            "p90_seconds": _rank(e["restores"], 0.9),
             "max_seconds": max(e["restores"]) if e["restores"] else None,
             "changes": e["changes"],
             "failed_changes": e["failed_changes"],

@@ -141,10 +141,17 @@ def test_live_correlations_equal_the_batch_recomputation(stack_factory: Any, wor
                              check=True, timeout=60)  # fmt: skip
         return {(s.pop("service"), s.pop("env")): s for s in json.loads(out.stdout)["services"]}
 
-    def settled(got: dict[str, Any]) -> bool:
-        return got.keys() == EXPECTED_REPORT.keys() and all(
-            got[k] == pytest.approx(v) for k, v in EXPECTED_REPORT.items()
+    quantiles = ("median_seconds", "p90_seconds")  # from the rows' sketches: within 1%
+
+    def same(got: dict[str, Any], want: dict[str, Any]) -> bool:
+        exact = {k: v for k, v in want.items() if k not in quantiles}
+        return {k: v for k, v in got.items() if k not in quantiles} == pytest.approx(exact) and all(
+            (got[k] is None) == (want[k] is None) and (want[k] is None or got[k] == pytest.approx(want[k], rel=0.01))
+            for k in quantiles
         )
+
+    def settled(got: dict[str, Any]) -> bool:
+        return got.keys() == EXPECTED_REPORT.keys() and all(same(got[k], v) for k, v in EXPECTED_REPORT.items())
 
     deadline = time.monotonic() + 120
     got_report = report()
@@ -153,7 +160,7 @@ def test_live_correlations_equal_the_batch_recomputation(stack_factory: Any, wor
         got_report = report()
     assert got_report.keys() == EXPECTED_REPORT.keys()
     for service, figures in EXPECTED_REPORT.items():
-        assert got_report[service] == pytest.approx(figures), service
+        assert same(got_report[service], figures), (service, got_report[service], figures)
 
 
 def test_redelivered_webhooks_write_no_second_record(stack_factory: Any) -> None:

@@ -14,12 +14,13 @@ A new metric is a new contribution type here; the series stage (stream/series.py
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from incidentflow.domain import sketch
 from incidentflow.domain.events import UtcDatetime
 from incidentflow.domain.incident import Incident
 from incidentflow.domain.records import MetricRow
@@ -180,7 +181,7 @@ class IncidentContribution(BaseModel):
     def row(self, day: date, figures: DayFigures) -> MetricRow:
         return MetricRow(metric="mttr", service=self.service, env=self.env, severity=self.severity, day=day.isoformat(),
                          count=figures.count, sum_seconds=figures.sum_microseconds / 1e6,
-                         max_seconds=figures.max_seconds)  # fmt: skip
+                         max_seconds=figures.max_seconds, sketch=figures.sketch)  # fmt: skip
 
 
 def member_of(stored: BaseModel | None, model: type[M]) -> M | None:
@@ -216,7 +217,7 @@ def contributions(before: Incident | None, after: Incident) -> list[IncidentCont
 
 class DayFigures(BaseModel):
     """The entries of one series on one UTC day: their count, the sum and longest of their durations,
-    and how many failed.
+    the quantile sketch of the durations (domain/sketch.py), and how many failed.
 
     The entries themselves are kept one per key beside them. The figures are running sums, each
     change applied once (`applied`, see `Days` in stream/series.py); a longest that leaves is found
@@ -230,22 +231,30 @@ class DayFigures(BaseModel):
     sum_microseconds: int = 0
     max_seconds: float = 0.0
     failed: int = 0
+    sketch: dict[int, int] = Field(default_factory=dict, description="Durations per log bucket (domain/sketch.py).")
     applied: Position = -1
     """Position of the last change these figures took in: every change at or before it is in them
     (see `Days` in stream/series.py)."""
 
     def entered(self, entry: Entry) -> DayFigures:
         seconds = entry.seconds or 0.0
+        filed = (
+            self.sketch if entry.seconds is None else sketch.added(self.sketch, sketch.bucket(microseconds(seconds)))
+        )
         return DayFigures(count=self.count + 1, sum_microseconds=self.sum_microseconds + microseconds(seconds),
-                          max_seconds=max(self.max_seconds, seconds), failed=self.failed + int(entry.failed))  # fmt: skip
+                          max_seconds=max(self.max_seconds, seconds), failed=self.failed + int(entry.failed),
+                          sketch=filed)  # fmt: skip
 
     def left(self, entry: Entry) -> DayFigures:
         """The figures without this entry, its longest kept (`loses_max` tells when that may be it)."""
         if self.count <= 1:
             return DayFigures()
+        filed = self.sketch
+        if entry.seconds is not None:
+            filed = sketch.added(self.sketch, sketch.bucket(microseconds(entry.seconds)), -1)
         return DayFigures(count=self.count - 1,
                           sum_microseconds=self.sum_microseconds - microseconds(entry.seconds or 0.0),
-                          max_seconds=self.max_seconds, failed=self.failed - int(entry.failed))  # fmt: skip
+                          max_seconds=self.max_seconds, failed=self.failed - int(entry.failed), sketch=filed)  # fmt: skip
 
     def loses_max(self, entry: Entry) -> bool:
         """Whether the longest may leave with this entry: the day's entries then tell the next."""
@@ -307,15 +316,21 @@ def window_days(now: datetime, window: timedelta) -> list[date]:
 
 @dataclass(frozen=True)
 class Totals:
-    """The entries of a series in a window: how many, the sum of their durations, how many failed."""
+    """The entries of a series in a window: how many, the sum of their durations, how many failed,
+    and the sketch of their durations."""
 
     count: int = 0
     sum_microseconds: int = 0
     failed: int = 0
+    sketch: dict[int, int] = field(default_factory=dict)
 
     @property
     def mean_seconds(self) -> float | None:
         return self.sum_microseconds / 1e6 / self.count if self.count else None
+
+    def quantile(self, q: float) -> float | None:
+        """The q-quantile of the durations, within 1% (domain/sketch.py); None without any."""
+        return sketch.quantile(self.sketch, q)
 
 
 def totals(days: Iterable[Day], now: datetime, window: timedelta) -> Totals:
@@ -326,6 +341,8 @@ def totals(days: Iterable[Day], now: datetime, window: timedelta) -> Totals:
     """
     start = now - window
     count = total = failed = 0
+    sketches: list[Mapping[int, int]] = []
+    cut: dict[int, int] = {}
     for day in days:
         if day.inside(start, now):
             count, total, failed = (
@@ -333,11 +350,15 @@ def totals(days: Iterable[Day], now: datetime, window: timedelta) -> Totals:
                 total + day.figures.sum_microseconds,
                 failed + day.figures.failed,
             )
+            sketches.append(day.figures.sketch)
             continue
         for entry in day.entries():
             if start < entry.at <= now:
                 count, total, failed = count + 1, total + microseconds(entry.seconds or 0.0), failed + int(entry.failed)
-    return Totals(count, total, failed)
+                if entry.seconds is not None:
+                    index = sketch.bucket(microseconds(entry.seconds))
+                    cut[index] = cut.get(index, 0) + 1
+    return Totals(count, total, failed, sketch.merged([*sketches, cut]))
 
 
 class ChangeMember(BaseModel):
@@ -365,34 +386,42 @@ class ServiceReport(BaseModel):
     env: str
     incidents: int = Field(description="Incidents finally resolved in the range.")
     mttr_seconds: float | None = Field(description="Mean time to restore of those incidents.")
+    median_seconds: float | None = Field(default=None, description="Median time to restore, within 1%.")
+    p90_seconds: float | None = Field(default=None, description="90th percentile of the time to restore, within 1%.")
     max_seconds: float | None = Field(description="Longest time to restore among them.")
     changes: int
     failed_changes: int
     change_failure_rate: float | None
 
 
-def report(rows: Iterable[tuple[str, str, str, date, int, float, float, int, int]], first: date, last: date,
-           service: str | None = None, env: str | None = None) -> list[ServiceReport]:  # fmt: skip
-    """Sums daily rows (metric, service, env, day, count, sum_seconds, max_seconds, changes, failed) per
-    service and env for days in [first, last]; the rows of `incidentflow.metrics` are additive, so this is exact."""
+def report(rows: Iterable[MetricRow], first: date, last: date, service: str | None = None,
+           env: str | None = None) -> list[ServiceReport]:  # fmt: skip
+    """Sums daily rows per service and env for days in [first, last]; the rows of `incidentflow.metrics`
+    are additive (their sketches too), so this is exact, the quantiles within the sketch's 1%."""
     sums: dict[tuple[str, str], list[float]] = {}
-    for metric, row_service, row_env, day, count, total, longest, changes, failed in rows:
-        if not first <= day <= last or service not in (None, row_service) or env not in (None, row_env):
+    sketches: dict[tuple[str, str], list[Mapping[int, int]]] = {}
+    for row in rows:
+        day = date.fromisoformat(row.day)
+        if not first <= day <= last or service not in (None, row.service) or env not in (None, row.env):
             continue
-        acc = sums.setdefault((row_service, row_env), [0, 0.0, 0.0, 0, 0])
-        if metric == "mttr":
-            acc[0] += count
-            acc[1] += total
-            acc[2] = max(acc[2], longest) if count else acc[2]
+        acc = sums.setdefault((row.service, row.env), [0, 0.0, 0.0, 0, 0])
+        if row.metric == "mttr":
+            acc[0] += row.count
+            acc[1] += row.sum_seconds
+            acc[2] = max(acc[2], row.max_seconds) if row.count else acc[2]
+            sketches.setdefault((row.service, row.env), []).append(row.sketch)
         else:
-            acc[3] += changes
-            acc[4] += failed
+            acc[3] += row.changes
+            acc[4] += row.failed_changes
+    merged = {key: sketch.merged(found) for key, found in sketches.items()}
     return [
         ServiceReport(
             service=name,
             env=environment,
             incidents=int(acc[0]),
             mttr_seconds=acc[1] / acc[0] if acc[0] else None,
+            median_seconds=sketch.quantile(merged.get((name, environment), {}), 0.5),
+            p90_seconds=sketch.quantile(merged.get((name, environment), {}), 0.9),
             max_seconds=acc[2] if acc[0] else None,
             changes=int(acc[3]),
             failed_changes=int(acc[4]),

@@ -28,6 +28,13 @@ class MetricRow(_Record):
     count: int = Field(default=0, description="Incidents finally resolved that day.")
     sum_seconds: float = Field(default=0.0, description="Sum of their time to restore.")
     max_seconds: float = Field(default=0.0, description="Longest of their time to restore.")
+    sketch: dict[int, int] = Field(
+        default_factory=dict,
+        description="The time to restore of those incidents as a quantile sketch: how many fall in each log bucket. "
+        "Bucket i >= 0 holds durations of d microseconds with ceil(log(d) / log(g)) = i, g = 1.01 / 0.99 (DDSketch's "
+        "mapping with 1% relative accuracy), represented by 2 g^i / (g + 1) microseconds; bucket -1 holds zero. "
+        "Additive like `count`: sum the buckets of any rows, then walk them to a rank for any quantile.",
+    )
     changes: int = Field(default=0, description="Changes whose change time fell that day.")
     failed_changes: int = Field(default=0, description="Of those, changes with at least one live correlation.")
 

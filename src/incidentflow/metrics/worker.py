@@ -52,6 +52,12 @@ class SeriesCollector(Collector):
             "Incidents finally resolved in the trailing window (the MTTR's sample size).",
             labels=["service", "env", "severity", "window"],
         )
+        quantiles = GaugeMetricFamily(
+            "incidentflow_time_to_restore_seconds",
+            "Median (quantile 0.5) and p90 of the time to restore of incidents finally resolved in the trailing "
+            "window, within 1% (a log-bucket sketch).",
+            labels=["service", "env", "severity", "window", "quantile"],
+        )
         open_ = GaugeMetricFamily(
             "incidentflow_incidents_open", "Incidents open now.", labels=["service", "env", "severity"]
         )
@@ -86,12 +92,17 @@ class SeriesCollector(Collector):
                     resolved.add_metric([index.service, index.env, index.severity, window], totals.count)
                     if totals.mean_seconds is not None:
                         mttr.add_metric([index.service, index.env, index.severity, window], totals.mean_seconds)
+                        for q in ("0.5", "0.9"):
+                            found_q = totals.quantile(float(q))
+                            if found_q is not None:
+                                quantiles.add_metric([index.service, index.env, index.severity, window, q], found_q)
                 elif index.metric == "changes":
                     changes.add_metric([index.service, index.env, window], totals.count)
                     frequency.add_metric([index.service, index.env, window], totals.count / span.days)
                     if totals.count:
                         ratio.add_metric([index.service, index.env, window], totals.failed / totals.count)
         yield mttr
+        yield quantiles
         yield resolved
         yield open_
         yield changes

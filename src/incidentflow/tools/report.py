@@ -49,8 +49,7 @@ def run_report(
     settings: Settings, first: date, last: date, service: str | None, as_json: bool, env: str | None = None
 ) -> int:
     rows = asyncio.run(read_rows(settings))
-    found = report(((r.metric, r.service, r.env, date.fromisoformat(r.day), r.count, r.sum_seconds, r.max_seconds,
-                     r.changes, r.failed_changes) for r in rows), first, last, service, env)  # fmt: skip
+    found = report(rows, first, last, service, env)
     if as_json:
         payload = {"from": first.isoformat(), "to": last.isoformat(), "services": [r.model_dump() for r in found]}
         print(json.dumps(payload, indent=2))
@@ -68,9 +67,10 @@ def _duration(seconds: float | None) -> str:
 
 
 def _table(found: list[ServiceReport], first: date, last: date) -> str:
-    header = ("service", "env", "incidents", "MTTR", "max TTR", "changes", "failed", "CFR")
+    header = ("service", "env", "incidents", "MTTR", "median", "p90", "max TTR", "changes", "failed", "CFR")
     lines = [
-        (r.service, r.env, str(r.incidents), _duration(r.mttr_seconds), _duration(r.max_seconds), str(r.changes),
+        (r.service, r.env, str(r.incidents), _duration(r.mttr_seconds), _duration(r.median_seconds),
+         _duration(r.p90_seconds), _duration(r.max_seconds), str(r.changes),
          str(r.failed_changes), "-" if r.change_failure_rate is None else f"{r.change_failure_rate:.1%}")
         for r in found
     ]  # fmt: skip

@@ -7,13 +7,15 @@ import random
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from incidentflow.domain import metrics
+from incidentflow.domain import metrics, sketch
 from incidentflow.domain.aggregate import AggregateState, apply
 from incidentflow.domain.events import AlertEvent
 from incidentflow.domain.incident import project
+from incidentflow.domain.records import MetricRow
 from incidentflow.runtime.packed import Record
 from incidentflow.stream import series as stream_series
 from incidentflow.stream.series import Days
@@ -195,10 +197,14 @@ def test_a_window_counts_whole_days_by_their_figures_and_reads_the_resolutions_o
         day(today, (midnight + timedelta(hours=1), 600.0), (midnight + timedelta(hours=7), 50.0)),
     ]
     # At 06:00 the one-day window starts yesterday at 06:00 (04:00 is out, 22:00 in) and ends now (07:00 is out).
-    assert metrics.totals(days, midnight + timedelta(hours=6), timedelta(days=1)).mean_seconds == 450.0
+    cut = metrics.totals(days, midnight + timedelta(hours=6), timedelta(days=1))
+    assert cut.mean_seconds == 450.0
+    assert (cut.quantile(0.0), cut.quantile(1.0)) == (pytest.approx(300.0, rel=0.01), pytest.approx(600.0, rel=0.01))
     assert sorted(read) == [yesterday, today]
     read.clear()
-    assert metrics.totals(days[:1], midnight + timedelta(days=1), timedelta(days=3)) == metrics.Totals(2, 400_000_000)
+    assert metrics.totals(days[:1], midnight + timedelta(days=1), timedelta(days=3)) == metrics.Totals(
+        2, 400_000_000, 0, days[0].figures.sketch
+    )
     assert read == []  # yesterday lies wholly inside the window: its figures are enough
 
 
@@ -224,39 +230,69 @@ def test_a_change_outside_the_metric_view_contributes_nothing() -> None:
     assert metrics.contributions(opened, beat) == []
 
 
-def test_report_sums_daily_rows_per_service_within_the_range() -> None:
+def test_report_sums_daily_rows_per_service_and_env_within_the_range() -> None:
     d = date(2026, 11, 10)
+
+    def mttr(service: str, on: date, *seconds: float, env: str = "prod") -> MetricRow:
+        figures = metrics.DayFigures()
+        for value in seconds:
+            figures = figures.entered(metrics.Entry(at=T0, seconds=value))
+        return MetricRow(metric="mttr", service=service, env=env, severity="high", day=on.isoformat(),
+                         count=figures.count, sum_seconds=figures.sum_microseconds / 1e6,
+                         max_seconds=figures.max_seconds, sketch=figures.sketch)  # fmt: skip
+
+    def changes(service: str, on: date, count: int, failed: int) -> MetricRow:
+        return MetricRow(metric="changes", service=service, env="prod", severity="-", day=on.isoformat(),
+                         changes=count, failed_changes=failed)  # fmt: skip
+
     rows = [
-        ("mttr", "checkout", "prod", d, 2, 600.0, 400.0, 0, 0),
-        (
-            "mttr",
-            "checkout",
-            "prod",
-            d + timedelta(days=1),
-            1,
-            900.0,
-            900.0,
-            0,
-            0,
-        ),  # another severity or day: still summed
-        ("mttr", "checkout", "prod", d + timedelta(days=5), 7, 70.0, 10.0, 0, 0),  # outside the range
-        ("changes", "checkout", "prod", d, 0, 0.0, 0.0, 4, 1),
-        ("changes", "search", "prod", d + timedelta(days=1), 0, 0.0, 0.0, 2, 0),
-        ("mttr", "empty", "prod", d, 0, 0.0, 0.0, 0, 0),  # a day whose resolutions were all withdrawn
+        mttr("checkout", d, 100.0, 500.0),
+        mttr("checkout", d + timedelta(days=1), 900.0),  # another day: still summed
+        mttr("checkout", d + timedelta(days=5), 10.0),  # outside the range
+        changes("checkout", d, 4, 1),
+        changes("search", d + timedelta(days=1), 2, 0),
+        mttr("empty", d),  # a day whose resolutions were all withdrawn
+        mttr("checkout", d, 60.0, env="staging"),  # another environment: its own entry
     ]
-    rows.append(("mttr", "checkout", "staging", d, 1, 60.0, 60.0, 0, 0))  # another environment: its own entry
     found = {r.service: r for r in metrics.report(rows, d, d + timedelta(days=1)) if r.env == "prod"}
     assert sorted(found) == ["checkout", "search"]
     assert found["checkout"].incidents == 3
     assert found["checkout"].mttr_seconds == 500.0
+    assert found["checkout"].median_seconds == pytest.approx(500.0, rel=0.01)
+    assert found["checkout"].p90_seconds == pytest.approx(500.0, rel=0.01)  # rank floor(0.9 * 2) = 1 of 3
     assert found["checkout"].max_seconds == 900.0
     assert (found["checkout"].changes, found["checkout"].failed_changes) == (4, 1)
     assert found["checkout"].change_failure_rate == 0.25
     assert found["search"].incidents == 0 and found["search"].mttr_seconds is None
-    assert found["search"].change_failure_rate == 0.0
+    assert found["search"].median_seconds is None and found["search"].change_failure_rate == 0.0
     assert [r.service for r in metrics.report(rows, d, d + timedelta(days=1), service="search")] == ["search"]
     [staging] = metrics.report(rows, d, d + timedelta(days=1), env="staging")
     assert (staging.service, staging.incidents, staging.mttr_seconds) == ("checkout", 1, 60.0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(0, 10**12), min_size=1, max_size=200), st.data())
+def test_the_sketch_of_any_days_and_withdrawals_gives_quantiles_within_one_percent(
+    microseconds: list[int], data: st.DataObject
+) -> None:
+    """Durations filed on days, some withdrawn again: the figures' sketches summed give every quantile
+    of what is left within 1% of the exact nearest-rank value."""
+    withdrawn = data.draw(st.sets(st.integers(0, len(microseconds) - 1)))
+    days = [metrics.DayFigures() for _ in range(3)]
+    for n, value in enumerate(microseconds):
+        days[n % 3] = days[n % 3].entered(metrics.Entry(at=T0, seconds=value / 1e6))
+    for n in sorted(withdrawn):
+        days[n % 3] = days[n % 3].left(metrics.Entry(at=T0, seconds=microseconds[n] / 1e6))
+    kept = sorted(v for n, v in enumerate(microseconds) if n not in withdrawn)
+    merged = sketch.merged(day.sketch for day in days)
+    assert sum(merged.values()) == len(kept)
+    for q in (0.0, 0.5, 0.9, 0.99, 1.0):
+        got = sketch.quantile(merged, q)
+        if not kept:
+            assert got is None
+            continue
+        exact = kept[int(q * (len(kept) - 1))] / 1e6
+        assert got is not None and abs(got - exact) <= 0.01 * exact + 1e-12
 
 
 def test_the_open_count_takes_each_change_once() -> None:

@@ -58,6 +58,23 @@ def test_change_failure_ratio_and_changes_per_window() -> None:
     assert "payments" not in text  # owned by another worker
 
 
+def test_time_to_restore_median_and_p90_per_window() -> None:
+    resolved = [metrics.Entry(at=NOW - timedelta(hours=h), seconds=s) for h, s in ((1, 60.0), (2, 600.0), (3, 6000.0))]
+    figures = metrics.DayFigures()
+    for entry in resolved:
+        figures = figures.entered(entry)
+    index = {b"mttr|db|prod|high": metrics.SeriesIndex(metric="mttr", service="db", env="prod", severity="high",
+                                                        days=(NOW.date(),))}  # fmt: skip
+    text = _text(SeriesCollector(index=lambda: [(k, v.model_dump_json().encode()) for k, v in index.items()],
+                                 day=lambda s, d: metrics.Day(on=d, figures=figures, entries=lambda: resolved),
+                                 owned=lambda key: True, now=lambda: NOW))  # fmt: skip
+    labels = 'env="prod",quantile="{q}",service="db",severity="high",window="1d"'
+    median = _sample(text, "incidentflow_time_to_restore_seconds{" + labels.format(q="0.5") + "}")
+    p90 = _sample(text, "incidentflow_time_to_restore_seconds{" + labels.format(q="0.9") + "}")
+    assert abs(median - 600.0) <= 6.0 and abs(p90 - 600.0) <= 6.0  # nearest rank floor(0.9 * 2) = 1 of 3
+    assert _sample(text, 'incidentflow_mttr_seconds{env="prod",service="db",severity="high",window="90d"}') == 2220.0
+
+
 def test_mttr_is_absent_without_resolutions_and_open_counts_show() -> None:
     index = {
         b"mttr|db|staging|high": metrics.SeriesIndex(
