@@ -52,9 +52,11 @@ def change(
     event_id: str | None = None,
     labels: dict[str, str] | None = None,
     title: str | None = None,
+    committed_minute: float | None = None,
 ) -> ChangeEvent:
     at = T0 + timedelta(minutes=minute)
     return ChangeEvent(
+        committed_at=None if committed_minute is None else T0 + timedelta(minutes=committed_minute),
         event_id=event_id or f"{status}-{minute}-{title}-{sorted((labels or {}).items())}",
         change_id=f"{integration}:{key}",
         integration=integration,

@@ -163,6 +163,7 @@ def recompute_change(events: list[Any]) -> dict[str, Any]:
         "labels": labels,
         "changed_at": min(started) if started else None,
         "counted": counted,
+        "committed_at": min((e.committed_at for e in ordered if e.committed_at is not None), default=None),
     }
 
 
@@ -254,7 +255,7 @@ def recompute_report(
 
     def entry(labels: dict[str, str]) -> dict[str, Any]:
         key = (labels.get("service") or "unknown", environment(labels))
-        return out.setdefault(key, {"restores": [], "changes": 0, "failed_changes": 0})
+        return out.setdefault(key, {"restores": [], "changes": 0, "failed_changes": 0, "leads": []})
 
     for incident in incidents:
         if incident["status"] != "resolved":
@@ -266,6 +267,8 @@ def recompute_report(
             e = entry(change["labels"])
             e["changes"] += 1
             e["failed_changes"] += change["change_id"] in failed
+            if change.get("committed_at") is not None:
+                e["leads"].append(max(0.0, (change["changed_at"] - change["committed_at"]).total_seconds()))
     return {
         service: {
             "incidents": len(e["restores"]),
@@ -276,6 +279,10 @@ def recompute_report(
             "changes": e["changes"],
             "failed_changes": e["failed_changes"],
             "change_failure_rate": e["failed_changes"] / e["changes"] if e["changes"] else None,
+            "deployments_per_day": e["changes"] / ((last - first).days + 1),
+            "lead_times": len(e["leads"]),
+            "lead_time_median_seconds": _rank(e["leads"], 0.5),
+            "lead_time_p90_seconds": _rank(e["leads"], 0.9),
         }
         for service, e in sorted(out.items())
     }

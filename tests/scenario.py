@@ -115,6 +115,8 @@ def correlated_traffic(
             at += timedelta(seconds=rnd.randrange(30, 900))
             body = {"event_id": f"chg-{seed}-{c}-{i}", "change_key": f"chg-{seed}-{c}", "status": status,
                     "occurred_at": _at(at), "labels": dict(labels)}  # fmt: skip
+            if c % 3:  # two changes in three know their commit time, each event its own guess (the earliest counts)
+                body["committed_at"] = _at(at - timedelta(minutes=37 * (c % 11) + 13 * i + 5))
             posted.append(Posted(tokens[2], body))
         if rnd.random() < 0.05:
             moved = {**labels, "cluster": rnd.choice(CLUSTERS)}

@@ -77,6 +77,7 @@ class Change(_Value):
     labels: dict[str, Stamped] = Field(description="Per label, the value of the latest event that carried it.")
     title: Stamped | None = None
     url: Stamped | None = None
+    committed_at: UtcDatetime | None = Field(default=None, description="The earliest commit time any event gave.")
 
     @property
     def counted(self) -> bool:
@@ -94,6 +95,13 @@ class Change(_Value):
     @property
     def env(self) -> str:
         return env_of(self.flat_labels)
+
+    @property
+    def lead_seconds(self) -> float | None:
+        """Lead time: change time - earliest commit time (0 for a commit stamped after the change)."""
+        if self.changed_at is None or self.committed_at is None:
+            return None
+        return max(0.0, (self.changed_at - self.committed_at).total_seconds())
 
 
 def change_of(event: ChangeEvent) -> Change:
@@ -114,6 +122,7 @@ def change_of(event: ChangeEvent) -> Change:
         },  # fmt: skip
         title=stamp(event.title),
         url=stamp(event.url),
+        committed_at=event.committed_at,
     )
 
 
@@ -131,6 +140,7 @@ def join(a: Change | None, b: Change) -> Change:
             "labels": dict(sorted(labels.items())),
             "title": _later(a.title, b.title),
             "url": _later(a.url, b.url),
+            "committed_at": _earlier(a.committed_at, b.committed_at),
         }
     )
 
@@ -322,7 +332,7 @@ class ChangeFacts(_Value):
         """Where the change stands in the change series of (`service`, `env`): present only in its current one."""
         here = self.change.counted and self.change.service == service and self.change.env == env
         return ChangeMember(present=here, changed_at=self.change.changed_at if here else None,
-                            failed=here and self.failed)  # fmt: skip
+                            failed=here and self.failed, lead_seconds=self.change.lead_seconds if here else None)  # fmt: skip
 
     def join(self, other: ChangeFacts) -> ChangeFacts:
         verdicts = dict(self.verdicts)
@@ -369,7 +379,9 @@ class ChangeContribution(_Value):
 
     def row(self, day: date, figures: DayFigures) -> MetricRow:
         return MetricRow(metric="changes", service=self.service, env=self.env, severity=NO_SEVERITY, day=day.isoformat(),
-                         changes=figures.count, failed_changes=figures.failed)  # fmt: skip
+                         changes=figures.count, failed_changes=figures.failed, lead_times=sum(figures.sketch.values()),
+                         sum_seconds=figures.sum_microseconds / 1e6, max_seconds=figures.max_seconds,
+                         sketch=figures.sketch)  # fmt: skip
 
 
 class ChangeRecord(_Value):

@@ -108,6 +108,9 @@ class ChangeEvent(_Record):
     url: str | None = None
     labels: Labels = Field(default_factory=dict)
     request_id: str | None = None
+    committed_at: UtcDatetime | None = Field(
+        default=None, description="The earliest commit the change ships, for its lead time (change time - this)."
+    )
 
     @model_validator(mode="after")
     def _change_id_is_integration_and_key(self) -> ChangeEvent:

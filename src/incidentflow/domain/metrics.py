@@ -369,12 +369,14 @@ class ChangeMember(BaseModel):
     present: bool
     changed_at: UtcDatetime | None = None
     failed: bool = False
+    lead_seconds: float | None = None
+    """Its lead time, when a commit time is known."""
 
     def entry(self) -> DayEntry | None:
-        """(day, entry) the change files in the service's series when it counts there."""
+        """(day, entry) the change files in the series when it counts there, its lead time as the duration."""
         if not self.present or self.changed_at is None:
             return None
-        return self.changed_at.date(), Entry(at=self.changed_at, failed=self.failed)
+        return self.changed_at.date(), Entry(at=self.changed_at, seconds=self.lead_seconds, failed=self.failed)
 
 
 class ServiceReport(BaseModel):
@@ -390,8 +392,12 @@ class ServiceReport(BaseModel):
     p90_seconds: float | None = Field(default=None, description="90th percentile of the time to restore, within 1%.")
     max_seconds: float | None = Field(description="Longest time to restore among them.")
     changes: int
+    deployments_per_day: float = Field(default=0.0, description="Changes divided by the days of the range.")
     failed_changes: int
     change_failure_rate: float | None
+    lead_times: int = Field(default=0, description="Changes with a commit time, whose lead times are summarized.")
+    lead_time_median_seconds: float | None = None
+    lead_time_p90_seconds: float | None = None
 
 
 def report(rows: Iterable[MetricRow], first: date, last: date, service: str | None = None,
@@ -400,6 +406,7 @@ def report(rows: Iterable[MetricRow], first: date, last: date, service: str | No
     are additive (their sketches too), so this is exact, the quantiles within the sketch's 1%."""
     sums: dict[tuple[str, str], list[float]] = {}
     sketches: dict[tuple[str, str], list[Mapping[int, int]]] = {}
+    leads: dict[tuple[str, str], list[Mapping[int, int]]] = {}
     for row in rows:
         day = date.fromisoformat(row.day)
         if not first <= day <= last or service not in (None, row.service) or env not in (None, row.env):
@@ -413,7 +420,10 @@ def report(rows: Iterable[MetricRow], first: date, last: date, service: str | No
         else:
             acc[3] += row.changes
             acc[4] += row.failed_changes
+            leads.setdefault((row.service, row.env), []).append(row.sketch)
     merged = {key: sketch.merged(found) for key, found in sketches.items()}
+    lead = {key: sketch.merged(found) for key, found in leads.items()}
+    days = (last - first).days + 1
     return [
         ServiceReport(
             service=name,
@@ -426,6 +436,10 @@ def report(rows: Iterable[MetricRow], first: date, last: date, service: str | No
             changes=int(acc[3]),
             failed_changes=int(acc[4]),
             change_failure_rate=acc[4] / acc[3] if acc[3] else None,
+            deployments_per_day=acc[3] / days,
+            lead_times=sum(lead.get((name, environment), {}).values()),
+            lead_time_median_seconds=sketch.quantile(lead.get((name, environment), {}), 0.5),
+            lead_time_p90_seconds=sketch.quantile(lead.get((name, environment), {}), 0.9),
         )
         for (name, environment), acc in sorted(sums.items())
         if acc[0] or acc[3]

@@ -26,17 +26,26 @@ class MetricRow(_Record):
     severity: str = Field(description="Peak severity of the incidents; `-` for change rows.")
     day: str = Field(description="UTC day of the event time (final resolution, or change time), YYYY-MM-DD.")
     count: int = Field(default=0, description="Incidents finally resolved that day.")
-    sum_seconds: float = Field(default=0.0, description="Sum of their time to restore.")
-    max_seconds: float = Field(default=0.0, description="Longest of their time to restore.")
+    sum_seconds: float = Field(
+        default=0.0, description="Sum of their time to restore; on a change row, the sum of the lead times."
+    )
+    max_seconds: float = Field(
+        default=0.0, description="Longest of their time to restore; on a change row, the longest lead time."
+    )
     sketch: dict[int, int] = Field(
         default_factory=dict,
-        description="The time to restore of those incidents as a quantile sketch: how many fall in each log bucket. "
+        description="The durations (time to restore; on a change row, lead time) as a quantile sketch: how many fall in each log bucket. "
         "Bucket i >= 0 holds durations of d microseconds with ceil(log(d) / log(g)) = i, g = 1.01 / 0.99 (DDSketch's "
         "mapping with 1% relative accuracy), represented by 2 g^i / (g + 1) microseconds; bucket -1 holds zero. "
         "Additive like `count`: sum the buckets of any rows, then walk them to a rank for any quantile.",
     )
     changes: int = Field(default=0, description="Changes whose change time fell that day.")
     failed_changes: int = Field(default=0, description="Of those, changes with at least one live correlation.")
+    lead_times: int = Field(
+        default=0,
+        description="Of those, changes with a commit time (`committed_at`): their lead times are in "
+        "`sum_seconds`, `max_seconds` and `sketch`; the others are counted apart, never as zero.",
+    )
 
     @property
     def key(self) -> str:

@@ -71,6 +71,12 @@ class SeriesCollector(Collector):
             "Changes (deployments) per day over the trailing window: its changes divided by its days.",
             labels=["service", "env", "window"],
         )
+        lead = GaugeMetricFamily(
+            "incidentflow_lead_time_seconds",
+            "Median (quantile 0.5) and p90 of the lead time (change time - earliest commit) of the changes in the "
+            "trailing window that have a commit time, within 1%.",
+            labels=["service", "env", "window", "quantile"],
+        )
         ratio = GaugeMetricFamily(
             "incidentflow_change_failure_ratio",
             "Of those changes, the share with at least one live correlation to an incident.",
@@ -99,6 +105,10 @@ class SeriesCollector(Collector):
                 elif index.metric == "changes":
                     changes.add_metric([index.service, index.env, window], totals.count)
                     frequency.add_metric([index.service, index.env, window], totals.count / span.days)
+                    for q in ("0.5", "0.9"):
+                        found_q = totals.quantile(float(q))
+                        if found_q is not None:
+                            lead.add_metric([index.service, index.env, window, q], found_q)
                     if totals.count:
                         ratio.add_metric([index.service, index.env, window], totals.failed / totals.count)
         yield mttr
@@ -107,6 +117,7 @@ class SeriesCollector(Collector):
         yield open_
         yield changes
         yield frequency
+        yield lead
         yield ratio
 
 

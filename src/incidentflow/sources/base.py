@@ -218,6 +218,7 @@ def change_event(
     url: str | None = None,
     labels: Mapping[str, str] | None = None,
     labels_field: str = "labels",
+    committed_at: datetime | None = None,
 ) -> ChangeEvent:
     """A canonical change of the context's integration; `change` is its full `change_id`."""
     merged = bounded_labels(ctx, labels, labels_field)
@@ -235,6 +236,7 @@ def change_event(
             url=url,
             labels=merged,
             request_id=ctx.request_id,
+            committed_at=committed_at,
         )
     )
 

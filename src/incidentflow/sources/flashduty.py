@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator
@@ -109,6 +110,7 @@ def parse_change(payload: Any, ctx: Context) -> list[Event]:
     body = validate(FlashdutyChange, payload)
     labels = body.labels
     occurred = from_unix(body.event_time) if body.event_time is not None else ctx.received_at
+    committed = _commit_time(labels.get("committed_at"))
     event = change_event(
         ctx,
         event_id=identify(ctx, "flashduty-change", ctx.integration, lambda: body.model_dump(mode="json"), occurred),
@@ -120,5 +122,27 @@ def parse_change(payload: Any, ctx: Context) -> list[Event]:
         description=body.description,
         url=body.link,
         labels=labels,
+        committed_at=committed,
     )
     return [event]
+
+
+def _commit_time(value: str | None) -> datetime | None:
+    """The `committed_at` label: an RFC 3339 date-time with its zone, or Unix seconds."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        pass
+    else:
+        if 0 <= seconds <= 253402300799:
+            return from_unix(seconds)
+        raise PayloadError([FieldError("labels.committed_at", "Unix seconds between 1970 and 9999")])
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.tzinfo is None:
+        raise PayloadError([FieldError("labels.committed_at", "must be RFC 3339 with a zone, or Unix seconds")])
+    return parsed.astimezone(UTC)

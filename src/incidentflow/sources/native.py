@@ -69,6 +69,9 @@ class NativeChange(_NativeCommon):
     change_key: Annotated[str, Field(min_length=1, max_length=255)] | SkipJsonSchema[None] = None
     _change_key_not_null = field_validator("change_key", mode="before")(not_null)
     status: ChangeStatus
+    committed_at: AwareTimestamp | None = Field(
+        default=None, description="The earliest commit the change ships: its lead time is the change time minus this."
+    )
 
 
 def _same_integration(given: str | None, ctx: Context, field: str) -> None:
@@ -123,9 +126,13 @@ def _change(body: NativeChange, ctx: Context) -> ChangeEvent:
         description=body.description,
         url=body.url,
         labels=body.labels,
+        committed_at=body.committed_at,
     )
 
 
 def _fields(body: _NativeCommon) -> dict[str, object]:
     """What names a native event without an `event_id`: its content, without what the gateway stamps."""
-    return body.model_dump(mode="json", exclude={"event_id", "received_at", "request_id"})
+    fields = body.model_dump(mode="json", exclude={"event_id", "received_at", "request_id"})
+    if fields.get("committed_at", "") is None:
+        del fields["committed_at"]  # a change without it is named as before the field existed
+    return fields

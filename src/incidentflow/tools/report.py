@@ -67,11 +67,13 @@ def _duration(seconds: float | None) -> str:
 
 
 def _table(found: list[ServiceReport], first: date, last: date) -> str:
-    header = ("service", "env", "incidents", "MTTR", "median", "p90", "max TTR", "changes", "failed", "CFR")
+    header = ("service", "env", "incidents", "MTTR", "median", "p90", "max TTR", "changes", "per day", "failed",
+              "CFR", "lead median", "lead p90")  # fmt: skip
     lines = [
         (r.service, r.env, str(r.incidents), _duration(r.mttr_seconds), _duration(r.median_seconds),
-         _duration(r.p90_seconds), _duration(r.max_seconds), str(r.changes),
-         str(r.failed_changes), "-" if r.change_failure_rate is None else f"{r.change_failure_rate:.1%}")
+         _duration(r.p90_seconds), _duration(r.max_seconds), str(r.changes), f"{r.deployments_per_day:.2f}",
+         str(r.failed_changes), "-" if r.change_failure_rate is None else f"{r.change_failure_rate:.1%}",
+         _duration(r.lead_time_median_seconds), _duration(r.lead_time_p90_seconds))
         for r in found
     ]  # fmt: skip
     widths = [max(len(row[i]) for row in [header, *lines]) for i in range(len(header))]

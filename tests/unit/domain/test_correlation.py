@@ -318,3 +318,18 @@ def test_live_correlations_equal_the_batch_recomputation(
         by_change.setdefault(event.change_id, []).append(event)
     expected = recompute_correlations(incidents, [recompute_change(e) for e in by_change.values()])
     assert live == expected
+
+
+def test_lead_time_is_change_time_minus_the_earliest_commit_and_files_in_the_change_series() -> None:
+    record = corr.ChangeRecord()
+    for event in (change("processing", 10, labels={"service": "a", "env": "prod"}, committed_minute=-20),
+                  change("done", 30, labels={"service": "a", "env": "prod"}, committed_minute=-50),
+                  change("planned", 0, labels={"service": "a", "env": "prod"})):  # fmt: skip
+        record = corr.with_change_event(record, event)
+    record, [contribution] = corr.change_contributions(record)
+    member = contribution.facts.member("a", "prod")
+    assert member.lead_seconds == 60 * 60.0  # first processing (10) - earliest commit (-50)
+    entry = member.entry()
+    assert entry is not None and entry[1].seconds == 3600.0
+    plain = corr.with_change_event(corr.ChangeRecord(), change("done", 5, key="no-commit", labels={"service": "a"}))
+    assert corr.change_contributions(plain)[1][0].facts.member("a", "unknown").lead_seconds is None

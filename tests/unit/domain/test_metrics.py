@@ -241,15 +241,18 @@ def test_report_sums_daily_rows_per_service_and_env_within_the_range() -> None:
                          count=figures.count, sum_seconds=figures.sum_microseconds / 1e6,
                          max_seconds=figures.max_seconds, sketch=figures.sketch)  # fmt: skip
 
-    def changes(service: str, on: date, count: int, failed: int) -> MetricRow:
+    def changes(service: str, on: date, count: int, failed: int, *leads: float) -> MetricRow:
+        figures = metrics.DayFigures()
+        for value in leads:
+            figures = figures.entered(metrics.Entry(at=T0, seconds=value))
         return MetricRow(metric="changes", service=service, env="prod", severity="-", day=on.isoformat(),
-                         changes=count, failed_changes=failed)  # fmt: skip
+                         changes=count, failed_changes=failed, lead_times=len(leads), sketch=figures.sketch)  # fmt: skip
 
     rows = [
         mttr("checkout", d, 100.0, 500.0),
         mttr("checkout", d + timedelta(days=1), 900.0),  # another day: still summed
         mttr("checkout", d + timedelta(days=5), 10.0),  # outside the range
-        changes("checkout", d, 4, 1),
+        changes("checkout", d, 4, 1, 7200.0, 60.0),
         changes("search", d + timedelta(days=1), 2, 0),
         mttr("empty", d),  # a day whose resolutions were all withdrawn
         mttr("checkout", d, 60.0, env="staging"),  # another environment: its own entry
@@ -263,6 +266,10 @@ def test_report_sums_daily_rows_per_service_and_env_within_the_range() -> None:
     assert found["checkout"].max_seconds == 900.0
     assert (found["checkout"].changes, found["checkout"].failed_changes) == (4, 1)
     assert found["checkout"].change_failure_rate == 0.25
+    assert found["checkout"].deployments_per_day == 2.0  # 4 changes over the 2 days of the range
+    assert found["checkout"].lead_times == 2  # the other two have no commit time: counted apart
+    assert found["checkout"].lead_time_median_seconds == pytest.approx(60.0, rel=0.01)
+    assert found["search"].lead_times == 0 and found["search"].lead_time_median_seconds is None
     assert found["search"].incidents == 0 and found["search"].mttr_seconds is None
     assert found["search"].median_seconds is None and found["search"].change_failure_rate == 0.0
     assert [r.service for r in metrics.report(rows, d, d + timedelta(days=1), service="search")] == ["search"]

@@ -75,6 +75,21 @@ def test_time_to_restore_median_and_p90_per_window() -> None:
     assert _sample(text, 'incidentflow_mttr_seconds{env="prod",service="db",severity="high",window="90d"}') == 2220.0
 
 
+def test_lead_time_quantiles_of_the_changes_with_a_commit_time() -> None:
+    filed = [metrics.Entry(at=NOW - timedelta(hours=1), seconds=3600.0), metrics.Entry(at=NOW - timedelta(hours=2))]
+    figures = metrics.DayFigures()
+    for entry in filed:
+        figures = figures.entered(entry)
+    index = {b"changes|api|prod|-": metrics.SeriesIndex(metric="changes", service="api", env="prod", severity="-",
+                                                        days=(NOW.date(),))}  # fmt: skip
+    text = _text(SeriesCollector(index=lambda: [(k, v.model_dump_json().encode()) for k, v in index.items()],
+                                 day=lambda s, d: metrics.Day(on=d, figures=figures, entries=lambda: filed),
+                                 owned=lambda key: True, now=lambda: NOW))  # fmt: skip
+    median = _sample(text, 'incidentflow_lead_time_seconds{env="prod",quantile="0.5",service="api",window="1d"}')
+    assert abs(median - 3600.0) <= 36.0  # the change without a commit time is counted apart
+    assert _sample(text, 'incidentflow_changes{env="prod",service="api",window="1d"}') == 2.0
+
+
 def test_mttr_is_absent_without_resolutions_and_open_counts_show() -> None:
     index = {
         b"mttr|db|staging|high": metrics.SeriesIndex(

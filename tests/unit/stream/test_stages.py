@@ -200,10 +200,12 @@ def test_the_series_stage_files_incidents_and_changes_and_publishes_each_changed
     resolved = incident("a:1", metrics.Member(version=2, present=True, status="resolved", resolved_at=at,
                                               time_to_restore_seconds=600.0))  # fmt: skip
     other = incident("a:2", resolved.member.model_copy(update={"time_to_restore_seconds": 60.0}))
-    done = corr.change_of(change("done", 0, labels={"service": "api"}))
+    done = corr.change_of(change("done", 0, labels={"service": "api"}, committed_minute=-90))
     deployed = corr.ChangeContribution(service="api", env="unknown", facts=corr.ChangeFacts(change=done))
-    batch = [contribution(c, n) for n, c in enumerate([opened, resolved, other, resolved, deployed])]
-    assert run(context, stage, batch) == ["applied", "applied", "applied", "duplicate", "applied"]
+    plain = corr.change_of(change("done", 1, key="deploy-2", labels={"service": "api"}))
+    no_commit = corr.ChangeContribution(service="api", env="unknown", facts=corr.ChangeFacts(change=plain))
+    batch = [contribution(c, n) for n, c in enumerate([opened, resolved, other, resolved, deployed, no_commit])]
+    assert run(context, stage, batch) == ["applied", "applied", "applied", "duplicate", "applied", "applied"]
     found = rows(context)
     assert len(context.to(NAMES.metrics)) == len(found) == 2  # one row per changed day, once per batch
     day = found["mttr|api|unknown|high|2026-11-01"]
@@ -211,19 +213,22 @@ def test_the_series_stage_files_incidents_and_changes_and_publishes_each_changed
     assert (
         found["changes|api|unknown|-|2026-11-01"].changes,
         found["changes|api|unknown|-|2026-11-01"].failed_changes,
-    ) == (1, 0)
+    ) == (2, 0)
+    changed = found["changes|api|unknown|-|2026-11-01"]
+    assert (changed.lead_times, changed.sum_seconds, changed.max_seconds) == (1, 5400.0, 5400.0)  # one without a commit
+    assert sum(changed.sketch.values()) == 1
     index = metrics.SeriesIndex.model_validate_json(store["series-index"][b"mttr|api|unknown|high"])
     assert (index.open, index.days) == (0, (at.date(),))
 
     # The change turns out failed (a live correlation): its day is published again.
     verdicts = deployed.facts.model_copy(update={"verdicts": {"a:1": 1}})
     context.sent.clear()
-    assert run(context, stage, [contribution(deployed.model_copy(update={"facts": verdicts}), 5)]) == ["applied"]
+    assert run(context, stage, [contribution(deployed.model_copy(update={"facts": verdicts}), 6)]) == ["applied"]
     assert rows(context)["changes|api|unknown|-|2026-11-01"].failed_changes == 1
     # The incident is withdrawn from its series (it moved to another): its entry leaves the day.
     context.sent.clear()
     gone = incident("a:1", metrics.Member(version=3, present=False))
-    assert run(context, stage, [contribution(gone, 6)]) == ["applied"]
+    assert run(context, stage, [contribution(gone, 7)]) == ["applied"]
     day = rows(context)["mttr|api|unknown|high|2026-11-01"]
     assert (day.count, day.sum_seconds, day.max_seconds) == (1, 60.0, 60.0)
 
