@@ -28,8 +28,9 @@ def _webhook(key: str, action: str, title: str, severity: str, service: str) -> 
 
 def _deploy(key: str, service: str, minutes_ago: float, status: str) -> dict[str, object]:
     at = (datetime.now(UTC) - timedelta(minutes=minutes_ago)).isoformat().replace("+00:00", "Z")
+    committed = (datetime.now(UTC) - timedelta(minutes=minutes_ago + 95)).isoformat().replace("+00:00", "Z")
     return {"event_id": f"{key}-{status}", "change_key": key, "status": status, "occurred_at": at,
-            "title": f"deploy {service}", "labels": {"service": service}}  # fmt: skip
+            "committed_at": committed, "title": f"deploy {service}", "labels": {"service": service}}  # fmt: skip
 
 
 def _show_correlation(record: dict[str, object]) -> str:
@@ -108,9 +109,13 @@ async def _demo(settings: Settings, gateway_url: str, worker_url: str, token: st
             if not _settled(latest, checkout):
                 print("the worker did not publish the incidents within 60 s; is it running?")
                 return 1
-            print(f"MTTR, open incidents and change failure ratio from the worker's {worker_url}/metrics:")
-            shown = ("incidentflow_mttr_seconds", "incidentflow_incidents_open", "incidentflow_change_failure_ratio",
-                     "incidentflow_deployment_frequency_per_day")  # fmt: skip
+            print(
+                f"Time to restore, open incidents, deployment frequency, lead time and change failure ratio "
+                f"per service and env, from the worker's {worker_url}/metrics:"
+            )
+            shown = ("incidentflow_mttr_seconds", "incidentflow_time_to_restore_seconds", "incidentflow_incidents_open",
+                     "incidentflow_deployment_frequency_per_day", "incidentflow_lead_time_seconds",
+                     "incidentflow_change_failure_ratio")  # fmt: skip
             # The suspect's verdict reaches the change series a moment after the correlation: wait
             # until the failure ratio of the checkout deploy's series counts it.
             failed = 'incidentflow_change_failure_ratio{env="demo",service="checkout",window="1d"}'
