@@ -58,16 +58,20 @@ def test_change_failure_ratio_and_changes_per_window() -> None:
     assert "payments" not in text  # owned by another worker
 
 
+def _one_day(index: metrics.SeriesIndex, filed: list[metrics.Entry]) -> str:
+    """What a scrape shows of one series whose entries are all filed today."""
+    figures = metrics.DayFigures()
+    for entry in filed:
+        figures = figures.entered(entry)
+    stored = index.model_copy(update={"days": (NOW.date(),)}).model_dump_json().encode()
+    return _text(SeriesCollector(index=lambda: [(b"series", stored)],
+                                 day=lambda s, d: metrics.Day(on=d, figures=figures, entries=lambda: filed),
+                                 owned=lambda key: True, now=lambda: NOW))  # fmt: skip
+
+
 def test_time_to_restore_median_and_p90_per_window() -> None:
     resolved = [metrics.Entry(at=NOW - timedelta(hours=h), seconds=s) for h, s in ((1, 60.0), (2, 600.0), (3, 6000.0))]
-    figures = metrics.DayFigures()
-    for entry in resolved:
-        figures = figures.entered(entry)
-    index = {b"mttr|db|prod|high": metrics.SeriesIndex(metric="mttr", service="db", env="prod", severity="high",
-                                                        days=(NOW.date(),))}  # fmt: skip
-    text = _text(SeriesCollector(index=lambda: [(k, v.model_dump_json().encode()) for k, v in index.items()],
-                                 day=lambda s, d: metrics.Day(on=d, figures=figures, entries=lambda: resolved),
-                                 owned=lambda key: True, now=lambda: NOW))  # fmt: skip
+    text = _one_day(metrics.SeriesIndex(metric="mttr", service="db", env="prod", severity="high"), resolved)
     labels = 'env="prod",quantile="{q}",service="db",severity="high",window="1d"'
     median = _sample(text, "incidentflow_time_to_restore_seconds{" + labels.format(q="0.5") + "}")
     p90 = _sample(text, "incidentflow_time_to_restore_seconds{" + labels.format(q="0.9") + "}")
@@ -77,14 +81,7 @@ def test_time_to_restore_median_and_p90_per_window() -> None:
 
 def test_lead_time_quantiles_of_the_changes_with_a_commit_time() -> None:
     filed = [metrics.Entry(at=NOW - timedelta(hours=1), seconds=3600.0), metrics.Entry(at=NOW - timedelta(hours=2))]
-    figures = metrics.DayFigures()
-    for entry in filed:
-        figures = figures.entered(entry)
-    index = {b"changes|api|prod|-": metrics.SeriesIndex(metric="changes", service="api", env="prod", severity="-",
-                                                        days=(NOW.date(),))}  # fmt: skip
-    text = _text(SeriesCollector(index=lambda: [(k, v.model_dump_json().encode()) for k, v in index.items()],
-                                 day=lambda s, d: metrics.Day(on=d, figures=figures, entries=lambda: filed),
-                                 owned=lambda key: True, now=lambda: NOW))  # fmt: skip
+    text = _one_day(metrics.SeriesIndex(metric="changes", service="api", env="prod", severity="-"), filed)
     median = _sample(text, 'incidentflow_lead_time_seconds{env="prod",quantile="0.5",service="api",window="1d"}')
     assert abs(median - 3600.0) <= 36.0  # the change without a commit time is counted apart
     assert _sample(text, 'incidentflow_changes{env="prod",service="api",window="1d"}') == 2.0
