@@ -1,6 +1,6 @@
 """Events folded per second by one worker, next to raw aiokafka consume-then-produce on the same broker.
 
-    .venv/bin/python bench/fold_throughput.py [--events 100000] [--aggregates 20000]
+    .venv/bin/python bench/fold_throughput.py [--events 100000] [--aggregates 20000] [--profile FILE]
 
 Both read the same canonical alert records from a topic of 8 partitions. The baseline consumes
 each record and produces it to another topic (acks=all), committing as it goes: the least any
@@ -24,6 +24,7 @@ import asyncio
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import tempfile
@@ -167,6 +168,15 @@ async def _create(bootstrap: str, topic: str) -> None:
         await admin.close()
 
 
+def profile(pid: int, into: Path) -> subprocess.Popen[bytes]:
+    """py-spy sampling the worker (all threads, idle included) until interrupted."""
+    spy = Path(sys.executable).with_name("py-spy")
+    if not spy.exists():
+        raise SystemExit("--profile needs py-spy: .venv/bin/pip install py-spy")
+    return subprocess.Popen([str(spy), "record", "-p", str(pid), "-r", "100", "--idle", "--format", "raw",
+                             "-o", str(into)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+
+
 def cpu_seconds(pid: int) -> float:
     """User and system CPU time of a process so far (all its threads)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -209,6 +219,9 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--aggregates", type=int, default=20_000)
     parser.add_argument("--open-incidents", type=int, default=100_000)
+    parser.add_argument(
+        "--profile", type=Path, help="py-spy's raw profile of the worker over every stage, into this file"
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="incidentflow-bench-"))
@@ -232,9 +245,14 @@ def run(args: argparse.Namespace, work: Path, bootstrap: str) -> int:
         print(f"baseline Faust agent forwarding each record:   {floor:9.0f} records/s   (Faust's own cost per record)")
 
         worker = spawn("worker", product_env(bootstrap, namespace, work, INCIDENTFLOW_WEB_PORT="16099"), work)
+        profiler = profile(worker.pid, args.profile) if args.profile else None
         names = Topics.of(settings)
         stages = [names.contributions, names.scope, names.suspects, names.changes, names.verdicts]
         rate, folded, drained, cpu = asyncio.run(wait_folded(bootstrap, f"{namespace}-app", alerts, stages, worker.pid))
+        if profiler is not None:
+            profiler.send_signal(signal.SIGINT)
+            profiler.wait(timeout=60)
+            print(f"profile of the worker (py-spy, raw): {args.profile}")
         print(f"incidentflow worker fold (RocksDB):           {rate:9.0f} records/s   ({folded} records)")
         print(f"ratio fold/baseline: {rate / base:.2f} (aiokafka), {rate / floor:.2f} (Faust)")
         print(

@@ -12,6 +12,7 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import Any
 
+from incidentflow.domain import dora
 from incidentflow.domain.events import AlertEvent
 from incidentflow.domain.incident import MAX_EPISODES
 
@@ -236,6 +237,28 @@ def recompute_change_failure(
     return dict(result)
 
 
+def recompute_recovery(
+    incidents: list[dict[str, Any]], changes: list[dict[str, Any]], correlations: dict[tuple[str, str], Any]
+) -> dict[str, tuple[datetime, float]]:
+    """Failed deployment recovery per change_id: (when the last of its live correlated incidents was
+    resolved, seconds from the change time to then), for the failed changes whose every live
+    correlated incident is resolved now."""
+    by_id = {i["aggregate_id"]: i for i in incidents}
+    correlated: dict[str, list[str]] = defaultdict(list)
+    for aggregate_id, change_id in correlations:
+        correlated[change_id].append(aggregate_id)
+    result = {}
+    for change in changes:
+        found = correlated.get(change["change_id"])
+        if not change["counted"] or not found:
+            continue
+        if any(by_id[a]["status"] != "resolved" for a in found):
+            continue
+        recovered = max(_parse(by_id[a]["resolved_at"]) for a in found)
+        result[change["change_id"]] = (recovered, max(0.0, (recovered - change["changed_at"]).total_seconds()))
+    return result
+
+
 def _parse(value: Any) -> datetime:
     return value if isinstance(value, datetime) else datetime.fromisoformat(str(value).replace("Z", "+00:00"))
 
@@ -251,11 +274,12 @@ def recompute_report(
 ) -> dict[tuple[str, str], dict[str, Any]]:  # fmt: skip
     """What `incidentflow report --json` should say per (service, env) for UTC days first..last."""
     failed = {change_id for _, change_id in correlations}
+    recovered = recompute_recovery(incidents, changes, correlations)
     out: dict[tuple[str, str], dict[str, Any]] = {}
 
     def entry(labels: dict[str, str]) -> dict[str, Any]:
         key = (labels.get("service") or "unknown", environment(labels))
-        return out.setdefault(key, {"restores": [], "changes": 0, "failed_changes": 0, "leads": []})
+        return out.setdefault(key, {"restores": [], "changes": 0, "failed_changes": 0, "leads": [], "recoveries": []})
 
     for incident in incidents:
         if incident["status"] != "resolved":
@@ -269,6 +293,8 @@ def recompute_report(
             e["failed_changes"] += change["change_id"] in failed
             if change.get("committed_at") is not None:
                 e["leads"].append(max(0.0, (change["changed_at"] - change["committed_at"]).total_seconds()))
+        if change["change_id"] in recovered and first <= recovered[change["change_id"]][0].date() <= last:
+            entry(change["labels"])["recoveries"].append(recovered[change["change_id"]][1])
     return {
         service: {
             "incidents": len(e["restores"]),
@@ -281,8 +307,23 @@ def recompute_report(
             "change_failure_rate": e["failed_changes"] / e["changes"] if e["changes"] else None,
             "deployments_per_day": e["changes"] / ((last - first).days + 1),
             "lead_times": len(e["leads"]),
+            "lead_time_mean_seconds": sum(e["leads"]) / len(e["leads"]) if e["leads"] else None,
             "lead_time_median_seconds": _rank(e["leads"], 0.5),
             "lead_time_p90_seconds": _rank(e["leads"], 0.9),
+            "lead_time_max_seconds": max(e["leads"]) if e["leads"] else None,
+            "recoveries": len(e["recoveries"]),
+            "recovery_mean_seconds": sum(e["recoveries"]) / len(e["recoveries"]) if e["recoveries"] else None,
+            "recovery_median_seconds": _rank(e["recoveries"], 0.5),
+            "recovery_p90_seconds": _rank(e["recoveries"], 0.9),
+            "recovery_max_seconds": max(e["recoveries"]) if e["recoveries"] else None,
+            # the levels of these figures (the thresholds are unit-tested in tests/unit/domain/test_dora.py)
+            "deployment_frequency_level": dora.deployment_frequency(e["changes"] / ((last - first).days + 1)),
+            "lead_time_level": dora.lead_time(_rank(e["leads"], 0.5)),
+            "change_failure_rate_level": dora.change_failure_rate(
+                e["failed_changes"] / e["changes"] if e["changes"] else None
+            ),
+            "time_to_restore_level": dora.recovery_time(_rank(e["restores"], 0.5)),
+            "recovery_level": dora.recovery_time(_rank(e["recoveries"], 0.5)),
         }
         for service, e in sorted(out.items())
     }

@@ -96,6 +96,9 @@ def test_the_scenario_is_rich_enough() -> None:
     assert sum(failed for _, failed in EXPECTED_FAILURES.values()) >= 500
     assert any(rank > 3 for rank in (c["rank"] for c in EXPECTED.values()))
     assert len({(c["matched_labels"].get("cluster")) for c in EXPECTED.values()}) > 2
+    # failed changes that recovered in the report's range, and failed ones still waiting for an incident
+    recovered = sum(r["recoveries"] for r in EXPECTED_REPORT.values())
+    assert 100 <= recovered < sum(r["failed_changes"] for r in EXPECTED_REPORT.values())
 
 
 @pytest.mark.parametrize("workers", [1, 3])
@@ -142,7 +145,14 @@ def test_live_correlations_equal_the_batch_recomputation(stack_factory: Any, wor
         return {(s.pop("service"), s.pop("env")): s for s in json.loads(out.stdout)["services"]}
 
     # from the rows' sketches: within 1%
-    quantiles = ("median_seconds", "p90_seconds", "lead_time_median_seconds", "lead_time_p90_seconds")
+    quantiles = (
+        "median_seconds",
+        "p90_seconds",
+        "lead_time_median_seconds",
+        "lead_time_p90_seconds",
+        "recovery_median_seconds",
+        "recovery_p90_seconds",
+    )
 
     def same(got: dict[str, Any], want: dict[str, Any]) -> bool:
         exact = {k: v for k, v in want.items() if k not in quantiles}

@@ -19,11 +19,13 @@ from tests.oracle import (
     recompute_change_failure,
     recompute_correlations,
     recompute_incident,
+    recompute_recovery,
 )
 from tests.trust.traffic import FLEET, Webhook, elven_events
 
 MttrRows = dict[tuple[str, str, str, str], tuple[int, float, float]]
 ChangeRows = dict[tuple[str, str, str], tuple[int, int]]
+RecoveryRows = dict[tuple[str, str, str], tuple[int, float, float]]
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,8 @@ class Expected:
     """(service, env, severity, day) -> (resolved incidents, sum and max of time to restore)."""
     change_rows: ChangeRows
     """(service, env, day) -> (changes, failed changes)."""
+    recovery_rows: RecoveryRows
+    """(service, env, day it recovered) -> (failed changes recovered, sum and max of their recovery time)."""
     events: int
     """Distinct canonical events, alerts and changes."""
 
@@ -61,6 +65,7 @@ def expect(webhooks: list[Webhook], elven_received: dict[str, datetime]) -> Expe
         correlations=correlations,
         mttr_rows=mttr_rows(incidents),
         change_rows=recompute_change_failure(folded, correlations),
+        recovery_rows=recovery_rows(incidents, folded, correlations),
         events=sum(len(evs) for evs in alerts.values()) + sum(len(evs) for evs in changes.values()),
     )
 
@@ -74,6 +79,20 @@ def mttr_rows(incidents: list[dict[str, Any]]) -> MttrRows:
                    inc["resolved_at"].date().isoformat())  # fmt: skip
             restores[key].append(inc["time_to_restore_seconds"])
     return {k: (len(v), sum(v), max(v)) for k, v in restores.items()}
+
+
+def recovery_rows(
+    incidents: list[dict[str, Any]], changes: list[dict[str, Any]], correlations: dict[tuple[str, str], Any]
+) -> RecoveryRows:
+    """Failed changes that recovered, per service, env and UTC day they recovered."""
+    recovered = recompute_recovery(incidents, changes, correlations)
+    durations: dict[tuple[str, str, str], list[float]] = defaultdict(list)
+    for change in changes:
+        if change["change_id"] in recovered:
+            at, seconds = recovered[change["change_id"]]
+            key = (change["labels"].get("service") or "unknown", environment(change["labels"]), at.date().isoformat())
+            durations[key].append(seconds)
+    return {k: (len(v), sum(v), max(v)) for k, v in durations.items()}
 
 
 def _rfc3339(value: object) -> str:

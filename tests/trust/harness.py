@@ -16,7 +16,7 @@ import subprocess
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,7 +27,7 @@ import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from tests.oracle import live_correlations
-from tests.trust.expected import ChangeRows, Expected, MttrRows
+from tests.trust.expected import ChangeRows, Expected, MttrRows, RecoveryRows
 from tests.trust.traffic import Webhook
 
 GIVE_UP_AFTER = 600  # attempts of one delivery (a minute and more of refusals)
@@ -192,12 +192,18 @@ class Observed:
         return {(r["service"], r["env"], r["day"]): (r["changes"], r["failed_changes"])
                 for r in self.metric_rows.values() if r["metric"] == "changes" and r["changes"]}  # fmt: skip
 
+    @property
+    def recovery_rows(self) -> RecoveryRows:
+        return {(r["service"], r["env"], r["day"]): (r["count"], r["sum_seconds"], r["max_seconds"])
+                for r in self.metric_rows.values() if r["metric"] == "recovery" and r["count"]}  # fmt: skip
+
     def matches(self, expected: Expected) -> bool:
         return (self.incidents == expected.incidents and self.correlations == expected.correlations
-                and _close(self.mttr_rows, expected.mttr_rows) and self.change_rows == expected.change_rows)  # fmt: skip
+                and _close(self.mttr_rows, expected.mttr_rows) and self.change_rows == expected.change_rows
+                and _close(self.recovery_rows, expected.recovery_rows))  # fmt: skip
 
 
-def _close(got: MttrRows, want: MttrRows) -> bool:
+def _close(got: Mapping[Any, tuple[int, float, float]], want: Mapping[Any, tuple[int, float, float]]) -> bool:
     return got.keys() == want.keys() and all(
         got[k][0] == want[k][0] and abs(got[k][1] - want[k][1]) < 1e-6 and abs(got[k][2] - want[k][2]) < 1e-6
         for k in want
@@ -261,8 +267,13 @@ def tally(observed: Observed, expected: Expected) -> dict[str, dict[str, int]]:
     }  # fmt: skip
     # mttr rows: (count, sum, max): the count is counted, sums and maxima are right or wrong;
     # change rows: (changes, failed changes): both are counted
-    for name, got_rows, want_rows, counted in (("mttr_rows", observed.mttr_rows, expected.mttr_rows, 1),
-                                               ("change_rows", observed.change_rows, expected.change_rows, 2)):  # fmt: skip
+    # recovery rows: (count, sum, max) like mttr rows
+    rows: list[tuple[str, Mapping[Any, tuple[Any, ...]], Mapping[Any, tuple[Any, ...]], int]] = [
+        ("mttr_rows", observed.mttr_rows, expected.mttr_rows, 1),
+        ("change_rows", observed.change_rows, expected.change_rows, 2),
+        ("recovery_rows", observed.recovery_rows, expected.recovery_rows, 1),
+    ]
+    for name, got_rows, want_rows, counted in rows:
         lost = double = wrong = 0
         for key in want_rows.keys() | got_rows.keys():
             want_row: tuple[Any, ...] = want_rows.get(key) or (0, 0.0, 0.0)  # type: ignore[assignment]

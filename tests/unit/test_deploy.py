@@ -5,7 +5,10 @@ product exports."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import subprocess  # noqa: S404  # promtool, a local binary
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -62,7 +65,8 @@ def queried_names(expression: str) -> set[str]:
 def test_the_worker_exports_the_names_of_the_design() -> None:
     names = exported_names()
     for name in ("incidentflow_mttr_seconds", "incidentflow_incidents_open", "incidentflow_change_failure_ratio",
-                 "incidentflow_changes", "incidentflow_events_processed_total", "incidentflow_consumer_lag",
+                 "incidentflow_changes", "incidentflow_time_to_restore_seconds", "incidentflow_deployment_frequency_per_day",
+                 "incidentflow_lead_time_seconds", "incidentflow_failed_deployment_recovery_seconds", "incidentflow_events_processed_total", "incidentflow_consumer_lag",
                  "incidentflow_ingest_requests_total", "incidentflow_ingest_request_duration_seconds_bucket"):  # fmt: skip
         assert name in names
 
@@ -70,14 +74,39 @@ def test_the_worker_exports_the_names_of_the_design() -> None:
 def test_every_dashboard_query_uses_exported_metrics() -> None:
     dashboard = json.loads((ROOT / "deploy/grafana/dashboards/incidentflow.json").read_text())
     exported = exported_names()
-    expressions = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    expressions = [t["expr"] for panel in dashboard["panels"] for t in panel.get("targets", [])]
+    recorded = {rule["record"] for group in _rules()["groups"] for rule in group["rules"] if "record" in rule}
     assert len(expressions) >= 6
     for expression in expressions:
         assert queried_names(expression), expression
-        assert queried_names(expression) <= exported, expression
+        assert queried_names(expression) <= exported | recorded, expression
+    # a row per DORA key, each with the environment selector
+    rows = [p["title"] for p in dashboard["panels"] if p["type"] == "row"]
+    for key in ("Deployment frequency", "Lead time for changes", "Change failure rate", "Time to restore",
+                "Failed deployment recovery time"):  # fmt: skip
+        assert key in rows
+    assert all('env=~"$env"' in e for e in expressions if "window=" in e)
     titles = " ".join(p["title"] for p in dashboard["panels"]).lower()
     for topic in ("mttr", "change failure", "open incidents", "ingest rate", "consumer lag"):
         assert topic in titles
+
+
+def _rules() -> Any:
+    config = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    return yaml.safe_load((ROOT / "deploy/prometheus" / config["rule_files"][0]).read_text())
+
+
+def test_recording_and_alert_rules_pass_their_promtool_tests() -> None:
+    """deploy/prometheus/rules.test.yml: the DORA recording rules and alerts on given series."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        message = "promtool is not installed: install Debian's `prometheus` package (.ci/run does in CI)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    found = subprocess.run([promtool, "test", "rules", "rules.test.yml"], cwd=ROOT / "deploy/prometheus",
+                           capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert found.returncode == 0, found.stdout + found.stderr
 
 
 def test_prometheus_config_and_rules_use_exported_metrics_and_scrape_every_process() -> None:

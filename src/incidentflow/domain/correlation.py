@@ -18,7 +18,16 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from incidentflow.domain.events import ChangeEvent, UtcDatetime, content_id
 from incidentflow.domain.incident import Incident
-from incidentflow.domain.metrics import NO_SEVERITY, ChangeMember, DayFigures, Step, env_of, member_of, series_key
+from incidentflow.domain.metrics import (
+    NO_SEVERITY,
+    ChangeMember,
+    DayFigures,
+    RecoveryMember,
+    Step,
+    env_of,
+    member_of,
+    series_key,
+)
 from incidentflow.domain.records import Correlation, MetricRow
 
 CHANGED = ("processing", "done")
@@ -161,16 +170,42 @@ class IncidentSide(_Value):
     labels: dict[str, str]
     lookback_seconds: float
     lookahead_seconds: float
+    resolved_at: UtcDatetime | None = Field(
+        default=None, description="The incident's final resolution while it is resolved; null while open."
+    )
 
     def view(self) -> tuple[object, ...]:
         """Everything that decides a match: a new version with the same view changes nothing."""
         return (self.opened_at, self.labels, self.lookback_seconds, self.lookahead_seconds)
 
+    @property
+    def restored(self) -> Restored:
+        return Restored(version=self.version, resolved_at=self.resolved_at)
+
 
 def incident_side(incident: Incident, lookback_seconds: float, lookahead_seconds: float) -> IncidentSide:
+    resolved_at = incident.resolved_at if incident.status == "resolved" else None
     return IncidentSide(aggregate_id=incident.aggregate_id, version=incident.version, opened_at=incident.opened_at,
                         labels=incident.labels, lookback_seconds=lookback_seconds,
-                        lookahead_seconds=lookahead_seconds)  # fmt: skip
+                        lookahead_seconds=lookahead_seconds, resolved_at=resolved_at)  # fmt: skip
+
+
+class Restored(_Value):
+    """Whether an incident is resolved, as of its `version`: the later version wins a join."""
+
+    version: int
+    resolved_at: UtcDatetime | None = None
+
+
+def _newer_restored(a: Restored | None, b: Restored) -> Restored:
+    return b if a is None or b.version > a.version else a
+
+
+def _restored_join(a: Mapping[str, Restored], b: Mapping[str, Restored]) -> dict[str, Restored]:
+    joined = dict(a)
+    for aggregate_id, restored in b.items():
+        joined[aggregate_id] = _newer_restored(joined.get(aggregate_id), restored)
+    return dict(sorted(joined.items()))
 
 
 def newer(a: IncidentSide | None, b: IncidentSide) -> IncidentSide:
@@ -263,11 +298,19 @@ class Outcome:
     published: list[Correlation]
     """Records to publish: new or changed live ones, and retractions."""
     flipped: list[Pair]
-    """Pairs whose liveness changed (verdicts for the change's failure status)."""
+    """Pairs whose liveness changed, or whose incident was resolved or reopened: verdicts for the
+    change's failure status and recovery."""
 
 
 def with_incident(state: Suspects, side: IncidentSide, rules: Rules) -> Outcome:
-    return _settle(state.model_copy(update={"incident": newer(state.incident, side)}), rules)
+    incident = newer(state.incident, side)
+    outcome = _settle(state.model_copy(update={"incident": incident}), rules)
+    if state.incident is None or state.incident.resolved_at == incident.resolved_at:
+        return outcome
+    # Resolved or reopened: every change it correlates with hears of it, for its recovery time.
+    told = {pair.record.change_id for pair in outcome.flipped}
+    more = [pair for change_id, pair in outcome.state.pairs.items() if change_id not in told]
+    return Outcome(outcome.state, outcome.published, [*outcome.flipped, *more])
 
 
 def with_change(state: Suspects, change: Change, rules: Rules) -> Outcome:
@@ -302,11 +345,13 @@ def _settle(state: Suspects, rules: Rules) -> Outcome:
 
 
 class Verdict(_Value):
-    """Stage 2 -> change fold: whether a pair is live, as of its `flips` count (odd = live)."""
+    """Stage 2 -> change fold: whether a pair is live, as of its `flips` count (odd = live), and
+    whether its incident is resolved, as of the incident's version."""
 
     aggregate_id: str
     change_id: str
     flips: int
+    restored: Restored | None = None
 
     @property
     def live(self) -> bool:
@@ -322,11 +367,32 @@ class ChangeFacts(_Value):
 
     change: Change
     verdicts: dict[str, int] = Field(default_factory=dict, description="aggregate_id -> flips (odd = live)")
+    restored: dict[str, Restored] = Field(
+        default_factory=dict, description="aggregate_id -> whether the incident is resolved, by its version"
+    )
 
     @property
     def failed(self) -> bool:
         """Failed while at least one of its correlations is live."""
         return any(flips % 2 == 1 for flips in self.verdicts.values())
+
+    @property
+    def recovered_at(self) -> datetime | None:
+        """A failed change recovers when the last of its live correlated incidents is resolved: the
+        latest of their resolutions, once every one of them is resolved (None before, or not failed)."""
+        live = [aggregate_id for aggregate_id, flips in self.verdicts.items() if flips % 2 == 1]
+        resolved = [self.restored[a].resolved_at for a in live if a in self.restored]
+        if not live or len(resolved) < len(live) or None in resolved:
+            return None
+        return max(at for at in resolved if at is not None)
+
+    @property
+    def recovery_seconds(self) -> float | None:
+        """Failed deployment recovery time: change time -> recovered (0 for a recovery before the change time)."""
+        recovered, changed = self.recovered_at, self.change.changed_at
+        if recovered is None or changed is None:
+            return None
+        return max(0.0, (recovered - changed).total_seconds())
 
     def member(self, service: str, env: str) -> ChangeMember:
         """Where the change stands in the change series of (`service`, `env`): present only in its current one."""
@@ -334,17 +400,28 @@ class ChangeFacts(_Value):
         return ChangeMember(present=here, changed_at=self.change.changed_at if here else None,
                             failed=here and self.failed, lead_seconds=self.change.lead_seconds if here else None)  # fmt: skip
 
+    def recovery(self, service: str, env: str) -> RecoveryMember:
+        """Where the change stands in the recovery series of (`service`, `env`): present once it has
+        recovered from its failure, filed on the day it recovered."""
+        here = self.change.counted and self.change.service == service and self.change.env == env
+        seconds = self.recovery_seconds if here else None
+        if seconds is None:
+            return RecoveryMember(present=False)
+        return RecoveryMember(present=True, recovered_at=self.recovered_at, seconds=seconds)
+
     def join(self, other: ChangeFacts) -> ChangeFacts:
         verdicts = dict(self.verdicts)
         for aggregate_id, flips in other.verdicts.items():
             verdicts[aggregate_id] = max(flips, verdicts.get(aggregate_id, 0))
-        return ChangeFacts(change=join(self.change, other.change), verdicts=dict(sorted(verdicts.items())))
+        return ChangeFacts(change=join(self.change, other.change), verdicts=dict(sorted(verdicts.items())),
+                           restored=_restored_join(self.restored, other.restored))  # fmt: skip
 
 
 class ChangeContribution(_Value):
-    """The facts of one change, for the change series of (`service`, `env`) (its own now, or a former one)."""
+    """The facts of one change, for the change series of (`service`, `env`) (its own now, or a former one),
+    or (`metric` `recovery`) for its failed deployment recovery series."""
 
-    metric: Literal["changes"] = "changes"
+    metric: Literal["changes", "recovery"] = "changes"
     service: str
     env: str
     facts: ChangeFacts
@@ -371,13 +448,22 @@ class ChangeContribution(_Value):
         facts = self.facts if known is None else known.join(self.facts)
         if facts == known:
             return None
-        before = known.member(self.service, self.env) if known is not None else None
-        after = facts.member(self.service, self.env)
+        before = self._member(known) if known is not None else None
+        after = self._member(facts)
         if before == after:
             return Step(member=facts, leaving=None, entering=None)
         return Step(member=facts, leaving=before.entry() if before is not None else None, entering=after.entry())
 
+    def _member(self, facts: ChangeFacts) -> ChangeMember | RecoveryMember:
+        if self.metric == "recovery":
+            return facts.recovery(self.service, self.env)
+        return facts.member(self.service, self.env)
+
     def row(self, day: date, figures: DayFigures) -> MetricRow:
+        if self.metric == "recovery":
+            return MetricRow(metric="recovery", service=self.service, env=self.env, severity=NO_SEVERITY,
+                             day=day.isoformat(), count=figures.count, sum_seconds=figures.sum_microseconds / 1e6,
+                             max_seconds=figures.max_seconds, sketch=figures.sketch)  # fmt: skip
         return MetricRow(metric="changes", service=self.service, env=self.env, severity=NO_SEVERITY, day=day.isoformat(),
                          changes=figures.count, failed_changes=figures.failed, lead_times=sum(figures.sketch.values()),
                          sum_seconds=figures.sum_microseconds / 1e6, max_seconds=figures.max_seconds,
@@ -390,23 +476,29 @@ class ChangeRecord(_Value):
     facts: ChangeFacts | None = None
     series: tuple[tuple[str, str], ...] = ()
     pending: dict[str, int] = Field(default_factory=dict, description="Verdicts that came before any event.")
+    pending_restored: dict[str, Restored] = Field(
+        default_factory=dict, description="What those verdicts said of their incidents' resolution."
+    )
 
 
 def with_change_event(record: ChangeRecord, event: ChangeEvent) -> ChangeRecord:
-    new = ChangeFacts(change=change_of(event), verdicts=record.pending)
+    new = ChangeFacts(change=change_of(event), verdicts=record.pending, restored=record.pending_restored)
     facts = new if record.facts is None else record.facts.join(new)
-    return record.model_copy(update={"facts": facts, "pending": {}})
+    return record.model_copy(update={"facts": facts, "pending": {}, "pending_restored": {}})
 
 
 def with_verdict(record: ChangeRecord, verdict: Verdict) -> ChangeRecord:
     """A verdict for a change not seen yet is kept too (its events may still be on their way)."""
+    told = {verdict.aggregate_id: verdict.restored} if verdict.restored is not None else {}
     if record.facts is None:
         flips = max(verdict.flips, record.pending.get(verdict.aggregate_id, 0))
-        return record.model_copy(update={"pending": {**record.pending, verdict.aggregate_id: flips}})
-    if record.facts.verdicts.get(verdict.aggregate_id, 0) >= verdict.flips:
+        return record.model_copy(update={"pending": {**record.pending, verdict.aggregate_id: flips},
+                                         "pending_restored": _restored_join(record.pending_restored, told)})  # fmt: skip
+    facts = record.facts.join(ChangeFacts(change=record.facts.change, verdicts={verdict.aggregate_id: verdict.flips},
+                                          restored=told))  # fmt: skip
+    if facts == record.facts:
         return record
-    verdicts = dict(sorted({**record.facts.verdicts, verdict.aggregate_id: verdict.flips}.items()))
-    return record.model_copy(update={"facts": record.facts.model_copy(update={"verdicts": verdicts})})
+    return record.model_copy(update={"facts": facts})
 
 
 def change_contributions(record: ChangeRecord) -> tuple[ChangeRecord, list[ChangeContribution]]:
@@ -418,8 +510,12 @@ def change_contributions(record: ChangeRecord) -> tuple[ChangeRecord, list[Chang
     if facts is None or (not facts.change.counted and not record.series):
         return record, []
     series = tuple(sorted({*record.series, (facts.change.service, facts.change.env)}))
+    # Only a change that ever correlated can have recovered: the others have no recovery series to move.
+    metrics: tuple[Literal["changes", "recovery"], ...] = ("changes", "recovery") if facts.verdicts else ("changes",)
     return record.model_copy(update={"series": series}), [
-        ChangeContribution(service=service, env=env, facts=facts) for service, env in series
+        ChangeContribution(metric=metric, service=service, env=env, facts=facts)
+        for service, env in series
+        for metric in metrics
     ]
 
 

@@ -20,7 +20,7 @@ from typing import Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from incidentflow.domain import sketch
+from incidentflow.domain import dora, sketch
 from incidentflow.domain.events import UtcDatetime
 from incidentflow.domain.incident import Incident
 from incidentflow.domain.records import MetricRow
@@ -379,6 +379,24 @@ class ChangeMember(BaseModel):
         return self.changed_at.date(), Entry(at=self.changed_at, seconds=self.lead_seconds, failed=self.failed)
 
 
+class RecoveryMember(BaseModel):
+    """Where one failed change stands in its service's recovery series: present once it recovered."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    present: bool
+    recovered_at: UtcDatetime | None = None
+    """When the last of its live correlated incidents was resolved."""
+    seconds: float | None = None
+    """Its failed deployment recovery time: change time -> recovered."""
+
+    def entry(self) -> DayEntry | None:
+        """(day, entry) the change files in the series once it recovered: the day it recovered."""
+        if not self.present or self.recovered_at is None:
+            return None
+        return self.recovered_at.date(), Entry(at=self.recovered_at, seconds=self.seconds or 0.0)
+
+
 class ServiceReport(BaseModel):
     """What `incidentflow report` prints for one service and environment over a range of days."""
 
@@ -396,51 +414,98 @@ class ServiceReport(BaseModel):
     failed_changes: int
     change_failure_rate: float | None
     lead_times: int = Field(default=0, description="Changes with a commit time, whose lead times are summarized.")
+    lead_time_mean_seconds: float | None = None
     lead_time_median_seconds: float | None = None
     lead_time_p90_seconds: float | None = None
+    lead_time_max_seconds: float | None = None
+    recoveries: int = Field(
+        default=0, description="Failed changes that recovered in the range (by the day they recovered)."
+    )
+    recovery_mean_seconds: float | None = Field(default=None, description="Mean failed deployment recovery time.")
+    recovery_median_seconds: float | None = None
+    recovery_p90_seconds: float | None = None
+    recovery_max_seconds: float | None = None
+    deployment_frequency_level: dora.Level | None = Field(
+        default=None, description="DORA performance level of each key (domain/dora.py); null without figures."
+    )
+    lead_time_level: dora.Level | None = None
+    change_failure_rate_level: dora.Level | None = None
+    time_to_restore_level: dora.Level | None = None
+    recovery_level: dora.Level | None = None
+
+
+@dataclass
+class _Durations:
+    """Count, sum, longest and sketch of one kind of duration, summed over rows."""
+
+    count: int = 0
+    sum_seconds: float = 0.0
+    max_seconds: float = 0.0
+    sketches: list[Mapping[int, int]] = field(default_factory=list)
+
+    def add(self, count: int, sum_seconds: float, max_seconds: float, buckets: Mapping[int, int]) -> None:
+        self.count += count
+        self.sum_seconds += sum_seconds
+        if count:
+            self.max_seconds = max(self.max_seconds, max_seconds)
+        self.sketches.append(buckets)
+
+    def summary(self) -> tuple[float | None, float | None, float | None, float | None]:
+        """(mean, median, p90, max); None without any."""
+        if not self.count:
+            return None, None, None, None
+        merged = sketch.merged(self.sketches)
+        return (self.sum_seconds / self.count, sketch.quantile(merged, 0.5), sketch.quantile(merged, 0.9),
+                self.max_seconds)  # fmt: skip
+
+
+@dataclass
+class _Sums:
+    restores: _Durations = field(default_factory=_Durations)
+    leads: _Durations = field(default_factory=_Durations)
+    recoveries: _Durations = field(default_factory=_Durations)
+    changes: int = 0
+    failed: int = 0
 
 
 def report(rows: Iterable[MetricRow], first: date, last: date, service: str | None = None,
            env: str | None = None) -> list[ServiceReport]:  # fmt: skip
     """Sums daily rows per service and env for days in [first, last]; the rows of `incidentflow.metrics`
     are additive (their sketches too), so this is exact, the quantiles within the sketch's 1%."""
-    sums: dict[tuple[str, str], list[float]] = {}
-    sketches: dict[tuple[str, str], list[Mapping[int, int]]] = {}
-    leads: dict[tuple[str, str], list[Mapping[int, int]]] = {}
+    sums: dict[tuple[str, str], _Sums] = {}
     for row in rows:
         day = date.fromisoformat(row.day)
         if not first <= day <= last or service not in (None, row.service) or env not in (None, row.env):
             continue
-        acc = sums.setdefault((row.service, row.env), [0, 0.0, 0.0, 0, 0])
+        acc = sums.setdefault((row.service, row.env), _Sums())
         if row.metric == "mttr":
-            acc[0] += row.count
-            acc[1] += row.sum_seconds
-            acc[2] = max(acc[2], row.max_seconds) if row.count else acc[2]
-            sketches.setdefault((row.service, row.env), []).append(row.sketch)
+            acc.restores.add(row.count, row.sum_seconds, row.max_seconds, row.sketch)
+        elif row.metric == "recovery":
+            acc.recoveries.add(row.count, row.sum_seconds, row.max_seconds, row.sketch)
         else:
-            acc[3] += row.changes
-            acc[4] += row.failed_changes
-            leads.setdefault((row.service, row.env), []).append(row.sketch)
-    merged = {key: sketch.merged(found) for key, found in sketches.items()}
-    lead = {key: sketch.merged(found) for key, found in leads.items()}
+            acc.changes += row.changes
+            acc.failed += row.failed_changes
+            acc.leads.add(row.lead_times, row.sum_seconds, row.max_seconds, row.sketch)
     days = (last - first).days + 1
-    return [
-        ServiceReport(
-            service=name,
-            env=environment,
-            incidents=int(acc[0]),
-            mttr_seconds=acc[1] / acc[0] if acc[0] else None,
-            median_seconds=sketch.quantile(merged.get((name, environment), {}), 0.5),
-            p90_seconds=sketch.quantile(merged.get((name, environment), {}), 0.9),
-            max_seconds=acc[2] if acc[0] else None,
-            changes=int(acc[3]),
-            failed_changes=int(acc[4]),
-            change_failure_rate=acc[4] / acc[3] if acc[3] else None,
-            deployments_per_day=acc[3] / days,
-            lead_times=sum(lead.get((name, environment), {}).values()),
-            lead_time_median_seconds=sketch.quantile(lead.get((name, environment), {}), 0.5),
-            lead_time_p90_seconds=sketch.quantile(lead.get((name, environment), {}), 0.9),
-        )
-        for (name, environment), acc in sorted(sums.items())
-        if acc[0] or acc[3]
-    ]
+    reports = []
+    for (name, environment), acc in sorted(sums.items()):
+        if not (acc.restores.count or acc.changes or acc.recoveries.count):
+            continue
+        mttr, median, p90, longest = acc.restores.summary()
+        lead_mean, lead_median, lead_p90, lead_max = acc.leads.summary()
+        recovery_mean, recovery_median, recovery_p90, recovery_max = acc.recoveries.summary()
+        reports.append(ServiceReport(
+            service=name, env=environment, incidents=acc.restores.count, mttr_seconds=mttr, median_seconds=median,
+            p90_seconds=p90, max_seconds=longest, changes=acc.changes, failed_changes=acc.failed,
+            change_failure_rate=acc.failed / acc.changes if acc.changes else None,
+            deployments_per_day=acc.changes / days, lead_times=acc.leads.count, lead_time_mean_seconds=lead_mean,
+            lead_time_median_seconds=lead_median, lead_time_p90_seconds=lead_p90, lead_time_max_seconds=lead_max,
+            recoveries=acc.recoveries.count, recovery_mean_seconds=recovery_mean,
+            recovery_median_seconds=recovery_median, recovery_p90_seconds=recovery_p90,
+            recovery_max_seconds=recovery_max,
+            deployment_frequency_level=dora.deployment_frequency(acc.changes / days),
+            lead_time_level=dora.lead_time(lead_median),
+            change_failure_rate_level=dora.change_failure_rate(acc.failed / acc.changes if acc.changes else None),
+            time_to_restore_level=dora.recovery_time(median), recovery_level=dora.recovery_time(recovery_median),
+        ))  # fmt: skip
+    return reports

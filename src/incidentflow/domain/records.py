@@ -20,12 +20,19 @@ class MetricRow(_Record):
     rows of any set of workers can be summed.
     """
 
-    metric: Literal["mttr", "changes"]
+    metric: Literal["mttr", "changes", "recovery"] = Field(
+        description="`mttr`: incidents by the day of their final resolution; `changes`: changes by the day of "
+        "their change time; `recovery`: failed changes by the day they recovered (the last of their live "
+        "correlated incidents resolved), their failed deployment recovery times in `count`, `sum_seconds`, "
+        "`max_seconds` and `sketch`."
+    )
     service: str
     env: str = Field(description="The `env`, `environment` or `deployment.environment.name` label, else `unknown`.")
     severity: str = Field(description="Peak severity of the incidents; `-` for change rows.")
     day: str = Field(description="UTC day of the event time (final resolution, or change time), YYYY-MM-DD.")
-    count: int = Field(default=0, description="Incidents finally resolved that day.")
+    count: int = Field(
+        default=0, description="Incidents finally resolved that day; on a recovery row, failed changes that recovered."
+    )
     sum_seconds: float = Field(
         default=0.0, description="Sum of their time to restore; on a change row, the sum of the lead times."
     )

@@ -22,8 +22,8 @@ class Database(Protocol):
 
 class SeriesCollector(Collector):
     """Every metric series this worker owns right now, read at every scrape: MTTR, resolved and open
-    incidents per (service, env, severity); changes, deployment frequency and change failure ratio per
-    (service, env).
+    incidents per (service, env, severity); changes, deployment frequency, lead time, change failure
+    ratio and failed deployment recovery time per (service, env).
 
     `owned` answers for the partitions assigned to this worker at the moment of the scrape, so a
     series appears on exactly one worker and a rebalance leaves no stale series behind.
@@ -77,6 +77,18 @@ class SeriesCollector(Collector):
             "trailing window that have a commit time, within 1%.",
             labels=["service", "env", "window", "quantile"],
         )
+        recovery = GaugeMetricFamily(
+            "incidentflow_failed_deployment_recovery_seconds",
+            "Median (quantile 0.5) and p90 of the failed deployment recovery time (change time - resolution of the "
+            "last of its live correlated incidents) of the failed changes that recovered in the trailing window, "
+            "within 1%.",
+            labels=["service", "env", "window", "quantile"],
+        )
+        recovered = GaugeMetricFamily(
+            "incidentflow_failed_deployments_recovered",
+            "Failed changes that recovered in the trailing window (the recovery time's sample size).",
+            labels=["service", "env", "window"],
+        )
         ratio = GaugeMetricFamily(
             "incidentflow_change_failure_ratio",
             "Of those changes, the share with at least one live correlation to an incident.",
@@ -111,6 +123,12 @@ class SeriesCollector(Collector):
                             lead.add_metric([index.service, index.env, window, q], found_q)
                     if totals.count:
                         ratio.add_metric([index.service, index.env, window], totals.failed / totals.count)
+                elif index.metric == "recovery":
+                    recovered.add_metric([index.service, index.env, window], totals.count)
+                    for q in ("0.5", "0.9"):
+                        found_q = totals.quantile(float(q))
+                        if found_q is not None:
+                            recovery.add_metric([index.service, index.env, window, q], found_q)
         yield mttr
         yield quantiles
         yield resolved
@@ -119,6 +137,8 @@ class SeriesCollector(Collector):
         yield frequency
         yield lead
         yield ratio
+        yield recovery
+        yield recovered
 
 
 class LagCollector(Collector):

@@ -125,7 +125,9 @@ class Fold:
         lookback, lookahead = self.correlating.window(after.integration)
         side = corr.incident_side(after, lookback, lookahead)
         old = corr.incident_side(before, lookback, lookahead) if before is not None else None
-        if republish or old is None or old.view() != side.view():
+        moved = republish or old is None or old.view() != side.view()
+        if moved or (old is not None and old.resolved_at != side.resolved_at):  # suspects tell changes of a resolution
             await self.context.send(names.suspects, after.aggregate_id, corr.Side(incident=side).model_dump_json())
+        if moved:
             await send_sides(self.context, names, rules, before.labels if before else {}, after.labels,
                              corr.Side(incident=side))  # fmt: skip

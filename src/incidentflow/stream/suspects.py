@@ -57,15 +57,16 @@ class Suspects(PerRecord):
             # again, in case the crash lost it after the state was saved. Same content, same ids.
             for pair in state.pairs.values():
                 await self.context.send(self.names.correlations, key, pair.record.model_dump_json())
-                await self.send_verdict(pair)
+                await self.send_verdict(pair, state.incident)
             return "replayed"
         store(self.suspects, key, outcome.state.model_copy(update={"position": message.position}))
         for record in outcome.published:
             await self.context.send(self.names.correlations, record.aggregate_id, record.model_dump_json())
         for pair in outcome.flipped:
-            await self.send_verdict(pair)
+            await self.send_verdict(pair, outcome.state.incident)
         return "applied"
 
-    async def send_verdict(self, pair: corr.Pair) -> None:
-        verdict = corr.Verdict(aggregate_id=pair.record.aggregate_id, change_id=pair.record.change_id, flips=pair.flips)
+    async def send_verdict(self, pair: corr.Pair, incident: corr.IncidentSide | None) -> None:
+        verdict = corr.Verdict(aggregate_id=pair.record.aggregate_id, change_id=pair.record.change_id, flips=pair.flips,
+                               restored=incident.restored if incident is not None else None)  # fmt: skip
         await self.context.send(self.names.verdicts, verdict.change_id, verdict.model_dump_json())

@@ -12,6 +12,8 @@ import httpx
 from aiokafka import AIOKafkaConsumer
 
 from incidentflow.config import Settings
+from incidentflow.domain.metrics import report
+from incidentflow.tools.report import read_rows, render
 from incidentflow.topics import Topics
 
 
@@ -110,14 +112,15 @@ async def _demo(settings: Settings, gateway_url: str, worker_url: str, token: st
                 print("the worker did not publish the incidents within 60 s; is it running?")
                 return 1
             print(
-                f"Time to restore, open incidents, deployment frequency, lead time and change failure ratio "
-                f"per service and env, from the worker's {worker_url}/metrics:"
+                f"The four DORA keys (deployment frequency, lead time, change failure ratio, time to restore and "
+                f"failed deployment recovery time) and open incidents per service and env, from the worker's "
+                f"{worker_url}/metrics:"
             )
             shown = ("incidentflow_mttr_seconds", "incidentflow_time_to_restore_seconds", "incidentflow_incidents_open",
                      "incidentflow_deployment_frequency_per_day", "incidentflow_lead_time_seconds",
-                     "incidentflow_change_failure_ratio")  # fmt: skip
-            # The suspect's verdict reaches the change series a moment after the correlation: wait
-            # until the failure ratio of the checkout deploy's series counts it.
+                     "incidentflow_change_failure_ratio", "incidentflow_failed_deployment_recovery_seconds")  # fmt: skip
+            # The suspect's verdicts reach the change series a moment after the correlation: wait
+            # until the checkout deploy counts as failed and, its incident resolved, as recovered.
             failed = 'incidentflow_change_failure_ratio{env="demo",service="checkout",window="1d"}'
             for _ in range(40):
                 lines = [
@@ -130,6 +133,9 @@ async def _demo(settings: Settings, gateway_url: str, worker_url: str, token: st
                 await asyncio.sleep(0.5)
             for line in lines:
                 print(f"  {line}")
+            today = datetime.now(UTC).date()
+            print("incidentflow report for today, from the daily rows of the metrics topic:")
+            print(render(report(await read_rows(settings), today, today), today, today))
     finally:
         await consumer.stop()
     return 0

@@ -1,4 +1,4 @@
-"""`incidentflow report`: MTTR and change failure rate per service and env for a range of days, from `incidentflow.metrics`."""
+"""`incidentflow report`: the four DORA keys per service and env for a range of days, from `incidentflow.metrics`."""
 
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def run_report(
         payload = {"from": first.isoformat(), "to": last.isoformat(), "services": [r.model_dump() for r in found]}
         print(json.dumps(payload, indent=2))
     else:
-        print(_table(found, first, last))
+        print(render(found, first, last))
     return 0
 
 
@@ -66,24 +66,35 @@ def _duration(seconds: float | None) -> str:
     return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
 
 
-def _table(found: list[ServiceReport], first: date, last: date) -> str:
-    header = ("service", "env", "incidents", "MTTR", "median", "p90", "max TTR", "changes", "per day", "failed",
-              "CFR", "lead median", "lead p90")  # fmt: skip
-    lines = [
-        (r.service, r.env, str(r.incidents), _duration(r.mttr_seconds), _duration(r.median_seconds),
-         _duration(r.p90_seconds), _duration(r.max_seconds), str(r.changes), f"{r.deployments_per_day:.2f}",
-         str(r.failed_changes), "-" if r.change_failure_rate is None else f"{r.change_failure_rate:.1%}",
-         _duration(r.lead_time_median_seconds), _duration(r.lead_time_p90_seconds))
-        for r in found
-    ]  # fmt: skip
-    widths = [max(len(row[i]) for row in [header, *lines]) for i in range(len(header))]
+def render(found: list[ServiceReport], first: date, last: date) -> str:
+    """Per service and env, one line per DORA key: count, mean, median, p90, max and level."""
     out = [f"{first.isoformat()} .. {last.isoformat()} (UTC days, inclusive)"]
-    for row in [header, *lines]:
-        out.append(
-            "  ".join(
-                cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+    header = ("key", "count", "mean", "median", "p90", "max", "level")
+    for r in found:
+        rate = "-" if r.change_failure_rate is None else f"{r.change_failure_rate:.1%}"
+        lines = [
+            ("deployment frequency", str(r.changes), f"{r.deployments_per_day:.2f}/day", "", "", "",
+             r.deployment_frequency_level or "-"),
+            ("lead time for changes", str(r.lead_times), _duration(r.lead_time_mean_seconds),
+             _duration(r.lead_time_median_seconds), _duration(r.lead_time_p90_seconds),
+             _duration(r.lead_time_max_seconds), r.lead_time_level or "-"),
+            ("change failure rate", f"{r.failed_changes}/{r.changes}", rate, "", "", "",
+             r.change_failure_rate_level or "-"),
+            ("time to restore", str(r.incidents), _duration(r.mttr_seconds), _duration(r.median_seconds),
+             _duration(r.p90_seconds), _duration(r.max_seconds), r.time_to_restore_level or "-"),
+            ("failed deployment recovery", str(r.recoveries), _duration(r.recovery_mean_seconds),
+             _duration(r.recovery_median_seconds), _duration(r.recovery_p90_seconds),
+             _duration(r.recovery_max_seconds), r.recovery_level or "-"),
+        ]  # fmt: skip
+        widths = [max(len(row[i]) for row in [header, *lines]) for i in range(len(header))]
+        out.append("")
+        out.append(f"{r.service}  env={r.env}")
+        for row in [header, *lines]:
+            cells = (
+                cell.ljust(w) if i in (0, 6) else cell.rjust(w)
+                for i, (cell, w) in enumerate(zip(row, widths, strict=True))
             )
-        )
-    if not lines:
+            out.append("  " + "  ".join(cells).rstrip())
+    if not found:
         out.append("(no incidents resolved and no changes in this range)")
     return "\n".join(out)

@@ -14,7 +14,7 @@ from incidentflow.domain import correlation as corr
 from incidentflow.domain.aggregate import AggregateState, apply
 from incidentflow.domain.events import AlertEvent, ChangeEvent
 from tests.factories import T0, alert, change
-from tests.oracle import recompute_change, recompute_correlations, recompute_incident
+from tests.oracle import recompute_change, recompute_correlations, recompute_incident, recompute_recovery
 
 RULES = corr.Rules()
 LABELS = {"service": "checkout", "env": "prod"}
@@ -197,10 +197,13 @@ def test_change_facts_go_to_every_service_they_were_in() -> None:
     assert [(c.service, c.facts.member(c.service, c.env).present) for c in out] == [("a", True)]
     record = corr.with_verdict(record, corr.Verdict(aggregate_id="x:1", change_id="ship:deploy-1", flips=1))
     record, out = corr.change_contributions(record)
-    assert [(c.service, c.facts.member(c.service, c.env).failed) for c in out] == [("a", True)]
+    # once correlated, the change also goes to its recovery series
+    assert [(c.metric, c.service, c.facts.member(c.service, c.env).failed) for c in out] == [
+        ("changes", "a", True), ("recovery", "a", True)]  # fmt: skip
     record = corr.with_change_event(record, change("done", 5, labels={"service": "b"}))
     record, out = corr.change_contributions(record)
-    assert [(c.service, c.facts.member(c.service, c.env).present) for c in out] == [("a", False), ("b", True)]
+    assert [(c.metric, c.service, c.facts.member(c.service, c.env).present) for c in out] == [
+        ("changes", "a", False), ("recovery", "a", False), ("changes", "b", True), ("recovery", "b", True)]  # fmt: skip
     planned = corr.with_change_event(corr.ChangeRecord(), change("planned", 0, key="later"))
     assert corr.change_contributions(planned)[1] == []
 
@@ -269,9 +272,12 @@ def histories(draw: st.DrawFn) -> tuple[list[AlertEvent], list[ChangeEvent]]:
     return alerts, changes
 
 
-def run_suspects(alerts: list[AlertEvent], changes: list[ChangeEvent], rnd: random.Random) -> dict[str, Any]:
+def run_suspects(
+    alerts: list[AlertEvent], changes: list[ChangeEvent], rnd: random.Random, verdicts: list[corr.Verdict] | None = None
+) -> dict[str, Any]:
     """Folds both sides as the worker does and delivers every snapshot to every incident's suspects
-    state in a random interleaving, with duplicates; returns the latest published record per pair."""
+    state in a random interleaving, with duplicates; returns the latest published record per pair
+    (and collects the verdicts sent to the change fold into `verdicts`)."""
     states: dict[str, AggregateState] = {}
     messages: list[tuple[str, corr.IncidentSide | corr.Change]] = []
     for event in alerts:
@@ -297,6 +303,10 @@ def run_suspects(alerts: list[AlertEvent], changes: list[ChangeEvent], rnd: rand
         suspects[aggregate_id] = outcome.state
         for record in outcome.published:
             published[(record.aggregate_id, record.change_id)] = record.model_dump(mode="json")
+        incident = outcome.state.incident
+        for pair in outcome.flipped if verdicts is not None else ():
+            verdicts.append(corr.Verdict(aggregate_id=aggregate_id, change_id=pair.record.change_id, flips=pair.flips,
+                                         restored=incident.restored if incident is not None else None))  # fmt: skip
     return published
 
 
@@ -318,6 +328,59 @@ def test_live_correlations_equal_the_batch_recomputation(
         by_change.setdefault(event.change_id, []).append(event)
     expected = recompute_correlations(incidents, [recompute_change(e) for e in by_change.values()])
     assert live == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(histories(), st.randoms(use_true_random=False))
+def test_failed_deployment_recovery_equals_the_batch_recomputation(
+    history: tuple[list[AlertEvent], list[ChangeEvent]], rnd: random.Random
+) -> None:
+    """Verdicts (liveness and the incident's resolution) and change events reach the change fold in any
+    order, with duplicates: a change recovers when the last of its live correlated incidents resolved,
+    is withdrawn when a correlation is retracted or an incident reopens, and moves when it resolves again."""
+    alerts, changes = history
+    verdicts: list[corr.Verdict] = []
+    run_suspects(alerts, changes, rnd, verdicts)
+    items: list[corr.Verdict | ChangeEvent] = [*verdicts, *changes, *(rnd.choice(verdicts) for _ in verdicts[:3])]
+    rnd.shuffle(items)
+    records: dict[str, corr.ChangeRecord] = {}
+    for item in items:
+        record = records.get(item.change_id, corr.ChangeRecord())
+        if isinstance(item, corr.Verdict):
+            records[item.change_id] = corr.with_verdict(record, item)
+        else:
+            records[item.change_id] = corr.with_change_event(record, item)
+    got = {}
+    for change_id, record in records.items():
+        facts = record.facts
+        if facts is not None and facts.change.counted and facts.recovered_at is not None:
+            got[change_id] = (facts.recovered_at, facts.recovery_seconds)
+    by_aggregate: dict[str, list[AlertEvent]] = {}
+    for event in alerts:
+        by_aggregate.setdefault(event.aggregate_id, []).append(event)
+    incidents = [i for events in by_aggregate.values() if (i := recompute_incident(events)) is not None]
+    by_change: dict[str, list[ChangeEvent]] = {}
+    for event in changes:
+        by_change.setdefault(event.change_id, []).append(event)
+    folded = [recompute_change(e) for e in by_change.values()]
+    assert got == recompute_recovery(incidents, folded, recompute_correlations(incidents, folded))
+
+
+def test_a_reopened_incident_withdraws_the_recovery_until_it_resolves_again() -> None:
+    record = corr.with_change_event(corr.ChangeRecord(), change("done", 0, labels={"service": "a"}))
+    at = T0 + timedelta(minutes=30)
+    for version, resolved_at, expected in ((2, at, 1800.0), (3, None, None), (4, at + timedelta(minutes=30), 3600.0)):
+        restored = corr.Restored(version=version, resolved_at=resolved_at)
+        record = corr.with_verdict(record, corr.Verdict(aggregate_id="x:1", change_id="ship:deploy-1", flips=1,
+                                                        restored=restored))  # fmt: skip
+        assert record.facts is not None and record.facts.recovery_seconds == expected
+    # an older copy changes nothing; a retraction withdraws it
+    stale = corr.Verdict(aggregate_id="x:1", change_id="ship:deploy-1", flips=1,
+                         restored=corr.Restored(version=3, resolved_at=None))  # fmt: skip
+    assert corr.with_verdict(record, stale) == record
+    retracted = corr.with_verdict(record, corr.Verdict(aggregate_id="x:1", change_id="ship:deploy-1", flips=2))
+    assert retracted.facts is not None and retracted.facts.recovered_at is None
+    assert not retracted.facts.recovery("a", "unknown").present
 
 
 def test_lead_time_is_change_time_minus_the_earliest_commit_and_files_in_the_change_series() -> None:

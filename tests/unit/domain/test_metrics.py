@@ -248,7 +248,13 @@ def test_report_sums_daily_rows_per_service_and_env_within_the_range() -> None:
         return MetricRow(metric="changes", service=service, env="prod", severity="-", day=on.isoformat(),
                          changes=count, failed_changes=failed, lead_times=len(leads), sketch=figures.sketch)  # fmt: skip
 
+    def recovery(service: str, on: date, *seconds: float) -> MetricRow:
+        row = mttr(service, on, *seconds)
+        return row.model_copy(update={"metric": "recovery", "severity": "-"})
+
     rows = [
+        recovery("checkout", d, 1800.0, 7200.0),
+        recovery("deploys-only", d + timedelta(days=1), 600.0),  # recovered in the range, changed before it
         mttr("checkout", d, 100.0, 500.0),
         mttr("checkout", d + timedelta(days=1), 900.0),  # another day: still summed
         mttr("checkout", d + timedelta(days=5), 10.0),  # outside the range
@@ -258,7 +264,17 @@ def test_report_sums_daily_rows_per_service_and_env_within_the_range() -> None:
         mttr("checkout", d, 60.0, env="staging"),  # another environment: its own entry
     ]
     found = {r.service: r for r in metrics.report(rows, d, d + timedelta(days=1)) if r.env == "prod"}
-    assert sorted(found) == ["checkout", "search"]
+    assert sorted(found) == ["checkout", "deploys-only", "search"]
+    assert (found["checkout"].recoveries, found["checkout"].recovery_mean_seconds) == (2, 4500.0)
+    assert found["checkout"].recovery_median_seconds == pytest.approx(1800.0, rel=0.01)
+    assert found["checkout"].recovery_max_seconds == 7200.0
+    assert (found["deploys-only"].recoveries, found["deploys-only"].changes) == (1, 0)
+    # DORA levels: 2 deploys a day, lead time median 60 s, 25% failed, restore median 500 s, recovery 30 min
+    levels = [found["checkout"].deployment_frequency_level, found["checkout"].lead_time_level,
+              found["checkout"].change_failure_rate_level, found["checkout"].time_to_restore_level,
+              found["checkout"].recovery_level]  # fmt: skip
+    assert levels == ["elite", "elite", "low", "elite", "elite"]
+    assert found["search"].lead_time_level is None and found["search"].change_failure_rate_level == "elite"
     assert found["checkout"].incidents == 3
     assert found["checkout"].mttr_seconds == 500.0
     assert found["checkout"].median_seconds == pytest.approx(500.0, rel=0.01)

@@ -87,6 +87,19 @@ def test_lead_time_quantiles_of_the_changes_with_a_commit_time() -> None:
     assert _sample(text, 'incidentflow_changes{env="prod",service="api",window="1d"}') == 2.0
 
 
+def test_failed_deployment_recovery_quantiles_of_the_changes_that_recovered() -> None:
+    filed = [metrics.Entry(at=NOW - timedelta(hours=h), seconds=s) for h, s in ((1, 1200.0), (30, 7200.0))]
+    text = _one_day(metrics.SeriesIndex(metric="recovery", service="api", env="prod", severity="-"), filed)
+    labels = 'env="prod",quantile="{q}",service="api",window="{w}"'
+    day = _sample(text, "incidentflow_failed_deployment_recovery_seconds{" + labels.format(q="0.5", w="1d") + "}")
+    assert abs(day - 1200.0) <= 12.0  # the one of 30 hours ago is outside the day, inside the week
+    assert _sample(text, 'incidentflow_failed_deployments_recovered{env="prod",service="api",window="1d"}') == 1.0
+    assert _sample(text, 'incidentflow_failed_deployments_recovered{env="prod",service="api",window="7d"}') == 2.0
+    assert "incidentflow_changes{" not in text.replace("# HELP incidentflow_changes ", "").replace(
+        "# TYPE incidentflow_changes ", ""
+    )  # a recovery series is no change series
+
+
 def test_mttr_is_absent_without_resolutions_and_open_counts_show() -> None:
     index = {
         b"mttr|db|staging|high": metrics.SeriesIndex(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -273,8 +273,19 @@ def test_a_change_is_folded_filed_under_its_scope_and_contributed_to_its_service
     assert run(context, stage, [record(NAMES.verdicts, done.change_id, verdict.model_dump_json(), offset=2)]) == [
         "applied"
     ]
-    [(_, value)] = context.to(NAMES.contributions)
-    assert corr.ChangeContribution.model_validate_json(value).facts.failed
+    failed = [corr.ChangeContribution.model_validate_json(v) for _, v in context.to(NAMES.contributions)]
+    assert [(c.series, c.facts.failed) for c in failed] == [("changes|api|prod|-", True), ("recovery|api|prod|-", True)]
+    assert failed[1].facts.recovered_at is None  # its incident is not known to be resolved yet
+    # The incident resolves: the change has recovered, on that day.
+    resolved_at = done.occurred_at + timedelta(minutes=42)
+    resolved = verdict.model_copy(update={"restored": corr.Restored(version=3, resolved_at=resolved_at)})
+    context.sent.clear()
+    assert run(context, stage, [record(NAMES.verdicts, done.change_id, resolved.model_dump_json(), offset=3)]) == [
+        "applied"
+    ]
+    recovery = [corr.ChangeContribution.model_validate_json(v) for _, v in context.to(NAMES.contributions)][1]
+    member = recovery.facts.recovery("api", "prod")
+    assert member.present and member.recovered_at == resolved_at and member.seconds == 42 * 60.0
 
 
 def side_record(key: str, side: corr.Side, offset: int, topic: str) -> Record:
