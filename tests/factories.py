@@ -108,6 +108,7 @@ class FakeContext:
     sent: list[tuple[str, str, bytes]] = field(default_factory=list)
     dead: list[tuple[Record, str, str]] = field(default_factory=list)
     partition: int | None = None
+    generation: int = 1
 
     async def send(self, topic: str, key: str, value: str | bytes) -> None:
         self.sent.append((topic, key, value.encode() if isinstance(value, str) else value))

@@ -241,9 +241,12 @@ class DayFigures(BaseModel):
         filed = (
             self.sketch if entry.seconds is None else sketch.added(self.sketch, sketch.bucket(microseconds(seconds)))
         )
-        return DayFigures(count=self.count + 1, sum_microseconds=self.sum_microseconds + microseconds(seconds),
-                          max_seconds=max(self.max_seconds, seconds), failed=self.failed + int(entry.failed),
-                          sketch=filed)  # fmt: skip
+        # made from figures already valid: not validated again (the series stage makes two per contribution)
+        return DayFigures.model_construct(count=self.count + 1,
+                                          sum_microseconds=self.sum_microseconds + microseconds(seconds),
+                                          max_seconds=max(self.max_seconds, seconds),
+                                          failed=self.failed + int(entry.failed), sketch=filed,
+                                          applied=-1)  # fmt: skip
 
     def left(self, entry: Entry) -> DayFigures:
         """The figures without this entry, its longest kept (`loses_max` tells when that may be it)."""
@@ -252,9 +255,10 @@ class DayFigures(BaseModel):
         filed = self.sketch
         if entry.seconds is not None:
             filed = sketch.added(self.sketch, sketch.bucket(microseconds(entry.seconds)), -1)
-        return DayFigures(count=self.count - 1,
-                          sum_microseconds=self.sum_microseconds - microseconds(entry.seconds or 0.0),
-                          max_seconds=self.max_seconds, failed=self.failed - int(entry.failed), sketch=filed)  # fmt: skip
+        return DayFigures.model_construct(count=self.count - 1,
+                                          sum_microseconds=self.sum_microseconds - microseconds(entry.seconds or 0.0),
+                                          max_seconds=self.max_seconds, failed=self.failed - int(entry.failed),
+                                          sketch=filed, applied=-1)  # fmt: skip
 
     def loses_max(self, entry: Entry) -> bool:
         """Whether the longest may leave with this entry: the day's entries then tell the next."""

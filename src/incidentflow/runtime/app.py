@@ -45,6 +45,7 @@ def create(settings: Settings, integrations: Integrations) -> Runtime:
         web_port=settings.web_port,
         web_in_thread=False,
         producer_acks=-1,
+        producer_max_batch_size=256 * 1024,  # the batches of runtime/batches.py: a few large ones per flush
         consumer_auto_offset_reset="earliest",
         broker_session_timeout=settings.session_timeout_seconds,
         broker_heartbeat_interval=max(0.5, settings.session_timeout_seconds / 5),

@@ -6,9 +6,11 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, cast
+from typing import Any
 
 import faust
+
+from incidentflow.runtime.batches import Item, send_batches
 
 log = logging.getLogger("incidentflow.worker")
 
@@ -44,13 +46,17 @@ class Changelog:
         async with self.lock:
             # Taken whole (popping a dict from its front makes each look-up scan what was popped).
             # What other agents write meanwhile is theirs to flush, after this one: the lock keeps the order.
+            if not self.pending:
+                return
             pending, self.pending = self.pending, {}
-            producer = app.producer
+            groups: dict[tuple[str, int], tuple[Any, list[Item]]] = {}
             for (topic, partition, key), (value, store) in pending.items():
-                delivery = await producer.send(topic, key, value, partition=partition, timestamp=None, headers=None)
-                cast(asyncio.Future[Any], delivery).add_done_callback(partial(self._delivered, store))
+                groups.setdefault((topic, partition), (store, []))[1].append((key, value, None))
+            producer = aiokafka_producer(app)
+            for (topic, partition), (store, items) in groups.items():  # one table (one store) per changelog topic
+                await send_batches(producer, topic, partition, items, partial(self._delivered, store))
 
-    def _delivered(self, store: Any, delivery: asyncio.Future[Any]) -> None:
+    def _delivered(self, store: Any, delivery: asyncio.Future[Any], count: int = 1) -> None:
         """What Faust does when a changelog record is acknowledged: the store notes its offset
         (recovery reads the changelog from there). Noted once per partition for all the
         acknowledgements of one turn of the event loop: each note is a RocksDB write, and a batch
@@ -65,9 +71,14 @@ class Changelog:
         if not self.delivered:
             asyncio.get_running_loop().call_soon(self._note_delivered)
         _, newest = self.delivered.get((id(store), tp), (store, -1))
-        self.delivered[(id(store), tp)] = (store, max(newest, sent.offset))
+        self.delivered[(id(store), tp)] = (store, max(newest, sent.offset + count - 1))
 
     def _note_delivered(self) -> None:
         delivered, self.delivered = self.delivered, {}
         for (_, tp), (store, offset) in delivered.items():
             store.set_persisted_offset(tp, offset)
+
+
+def aiokafka_producer(app: faust.App) -> Any:
+    """The aiokafka producer under Faust's (started with the app): batches go to it straight."""
+    return app.producer._ensure_producer()  # type: ignore[attr-defined]  # noqa: SLF001  # Faust's aiokafka driver

@@ -25,10 +25,11 @@ from faust.types import EventT, Message, StreamT, TableT
 from incidentflow.config import Integrations, Settings
 from incidentflow.domain.records import DeadLetterRecord
 from incidentflow.metrics.worker import WorkerMetrics
-from incidentflow.runtime.changelog import Changelog
+from incidentflow.runtime.batches import Item, send_batches
+from incidentflow.runtime.changelog import Changelog, aiokafka_producer
 from incidentflow.runtime.cloudevents import CloudEventHeaders
 from incidentflow.runtime.commits import Commits
-from incidentflow.runtime.packed import NotPacked, Outbox, Record, unpack
+from incidentflow.runtime.packed import NotPacked, Outbox, Record, partition_of, unpack
 from incidentflow.runtime.positions import GapReader, GapUnreadable, Positions
 from incidentflow.runtime.recovery import BulkLoad
 from incidentflow.runtime.stall import BrokerOffsets
@@ -84,6 +85,8 @@ class Runtime:
     offsets: BrokerOffsets = field(init=False)
     outbox: Outbox = field(init=False)
     outbox_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    direct: list[tuple[str, bytes, bytes]] = field(default_factory=list)
+    """(topic, key, value) of the records sent to other topics than the internal ones, not flushed yet."""
     _processed: dict[tuple[str, str], Any] = field(default_factory=dict)
     packed: frozenset[str] = field(init=False)
     """The internal topics, whose records are packed (see runtime/packed.py)."""
@@ -132,6 +135,10 @@ class Runtime:
         run.__doc__ = type(stage).__doc__
         self.app.agent(source, name=stage.name)(run)
 
+    @property
+    def generation(self) -> int:
+        return int(self.app.consumer_generation_id)
+
     @staticmethod
     def current_partition() -> int | None:
         """The partition of the record being handled (None outside a record)."""
@@ -146,29 +153,36 @@ class Runtime:
         return Place(event.message.partition, event)
 
     async def send(self, topic: str, key: str, value: str | bytes) -> None:
-        """Sends a record: to an internal topic through the outbox, which `handle_batch` empties when
-        its batch is done; to any other topic at once."""
+        """Sends a record when the batch being handled is done (`flush_outbox`): to an internal topic
+        packed with the others for its partition, to any other topic as a record of its own."""
         data = value.encode() if isinstance(value, str) else value
         if topic in self.packed:
             self.outbox.add(topic, key, data)
             return
-        await self._produce(topic, key.encode(), data)
+        self.direct.append((topic, key.encode(), data))
 
     async def flush_outbox(self) -> None:
-        """Returns once every item written so far is in the producer's hands, packed. One flush at a
-        time (agents share the outbox): items of a topic and partition reach the producer in the
-        order they were written, whichever agent's flush takes them."""
+        """Returns once every record sent so far is in the producer's hands, a record batch per topic
+        and partition (runtime/batches.py). One flush at a time (agents share the outbox): records
+        of a topic and partition reach the producer in the order they were sent, whichever agent's
+        flush takes them."""
         async with self.outbox_lock:
+            if not self.direct and not self.outbox.pending:
+                return
+            direct, self.direct = self.direct, []
+            producer = aiokafka_producer(self.app)
+            groups: dict[tuple[str, int], list[Item]] = {}
+            counts: dict[str, int] = {}
+            for topic, key, value in direct:
+                if topic not in counts:  # as the producer's own send: the topic's metadata first
+                    await producer.client._wait_on_metadata(topic)  # noqa: SLF001
+                    counts[topic] = len(producer.client.cluster.partitions_for_topic(topic))
+                partition = partition_of(key, counts[topic])  # the producer's default partitioner
+                groups.setdefault((topic, partition), []).append((key, value, self.headers.of(topic, key, value)))
             for topic, partition, key, value in self.outbox.take():
-                await self._produce(topic, key, value, partition)
-
-    async def _produce(self, topic: str, key: bytes, value: bytes, partition: int | None = None) -> None:
-        # Straight to the producer: Faust's Topic.send wraps every record in futures and sensor calls
-        # that cost half again as much CPU per record (bench/README.md). Delivery is the same: the
-        # commit of input offsets flushes this producer first.
-        headers = self.headers.of(topic, key, value)
-        delivery = await self.app.producer.send(topic, key, value, partition=partition, timestamp=None, headers=headers)
-        cast(asyncio.Future[object], delivery).add_done_callback(partial(_delivered, topic))
+                groups.setdefault((topic, partition), []).append((key, value, None))
+            for (topic, partition), items in groups.items():
+                await send_batches(producer, topic, partition, items, partial(_delivered, topic))
 
     async def consume(
         self, stream: StreamT[bytes], handler: Handler, finish: Finish | None = None, begin: Begin | None = None
@@ -336,10 +350,10 @@ class Runtime:
         await self.send(self.names.deadletter, origin, record.model_dump_json())
 
 
-def _delivered(topic: str, delivery: asyncio.Future[object]) -> None:
-    """Runs when the broker answered a send: a record it refused after every retry is logged loudly."""
+def _delivered(topic: str, delivery: asyncio.Future[Any], count: int) -> None:
+    """Runs when the broker answered a batch: records it refused after every retry are logged loudly."""
     if not delivery.cancelled() and delivery.exception() is not None:
-        log.error("a record for %s was not delivered: %r", topic, delivery.exception())
+        log.error("%d records for %s were not delivered: %r", count, topic, delivery.exception())
 
 
 def _text_or_base64(data: bytes | None) -> tuple[str | None, str | None]:

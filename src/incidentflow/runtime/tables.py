@@ -74,6 +74,12 @@ class Context(Protocol):
         """Within it, table reads and writes go to the partition of `where` (a batch's `finish`)."""
         ...
 
+    @property
+    def generation(self) -> int:
+        """The consumer group generation: while it stays the same, this worker alone handles the
+        partitions it has, so what a stage kept of their tables is still theirs."""
+        ...
+
 
 class Stage(Protocol):
     """One product stage: an agent's rules, over the records of the topics it reads."""

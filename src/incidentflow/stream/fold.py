@@ -11,6 +11,7 @@ downstream (metric contributions, correlation sides) follows the same count. Con
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from pydantic import ValidationError
@@ -27,6 +28,8 @@ from incidentflow.topics import Topics
 log = logging.getLogger("incidentflow.worker")
 
 TABLES = {"aggregates": "AggregateState JSON by aggregate_id"}
+STATES_KEPT = 1024
+"""Most aggregate states a fold keeps parsed between batches (`Fold.kept`): about 14 KiB each with a few events."""
 
 
 @dataclass
@@ -58,6 +61,12 @@ class Fold:
     batch: dict[tuple[int, bytes], Pending] = field(default_factory=dict)
     """The aggregates of the batch being handled: each read and parsed once, written and published
     once when the batch is done (`finish`), however many of its events the batch holds."""
+    kept: OrderedDict[tuple[int, bytes], aggregate.AggregateState] = field(default_factory=OrderedDict)
+    """The states last saved, parsed, the most recent last: an aggregate that keeps receiving
+    events (a flapping check, a storm) is read and parsed once, not once per batch. Only while the
+    consumer generation stays the one they were saved in (`kept_in`): then no other worker or
+    stage writes their partitions."""
+    kept_in: int | None = None
 
     def __post_init__(self) -> None:
         self.topics = (self.names.alerts,)
@@ -75,8 +84,10 @@ class Fold:
             return "rekeyed"
         pending = self.batch.get((message.partition, key))
         if pending is None:
-            stored = self.states.get(key)
-            state = aggregate.AggregateState.model_validate_json(stored) if stored else aggregate.AggregateState()
+            state = self.kept.get((message.partition, key))
+            if state is None:
+                stored = self.states.get(key)
+                state = aggregate.AggregateState.model_validate_json(stored) if stored else aggregate.AggregateState()
             pending = Pending(state=state, before=state.incident, where=self.context.here())
             self.batch[(message.partition, key)] = pending
         applied = aggregate.apply(pending.state, alert, self.limits)
@@ -93,6 +104,9 @@ class Fold:
 
     def begin(self) -> None:
         self.batch.clear()
+        if self.kept_in != self.context.generation:
+            self.kept.clear()
+            self.kept_in = self.context.generation
 
     async def finish(self) -> None:
         """Saves each aggregate the batch changed and publishes the change from before the batch to
@@ -100,7 +114,9 @@ class Fold:
         current incident of one it saw redelivered."""
         touched = list(self.batch.items())
         self.batch.clear()
-        for (_, key), pending in touched:
+        for where, pending in touched:
+            key = where[1]
+            self.kept.pop(where, None)
             try:
                 after = pending.state.incident
                 if pending.changed:
@@ -110,10 +126,16 @@ class Fold:
                         await self.publish(pending.before, after, republish=False)
                 if pending.redelivered and after is not None:
                     await self.publish(None, after, republish=True)
+                self.keep(where, pending.state)
             except Exception as error:  # noqa: BLE001  # as for a record (Runtime._run): dead-lettered, never lost
                 log.exception("unexpected error saving or publishing %s", key.decode(errors="replace"))
                 for record in pending.records:
                     await self.context.dead_letter(record, "error", f"{type(error).__name__}: {error}")
+
+    def keep(self, where: tuple[int, bytes], state: aggregate.AggregateState) -> None:
+        self.kept[where] = state
+        if len(self.kept) > STATES_KEPT:
+            self.kept.popitem(last=False)
 
     async def publish(self, before: Incident | None, after: Incident, republish: bool) -> None:
         names, rules = self.names, self.correlating.rules

@@ -14,7 +14,8 @@ from datetime import date
 from pydantic import BaseModel, ValidationError
 
 from incidentflow.domain import metrics
-from incidentflow.domain.records import MetricRow
+from incidentflow.domain.correlation import ChangeContribution
+from incidentflow.domain.metrics import IncidentContribution
 from incidentflow.domain.series import CONTRIBUTION
 from incidentflow.runtime.cache import BatchCache
 from incidentflow.runtime.packed import Record
@@ -143,8 +144,11 @@ class Series:
     figures: BatchCache[metrics.DayFigures] = field(init=False)
     index: BatchCache[metrics.SeriesIndex] = field(init=False)
     days: Days = field(init=False)
-    rows: dict[str, MetricRow] = field(default_factory=dict)
-    """The metric rows the batch changed, each sent once with its figures as the batch left them."""
+    rows: dict[tuple[str, date], tuple[IncidentContribution | ChangeContribution, metrics.DayFigures]] = field(
+        default_factory=dict
+    )
+    """The days the batch changed, by series: each sent once as a metric row, with its figures as
+    the batch left them."""
 
     def __post_init__(self) -> None:
         self.topics = (self.names.contributions,)
@@ -183,8 +187,7 @@ class Series:
             enter_day = step.entering[0] if step.entering is not None else None
             self.index.set(series.encode(), metrics.with_day(index, enter_day, step.open_delta, change))
             for day, figures in self.days.move(series, contribution.item, change, step.leaving, step.entering).items():
-                row = contribution.row(day, figures)
-                self.rows[row.key] = row
+                self.rows[(series, day)] = (contribution, figures)  # the row is made once, at `finish`
         members.set(member_key, step.member)  # written back last (see `finish`)
         return "applied"
 
@@ -198,9 +201,10 @@ class Series:
         has had every other write: see `Days`), and sends each changed metric row."""
         for cache in self._caches():
             cache.write_back()
-        sent = list(self.rows.values())
+        changed = list(self.rows.items())
         self.rows.clear()
-        for row in sent:
+        for (_, day), (contribution, figures) in changed:
+            row = contribution.row(day, figures)
             await self.context.send(self.names.metrics, row.key, row.model_dump_json())
 
     def _caches(self) -> list[BatchCache[metrics.DayFigures] | BatchCache[metrics.SeriesIndex] | BatchCache[BaseModel]]:

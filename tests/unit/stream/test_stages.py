@@ -153,6 +153,23 @@ def test_a_redelivered_alert_republishes_the_incident_and_an_older_than_history_
     assert context.dead[0][2].startswith("too_late")
 
 
+def test_the_fold_keeps_the_states_it_saved_parsed_for_the_next_batches_of_the_same_generation() -> None:
+    context = FakeContext()
+    store = tables(fold.TABLES)
+    stage = fold_stage(context, store)
+    run(context, stage, alerts(alert("open", 0)))
+    saved = store["aggregates"][b"acme:db-1"]
+    store["aggregates"][b"acme:db-1"] = b"not read"  # what the table holds is not read again ...
+    assert run(context, stage, alerts(alert("resolve", 10), start=1)) == ["applied"]
+    assert incidents(context)[-1].status == "resolved"
+    assert store["aggregates"][b"acme:db-1"] != saved  # ... and the new state is saved
+    store["aggregates"][b"acme:db-1"] = saved  # another owner's state: read once the generation changes
+    context.generation += 1
+    context.sent.clear()
+    assert run(context, stage, alerts(alert("heartbeat", 20), start=2)) == ["applied"]
+    assert incidents(context)[-1].status == "open" and incidents(context)[-1].event_count == 2
+
+
 def test_the_fold_rekeys_a_record_keyed_otherwise_and_dead_letters_what_is_not_an_alert() -> None:
     context = FakeContext()
     opened = alert("open", 0)
