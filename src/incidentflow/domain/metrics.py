@@ -459,8 +459,12 @@ class _Durations:
         if not self.count:
             return None, None, None, None
         merged = sketch.merged(self.sketches)
-        return (self.sum_seconds / self.count, sketch.quantile(merged, 0.5), sketch.quantile(merged, 0.9),
-                self.max_seconds)  # fmt: skip
+
+        def at(q: float) -> float | None:  # a bucket's value may lie above the exact longest: never shown so
+            found = sketch.quantile(merged, q)
+            return None if found is None else min(found, self.max_seconds)
+
+        return self.sum_seconds / self.count, at(0.5), at(0.9), self.max_seconds
 
 
 @dataclass

@@ -246,7 +246,8 @@ def test_report_sums_daily_rows_per_service_and_env_within_the_range() -> None:
         for value in leads:
             figures = figures.entered(metrics.Entry(at=T0, seconds=value))
         return MetricRow(metric="changes", service=service, env="prod", severity="-", day=on.isoformat(),
-                         changes=count, failed_changes=failed, lead_times=len(leads), sketch=figures.sketch)  # fmt: skip
+                         changes=count, failed_changes=failed, lead_times=len(leads), sketch=figures.sketch,
+                         sum_seconds=figures.sum_microseconds / 1e6, max_seconds=figures.max_seconds)  # fmt: skip
 
     def recovery(service: str, on: date, *seconds: float) -> MetricRow:
         row = mttr(service, on, *seconds)
@@ -285,6 +286,10 @@ def test_report_sums_daily_rows_per_service_and_env_within_the_range() -> None:
     assert found["checkout"].deployments_per_day == 2.0  # 4 changes over the 2 days of the range
     assert found["checkout"].lead_times == 2  # the other two have no commit time: counted apart
     assert found["checkout"].lead_time_median_seconds == pytest.approx(60.0, rel=0.01)
+    assert (found["checkout"].lead_time_mean_seconds, found["checkout"].lead_time_max_seconds) == (3630.0, 7200.0)
+    # a quantile is never shown above the exact longest (a bucket's value may lie up to 1% above it)
+    [one] = metrics.report([changes("one", d, 1, 0, 5700.0)], d, d)  # its bucket's value: 5,739.85 s
+    assert one.lead_time_median_seconds == one.lead_time_p90_seconds == one.lead_time_max_seconds == 5700.0
     assert found["search"].lead_times == 0 and found["search"].lead_time_median_seconds is None
     assert found["search"].incidents == 0 and found["search"].mttr_seconds is None
     assert found["search"].median_seconds is None and found["search"].change_failure_rate == 0.0
