@@ -1,6 +1,6 @@
 """Events folded per second by one worker, next to raw aiokafka consume-then-produce on the same broker.
 
-    .venv/bin/python bench/fold_throughput.py [--events 100000] [--aggregates 20000] [--profile FILE]
+    .venv/bin/python bench/fold_throughput.py [--events 100000] [--aggregates 20000] [--rounds 3] [--profile FILE]
 
 Both read the same canonical alert records from a topic of 8 partitions. The baseline consumes
 each record and produces it to another topic (acks=all), committing as it goes: the least any
@@ -25,11 +25,13 @@ import json
 import os
 import random
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -230,6 +232,39 @@ def main() -> int:
 
 
 def run(args: argparse.Namespace, work: Path, bootstrap: str) -> int:
+    rounds = []
+    for number in range(1, args.rounds + 1):
+        if args.rounds > 1:
+            print(f"--- round {number} of {args.rounds}")
+        rounds.append(one_round(args, work / f"round-{number}", bootstrap, last=number == args.rounds))
+    if args.rounds > 1:
+
+        def median(values: list[float]) -> float:
+            return statistics.median(values)
+
+        drained = median([r.drained for r in rounds])
+        print(f"--- median of {args.rounds} rounds (each ratio taken within its round)")
+        print(
+            f"every stage of the worker done (series, correlation): {drained:9.0f} records/s   "
+            f"ratio {median([r.drained / r.base for r in rounds]):.2f} (aiokafka), "
+            f"{median([r.drained / r.floor for r in rounds]):.2f} (Faust)"
+        )
+        print(f"worker CPU per input record, every stage: {median([r.cpu_per_record for r in rounds]) * 1e6:.0f} µs")
+    return 0
+
+
+@dataclass(frozen=True)
+class Round:
+    base: float
+    floor: float
+    rate: float
+    drained: float
+    cpu_per_record: float
+
+
+def one_round(args: argparse.Namespace, work: Path, bootstrap: str, last: bool) -> Round:
+    """The three consumers over a topic of their own; with `last`, the worker's memory after."""
+    work.mkdir(parents=True)
     namespace = f"bench-{uuid.uuid4().hex[:6]}"
     settings = Settings(kafka_bootstrap=bootstrap, topic_namespace=namespace, partitions=PARTITIONS)
     worker = None
@@ -245,7 +280,7 @@ def run(args: argparse.Namespace, work: Path, bootstrap: str) -> int:
         print(f"baseline Faust agent forwarding each record:   {floor:9.0f} records/s   (Faust's own cost per record)")
 
         worker = spawn("worker", product_env(bootstrap, namespace, work, INCIDENTFLOW_WEB_PORT="16099"), work)
-        profiler = profile(worker.pid, args.profile) if args.profile else None
+        profiler = profile(worker.pid, args.profile) if args.profile and last else None
         names = Topics.of(settings)
         stages = [names.contributions, names.scope, names.suspects, names.changes, names.verdicts]
         rate, folded, drained, cpu = asyncio.run(wait_folded(bootstrap, f"{namespace}-app", alerts, stages, worker.pid))
@@ -263,17 +298,19 @@ def run(args: argparse.Namespace, work: Path, bootstrap: str) -> int:
         written = asyncio.run(records_written(bootstrap, namespace, {alerts, f"{namespace}.passthrough"}))
         print(f"records the worker wrote per input record: {written / folded:.1f} (the baseline writes 1.0)")
 
-        idle = rss_kib(worker.pid)
-        print(f"folding {args.open_incidents} incidents that stay open ...")
-        more = alert_records(args.open_incidents, 0, namespace + "-open", seed=2, all_open=True)
-        asyncio.run(produce(bootstrap, alerts, more))
-        asyncio.run(wait_folded(bootstrap, f"{namespace}-app", alerts, stages, worker.pid))
-        time.sleep(2)
-        after = rss_kib(worker.pid)
-        per_100k = (after - idle) / args.open_incidents * 100_000 / 1024
-        print(
-            f"worker RSS: {idle / 1024:.0f} MiB before, {after / 1024:.0f} MiB after -> {per_100k:.0f} MiB per 100,000 open incidents"
-        )
+        if last:
+            idle = rss_kib(worker.pid)
+            print(f"folding {args.open_incidents} incidents that stay open ...")
+            more = alert_records(args.open_incidents, 0, namespace + "-open", seed=2, all_open=True)
+            asyncio.run(produce(bootstrap, alerts, more))
+            asyncio.run(wait_folded(bootstrap, f"{namespace}-app", alerts, stages, worker.pid))
+            time.sleep(2)
+            after = rss_kib(worker.pid)
+            per_100k = (after - idle) / args.open_incidents * 100_000 / 1024
+            print(
+                f"worker RSS: {idle / 1024:.0f} MiB before, {after / 1024:.0f} MiB after -> {per_100k:.0f} MiB per 100,000 open incidents"
+            )
+        return Round(base, floor, rate, drained, cpu / folded)
     finally:
         if worker is not None:
             worker.terminate()
@@ -282,7 +319,6 @@ def run(args: argparse.Namespace, work: Path, bootstrap: str) -> int:
             except subprocess.TimeoutExpired:  # a worker that cannot stop cleanly (its broker gone) is not left behind
                 worker.kill()
                 worker.wait()
-    return 0
 
 
 if __name__ == "__main__":
