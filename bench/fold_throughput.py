@@ -224,6 +224,10 @@ def main() -> int:
     parser.add_argument(
         "--profile", type=Path, help="py-spy's raw profile of the worker over every stage, into this file"
     )
+    parser.add_argument(
+        "--rounds", type=int, default=1,
+        help="run the three consumers this many times, each over a topic of its own, and print the medians",
+    )  # fmt: skip
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="incidentflow-bench-"))
