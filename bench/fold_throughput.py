@@ -46,21 +46,29 @@ from incidentflow.topics import Topics, ensure_topics
 PARTITIONS = 8
 
 
+SERVICES = ("checkout", "payments", "search")
+
+
 def alert_records(
-    n: int, aggregates: int, namespace: str, seed: int, all_open: bool = False
+    n: int, aggregates: int, namespace: str, seed: int, all_open: bool = False, relabel: bool = False
 ) -> list[tuple[bytes, bytes]]:
+    """Alerts over `aggregates` aggregates in random order, each aggregate with its own service
+    (`relabel`: a random service on every event, so that nearly every event moves its incident
+    between services, metric series and scope buckets)."""
     rnd = random.Random(seed)
     t0 = datetime(2026, 11, 1, tzinfo=UTC)
     records = []
     for i in range(n):
-        agg = f"bench:{namespace}-{rnd.randrange(aggregates) if not all_open else i}"
+        number = rnd.randrange(aggregates) if not all_open else i
+        agg = f"bench:{namespace}-{number}"
+        service = rnd.choice(SERVICES) if relabel else SERVICES[number % len(SERVICES)]
         action = "open" if all_open else rnd.choice(["open", "resolve", "open", "resolve", "heartbeat"])
         at = (t0 + timedelta(seconds=i)).isoformat().replace("+00:00", "Z")
         record = {
             "event_id": f"e{seed}-{i}", "aggregate_id": agg, "integration": "bench", "source": "native",
             "external_aggregate_key": agg.split(":", 1)[1], "action": action, "occurred_at": at, "received_at": at,
             "severity": rnd.choice(["critical", "high", "low"]), "title": "bench alert",
-            "labels": {"service": rnd.choice(["checkout", "payments", "search"]), "cluster": "eu-1"},
+            "labels": {"service": service, "cluster": "eu-1"},
         }  # fmt: skip
         records.append((agg.encode(), json.dumps(record).encode()))
     return records
@@ -225,6 +233,10 @@ def main() -> int:
         "--profile", type=Path, help="py-spy's raw profile of the worker over every stage, into this file"
     )
     parser.add_argument(
+        "--relabel", action="store_true",
+        help="a random service on every event (every event moves its incident between series and scope buckets)",
+    )  # fmt: skip
+    parser.add_argument(
         "--rounds", type=int, default=1,
         help="run the three consumers this many times, each over a topic of its own, and print the medians",
     )  # fmt: skip
@@ -276,7 +288,8 @@ def one_round(args: argparse.Namespace, work: Path, bootstrap: str, last: bool) 
         asyncio.run(ensure_topics(settings))
         alerts = f"{namespace}.alerts"
         print(f"producing {args.events} alert records over {args.aggregates} aggregates into {alerts} ...")
-        asyncio.run(produce(bootstrap, alerts, alert_records(args.events, args.aggregates, namespace, seed=1)))
+        records = alert_records(args.events, args.aggregates, namespace, seed=1, relabel=args.relabel)
+        asyncio.run(produce(bootstrap, alerts, records))
 
         base = asyncio.run(passthrough(bootstrap, alerts, f"{namespace}.passthrough", args.events))
         print(f"baseline aiokafka consume->produce (acks=all): {base:9.0f} records/s")
