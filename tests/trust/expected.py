@@ -26,6 +26,7 @@ from tests.trust.traffic import FLEET, Webhook, elven_events
 MttrRows = dict[tuple[str, str, str, str], tuple[int, float, float]]
 ChangeRows = dict[tuple[str, str, str], tuple[int, int]]
 RecoveryRows = dict[tuple[str, str, str], tuple[int, float, float]]
+LeadRows = dict[tuple[str, str, str], tuple[int, float, float]]
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,8 @@ class Expected:
     """(service, env, day) -> (changes, failed changes)."""
     recovery_rows: RecoveryRows
     """(service, env, day it recovered) -> (failed changes recovered, sum and max of their recovery time)."""
+    lead_rows: LeadRows
+    """(service, env, day of change time) -> (changes with a commit time, sum and max of their lead time)."""
     events: int
     """Distinct canonical events, alerts and changes."""
 
@@ -66,6 +69,7 @@ def expect(webhooks: list[Webhook], elven_received: dict[str, datetime]) -> Expe
         mttr_rows=mttr_rows(incidents),
         change_rows=recompute_change_failure(folded, correlations),
         recovery_rows=recovery_rows(incidents, folded, correlations),
+        lead_rows=lead_rows(folded),
         events=sum(len(evs) for evs in alerts.values()) + sum(len(evs) for evs in changes.values()),
     )
 
@@ -93,6 +97,18 @@ def recovery_rows(
             key = (change["labels"].get("service") or "unknown", environment(change["labels"]), at.date().isoformat())
             durations[key].append(seconds)
     return {k: (len(v), sum(v), max(v)) for k, v in durations.items()}
+
+
+def lead_rows(changes: list[dict[str, Any]]) -> LeadRows:
+    """Lead times (change time - earliest commit, 0 at least) of the counted changes that have a
+    commit time, per service, env and UTC day of change time."""
+    leads: dict[tuple[str, str, str], list[float]] = defaultdict(list)
+    for change in changes:
+        if change["counted"] and change["committed_at"] is not None:
+            key = (change["labels"].get("service") or "unknown", environment(change["labels"]),
+                   change["changed_at"].date().isoformat())  # fmt: skip
+            leads[key].append(max(0.0, (change["changed_at"] - change["committed_at"]).total_seconds()))
+    return {k: (len(v), sum(v), max(v)) for k, v in leads.items()}
 
 
 def _rfc3339(value: object) -> str:

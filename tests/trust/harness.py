@@ -27,7 +27,7 @@ import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from tests.oracle import live_correlations
-from tests.trust.expected import ChangeRows, Expected, MttrRows, RecoveryRows
+from tests.trust.expected import ChangeRows, Expected, LeadRows, MttrRows, RecoveryRows
 from tests.trust.traffic import Webhook
 
 GIVE_UP_AFTER = 600  # attempts of one delivery (a minute and more of refusals)
@@ -197,10 +197,16 @@ class Observed:
         return {(r["service"], r["env"], r["day"]): (r["count"], r["sum_seconds"], r["max_seconds"])
                 for r in self.metric_rows.values() if r["metric"] == "recovery" and r["count"]}  # fmt: skip
 
+    @property
+    def lead_rows(self) -> LeadRows:
+        return {(r["service"], r["env"], r["day"]): (r["lead_times"], r["sum_seconds"], r["max_seconds"])
+                for r in self.metric_rows.values() if r["metric"] == "changes" and r["lead_times"]}  # fmt: skip
+
     def matches(self, expected: Expected) -> bool:
         return (self.incidents == expected.incidents and self.correlations == expected.correlations
                 and _close(self.mttr_rows, expected.mttr_rows) and self.change_rows == expected.change_rows
-                and _close(self.recovery_rows, expected.recovery_rows))  # fmt: skip
+                and _close(self.recovery_rows, expected.recovery_rows)
+                and _close(self.lead_rows, expected.lead_rows))  # fmt: skip
 
 
 def _close(got: Mapping[Any, tuple[int, float, float]], want: Mapping[Any, tuple[int, float, float]]) -> bool:
@@ -267,11 +273,12 @@ def tally(observed: Observed, expected: Expected) -> dict[str, dict[str, int]]:
     }  # fmt: skip
     # mttr rows: (count, sum, max): the count is counted, sums and maxima are right or wrong;
     # change rows: (changes, failed changes): both are counted
-    # recovery rows: (count, sum, max) like mttr rows
+    # recovery and lead rows: (count, sum, max) like mttr rows
     rows: list[tuple[str, Mapping[Any, tuple[Any, ...]], Mapping[Any, tuple[Any, ...]], int]] = [
         ("mttr_rows", observed.mttr_rows, expected.mttr_rows, 1),
         ("change_rows", observed.change_rows, expected.change_rows, 2),
         ("recovery_rows", observed.recovery_rows, expected.recovery_rows, 1),
+        ("lead_rows", observed.lead_rows, expected.lead_rows, 1),
     ]
     for name, got_rows, want_rows, counted in rows:
         lost = double = wrong = 0

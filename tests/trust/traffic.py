@@ -256,16 +256,26 @@ class Generator:
         path = self.rnd.choices([["planned"], ["processing", "done"], ["planned", "processing", "done"], ["done"],
                                  ["processing", "canceled"]], weights=[1, 4, 3, 3, 1])[0]  # fmt: skip
         fd = {"planned": "Planned", "processing": "Processing", "done": "Done", "canceled": "Canceled"}
-        for status, at in zip(path, self.times(f"{integration}:{key}", len(path)), strict=True):
+        times = list(self.times(f"{integration}:{key}", len(path)))
+        # two changes in three name their earliest commit, one to seven hours before their first event
+        # (Flashduty's label in Unix seconds or RFC 3339 by turns); the others have no lead time
+        committed = None if c % 3 == 0 else min(times) - timedelta(hours=1 + c % 7)
+        for status, at in zip(path, times, strict=True):
             n = self.next_id()
             title = f"Deploy {labels['service']} #{c}"
+            sent = labels
             if integration == "deploys":
                 body: dict[str, Any] = {"event_id": f"chg-{self.seed}-{n}", "change_key": key, "status": status,
                                         "occurred_at": _iso(at), "labels": labels, "title": title}  # fmt: skip
+                if committed is not None:
+                    body["committed_at"] = _iso(committed)
             else:
+                if committed is not None:
+                    sent = {**labels, "committed_at": str(int(committed.timestamp())) if c % 2 else _iso(committed)}
                 body = {"title": title, "change_key": key, "change_status": fd[status],
-                        "event_time": int(at.timestamp()), "labels": labels}  # fmt: skip
-            yield Webhook(integration, body, (_change(integration, key, status, at, n, labels, title=title),))
+                        "event_time": int(at.timestamp()), "labels": sent}  # fmt: skip
+            yield Webhook(integration, body, (_change(integration, key, status, at, n, sent, title=title,
+                                                      committed_at=committed),))  # fmt: skip
 
 
 def span_days(events: int) -> int:
