@@ -138,8 +138,10 @@ def main() -> int:
         "",
         "Traffic: `tests/trust/traffic.py` (seeded), native alerts and changes, Sleuth, Uptrends, Flashduty "
         "alerts and changes and Elven, with reopens, heartbeats, late and out-of-order events, 10% duplicate "
-        "deliveries in shuffled order, and changes that do and do not correlate. Expectation: "
-        "`tests/trust/expected.py` over `tests/oracle.py`, which shares no code with the streaming path.",
+        "deliveries in shuffled order, changes that do and do not correlate, and changes with and without a "
+        "commit time. Expectation: `tests/trust/expected.py` over `tests/oracle.py`, which shares no code with "
+        "the streaming path: incidents, live correlations, and the metric rows of time to restore, changes and "
+        "failed changes, lead time and failed deployment recovery time.",
         "",
         *faults(),
         *load_section(),
