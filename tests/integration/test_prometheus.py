@@ -3,8 +3,6 @@ values, and still right — with no stale series — after one worker stops and 
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
 import subprocess
 import time
@@ -15,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.binaries import prometheus_binary
 from tests.integration.conftest import Stack, free_port
 from tests.integration.helpers import post_each
 
@@ -61,16 +60,6 @@ EXPECTED_MTTR = {("svc-a", "high"): 900.0, ("svc-b", "critical"): 300.0}
 EXPECTED_CFR = {"svc-a": 0.5, "svc-b": 1.0}
 
 
-def find_prometheus() -> str:
-    found = shutil.which("prometheus")
-    if found is None:
-        message = "prometheus is not installed: install Debian's `prometheus` package (.ci/run does in CI)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return found
-
-
 def query(url: str, promql: str) -> list[dict[str, Any]]:
     answer = httpx.get(f"{url}/api/v1/query", params={"query": promql}, timeout=5).json()
     assert answer["status"] == "success", answer
@@ -112,7 +101,7 @@ def wait_for(url: str, instances: set[str], timeout: float = 120) -> Any:
 def test_prometheus_sees_one_right_series_per_key_before_and_after_a_worker_leaves(
     stack_factory: Any, tmp_path: Path
 ) -> None:
-    binary = find_prometheus()
+    binary = prometheus_binary("prometheus")
     stack: Stack = stack_factory(INTEGRATIONS, partitions=8)
     stack.start_gateway()
     workers = [stack.start_worker(0), stack.start_worker(1)]

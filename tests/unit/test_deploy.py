@@ -5,9 +5,7 @@ product exports."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess  # noqa: S404  # promtool, a local binary
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +20,7 @@ from prometheus_client import CollectorRegistry
 from incidentflow.domain import metrics
 from incidentflow.metrics.gateway import GatewayMetrics
 from incidentflow.metrics.worker import LagCollector, SeriesCollector, WorkerMetrics
+from tests.binaries import prometheus_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
@@ -98,13 +97,7 @@ def _rules() -> Any:
 
 def test_recording_and_alert_rules_pass_their_promtool_tests() -> None:
     """deploy/prometheus/rules.test.yml: the DORA recording rules and alerts on given series."""
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        message = "promtool is not installed: install Debian's `prometheus` package (.ci/run does in CI)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    found = subprocess.run([promtool, "test", "rules", "rules.test.yml"], cwd=ROOT / "deploy/prometheus",
+    found = subprocess.run([prometheus_binary("promtool"), "test", "rules", "rules.test.yml"], cwd=ROOT / "deploy/prometheus",
                            capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
     assert found.returncode == 0, found.stdout + found.stderr
 

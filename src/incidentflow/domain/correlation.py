@@ -494,11 +494,13 @@ def with_verdict(record: ChangeRecord, verdict: Verdict) -> ChangeRecord:
         flips = max(verdict.flips, record.pending.get(verdict.aggregate_id, 0))
         return record.model_copy(update={"pending": {**record.pending, verdict.aggregate_id: flips},
                                          "pending_restored": _restored_join(record.pending_restored, told)})  # fmt: skip
-    facts = record.facts.join(ChangeFacts(change=record.facts.change, verdicts={verdict.aggregate_id: verdict.flips},
-                                          restored=told))  # fmt: skip
-    if facts == record.facts:
+    known = record.facts
+    flips = max(verdict.flips, known.verdicts.get(verdict.aggregate_id, 0))
+    restored = _restored_join(known.restored, told)
+    if flips == known.verdicts.get(verdict.aggregate_id) and restored == known.restored:
         return record
-    return record.model_copy(update={"facts": facts})
+    verdicts = dict(sorted({**known.verdicts, verdict.aggregate_id: flips}.items()))
+    return record.model_copy(update={"facts": known.model_copy(update={"verdicts": verdicts, "restored": restored})})
 
 
 def change_contributions(record: ChangeRecord) -> tuple[ChangeRecord, list[ChangeContribution]]:

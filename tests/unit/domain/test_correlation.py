@@ -310,6 +310,18 @@ def run_suspects(
     return published
 
 
+def recomputed(alerts: list[AlertEvent], changes: list[ChangeEvent]) -> tuple[list[Any], list[Any]]:
+    """The oracle's incidents and changes from all the events, each aggregate and change apart."""
+    by_aggregate: dict[str, list[AlertEvent]] = {}
+    for event in alerts:
+        by_aggregate.setdefault(event.aggregate_id, []).append(event)
+    by_change: dict[str, list[ChangeEvent]] = {}
+    for event in changes:
+        by_change.setdefault(event.change_id, []).append(event)
+    incidents = [i for events in by_aggregate.values() if (i := recompute_incident(events)) is not None]
+    return incidents, [recompute_change(e) for e in by_change.values()]
+
+
 @settings(max_examples=300, deadline=None)
 @given(histories(), st.randoms(use_true_random=False))
 def test_live_correlations_equal_the_batch_recomputation(
@@ -319,15 +331,8 @@ def test_live_correlations_equal_the_batch_recomputation(
     published = run_suspects(alerts, changes, rnd)
     live = {pair: {k: r[k] for k in ("delta_seconds", "matched_labels", "score", "rank")}
             for pair, r in published.items() if not r["retracted"]}  # fmt: skip
-    by_aggregate: dict[str, list[AlertEvent]] = {}
-    for event in alerts:
-        by_aggregate.setdefault(event.aggregate_id, []).append(event)
-    incidents = [i for events in by_aggregate.values() if (i := recompute_incident(events)) is not None]
-    by_change: dict[str, list[ChangeEvent]] = {}
-    for event in changes:
-        by_change.setdefault(event.change_id, []).append(event)
-    expected = recompute_correlations(incidents, [recompute_change(e) for e in by_change.values()])
-    assert live == expected
+    incidents, folded = recomputed(alerts, changes)
+    assert live == recompute_correlations(incidents, folded)
 
 
 @settings(max_examples=300, deadline=None)
@@ -355,14 +360,7 @@ def test_failed_deployment_recovery_equals_the_batch_recomputation(
         facts = record.facts
         if facts is not None and facts.change.counted and facts.recovered_at is not None:
             got[change_id] = (facts.recovered_at, facts.recovery_seconds)
-    by_aggregate: dict[str, list[AlertEvent]] = {}
-    for event in alerts:
-        by_aggregate.setdefault(event.aggregate_id, []).append(event)
-    incidents = [i for events in by_aggregate.values() if (i := recompute_incident(events)) is not None]
-    by_change: dict[str, list[ChangeEvent]] = {}
-    for event in changes:
-        by_change.setdefault(event.change_id, []).append(event)
-    folded = [recompute_change(e) for e in by_change.values()]
+    incidents, folded = recomputed(alerts, changes)
     assert got == recompute_recovery(incidents, folded, recompute_correlations(incidents, folded))
 
 
