@@ -144,7 +144,7 @@ class FakeContext:
                     outcomes.append(await stage.handle(record))
                 except DeadLetter as error:
                     await self.dead_letter(record, "invalid", error.reason)
-                    outcomes.append("deadlettered")
+                    outcomes.append(error.outcome)
         await stage.finish()
         return outcomes
 

@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     store: str = "rocksdb://"
     data_dir: Path = Path(".data")
     max_events_per_aggregate: int = Field(default=256, ge=4)
+    state_horizon_days: int = Field(default=90, ge=1, le=36500)
+    """Days of event time the worker keeps what can no longer change: an incident's state after its final
+    resolution, a change's after its change time (docs/semantics.md, "The state horizon")."""
     store_memory_mib: int = Field(default=256, ge=16)
     """RocksDB memory of a worker: one block cache for every table and partition, memtables charged to it."""
     session_timeout_seconds: float = Field(default=10.0, gt=0)

@@ -4,14 +4,15 @@
 *set* of events: a duplicate changes nothing, a late event is inserted in order and the fold is
 recomputed from the snapshot. State stays bounded: past `Limits.max_events` retained events the
 oldest half is folded into the snapshot, whose horizon then rejects events older than it (they
-are dead-lettered as `too_late`, never applied silently out of order).
+are dead-lettered as `too_late`, never applied silently out of order). Past the state horizon
+an aggregate is closed (`CLOSED`): it keeps no history, and every later event is `too_late`.
 """
 
 from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -46,10 +47,27 @@ class AggregateState(BaseModel):
     compacted_ids: tuple[str, ...] = ()
     current: Fold = Fold()
     """`snapshot` folded with `events`: kept so that in-order events apply in O(1)."""
+    closed: bool = False
+    """Past the state horizon: nothing else is kept, and no event applies any more."""
 
     @property
     def incident(self) -> Incident | None:
         return self.current.incident
+
+    @property
+    def since(self) -> date | None:
+        """The day the aggregate's state horizon counts from: its final resolution, or for resolves
+        still waiting for an open, the latest of them; None while open (it may still change) or closed."""
+        incident = self.incident
+        if self.closed:
+            return None
+        if incident is None:
+            return self.events[-1].occurred_at.date() if self.events else None  # sorted by event time
+        return incident.resolved_at.date() if incident.status == "resolved" and incident.resolved_at else None
+
+
+CLOSED = AggregateState(closed=True)
+"""What the state of an aggregate past its horizon is replaced with."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +87,8 @@ class Applied:
 def apply(state: AggregateState, event: AlertEvent, limits: Limits = DEFAULT_LIMITS) -> Applied:
     """Add one event to an aggregate; runs once per delivery, duplicates included."""
     before = state.incident
+    if state.closed:
+        return Applied(state, "too_late", before, before)
     ids = [e.event_id for e in state.events]
     if event.event_id in ids:
         kept = state.events[ids.index(event.event_id)]

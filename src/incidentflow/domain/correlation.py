@@ -448,13 +448,14 @@ class ChangeContribution(_Value):
         facts = self.facts if known is None else known.join(self.facts)
         if facts == known:
             return None
-        before = self._member(known) if known is not None else None
-        after = self._member(facts)
+        before = self.member_for(known) if known is not None else None
+        after = self.member_for(facts)
         if before == after:
             return Step(member=facts, leaving=None, entering=None)
         return Step(member=facts, leaving=before.entry() if before is not None else None, entering=after.entry())
 
-    def _member(self, facts: ChangeFacts) -> ChangeMember | RecoveryMember:
+    def member_for(self, facts: ChangeFacts) -> ChangeMember | RecoveryMember:
+        """Where these facts put the change in this contribution's series."""
         if self.metric == "recovery":
             return facts.recovery(self.service, self.env)
         return facts.member(self.service, self.env)
@@ -479,12 +480,30 @@ class ChangeRecord(_Value):
     pending_restored: dict[str, Restored] = Field(
         default_factory=dict, description="What those verdicts said of their incidents' resolution."
     )
+    waiting_since: date | None = Field(
+        default=None, description="For verdicts with no event: the event day of the change fold when the first came."
+    )
+
+    @property
+    def since(self) -> date | None:
+        """The day the change's state horizon counts from: its change time (its latest status before
+        it has one), or the day it recovered when that is later; None while it failed and has not
+        recovered (it may still change). For verdicts with no event, `waiting_since`."""
+        facts = self.facts
+        if facts is None:
+            return self.waiting_since
+        change = facts.change
+        day = (change.changed_at or change.status.at).date()
+        if facts.failed:
+            recovered = facts.recovered_at
+            return None if recovered is None else max(day, recovered.date())
+        return day
 
 
 def with_change_event(record: ChangeRecord, event: ChangeEvent) -> ChangeRecord:
     new = ChangeFacts(change=change_of(event), verdicts=record.pending, restored=record.pending_restored)
     facts = new if record.facts is None else record.facts.join(new)
-    return record.model_copy(update={"facts": facts, "pending": {}, "pending_restored": {}})
+    return record.model_copy(update={"facts": facts, "pending": {}, "pending_restored": {}, "waiting_since": None})
 
 
 def with_verdict(record: ChangeRecord, verdict: Verdict) -> ChangeRecord:
@@ -542,9 +561,12 @@ class ScopeChange(_Value):
 class Side(_Value):
     """A record of the internal correlation topics: an incident side or a change snapshot.
 
-    `member` is False on the last record a scope bucket gets for a side whose label left it.
+    `member` is False on the last record a scope bucket gets for a side whose label left it, and on
+    the last record a stage gets for an item past the state horizon (`closed`): it then forgets
+    the item and tells no one.
     """
 
     incident: IncidentSide | None = None
     change: Change | None = None
     member: bool = True
+    closed: bool = False

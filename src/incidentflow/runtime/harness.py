@@ -314,7 +314,7 @@ class Runtime:
             outcome = await handler(message)
         except DeadLetter as error:
             await self.dead_letter(message, "invalid", error.reason)
-            outcome = "deadlettered"
+            outcome = error.outcome
         except Exception as error:  # noqa: BLE001  # an agent must survive any record; the record is kept
             log.exception("unexpected error on %s[%d]@%d", message.topic, message.partition, message.offset)
             await self.dead_letter(message, "error", f"{type(error).__name__}: {error}")

@@ -23,11 +23,20 @@ M = TypeVar("M", bound=BaseModel)
 
 
 class DeadLetter(Exception):
-    """Raised by a handler for a record it cannot use; the record goes to the dead-letter topic."""
+    """Raised by a handler for a record it cannot use; the record goes to the dead-letter topic and
+    is counted under `outcome`."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, outcome: str = "deadlettered") -> None:
         super().__init__(reason)
         self.reason = reason
+        self.outcome = outcome
+
+
+class TooLate(DeadLetter):
+    """An event that can no longer be applied: dead-lettered with reason and outcome `too_late`."""
+
+    def __init__(self) -> None:
+        super().__init__("too_late", outcome="too_late")
 
 
 class Table(Protocol):

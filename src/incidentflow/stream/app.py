@@ -41,11 +41,12 @@ def create_worker(settings: Settings, integrations: Integrations) -> Runtime:
     series_tables = tables(series.TABLES)
     runtime.agent(Normalize(runtime, names, settings.cdevents_integration, settings.max_labels,
                             settings.cdevents_default_severity))  # fmt: skip
-    runtime.agent(fold.Fold(runtime, names, tables(fold.TABLES), limits, correlating))
+    horizon = settings.state_horizon_days
+    runtime.agent(fold.Fold(runtime, names, tables(fold.TABLES), limits, correlating, horizon_days=horizon))
     runtime.agent(series.Series(runtime, names, series_tables))
     runtime.agent(scope.Scope(runtime, names, tables(scope.TABLES), correlating))
     runtime.agent(suspects.Suspects(runtime, names, tables(suspects.TABLES), correlating))
-    runtime.agent(changes.Changes(runtime, names, tables(changes.TABLES), correlating))
+    runtime.agent(changes.Changes(runtime, names, tables(changes.TABLES), correlating, horizon_days=horizon))
     _export_series(runtime, series_tables)
     if set(runtime.tables) != set(TABLES):
         raise RuntimeError(f"TABLES is out of date: the worker has {sorted(runtime.tables)}")

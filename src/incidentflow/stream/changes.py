@@ -1,20 +1,25 @@
 """The change fold: change events and correlation verdicts, by change_id -> change state -> sides and change contributions.
 
 Every decision is made in `domain.correlation`; the design is described in docs/semantics.md.
+Past the state horizon (stream/horizon.py) a change is closed: its state goes, and the series and
+scope stages are told to forget it (`close`); a later event of a day beyond the horizon is `too_late`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 
 from incidentflow.domain import correlation as corr
 from incidentflow.domain.events import ChangeEvent
+from incidentflow.domain.series import closing_change
 from incidentflow.runtime.packed import Record
-from incidentflow.runtime.tables import Context, PerRecord, Table, load, parse, store
+from incidentflow.runtime.tables import Context, PerRecord, Table, TooLate, load, parse, store
+from incidentflow.stream.horizon import Horizon
 from incidentflow.stream.sides import Correlating, send_sides
 from incidentflow.topics import Topics
 
-TABLES = {"changes": "ChangeRecord JSON by change_id"}
+TABLES = {"changes": "ChangeRecord JSON by change_id; the state horizon's clock and due days"}
 
 
 @dataclass
@@ -26,12 +31,14 @@ class Changes(PerRecord):
     names: Topics
     tables: dict[str, Table]
     correlating: Correlating
+    horizon_days: int = 90
     name: str = "change-fold"
     topics: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self.topics = (self.names.changes, self.names.verdicts)
         self.changes = self.tables["changes"]
+        self.horizon = Horizon(self.changes, self.horizon_days)
 
     async def handle(self, message: Record) -> str:
         if message.topic == self.names.verdicts:
@@ -45,6 +52,9 @@ class Changes(PerRecord):
             await self.context.send(self.names.changes, key, message.value or b"")
             return "rekeyed"
         record = load(self.changes, key, corr.ChangeRecord) or corr.ChangeRecord()
+        day, clock = event.occurred_at.date(), self.horizon.clock()
+        if self.horizon.too_old(day, clock) or self.horizon.past(record.since, day):
+            raise TooLate
         before = record.facts.change.flat_labels if record.facts else {}
         updated = corr.with_change_event(record, event)
         if updated == record:
@@ -52,14 +62,18 @@ class Changes(PerRecord):
             if record.facts is not None:
                 await self.send_sides(before, before, record.facts.change)
             await self.contribute(corr.change_contributions(record)[1])
-            return "duplicate"
-        facts = updated.facts
-        assert facts is not None  # noqa: S101  # an event always leaves facts; for the type checker
-        updated, contributions = corr.change_contributions(updated)
-        store(self.changes, key, updated)
-        await self.send_sides(before, facts.change.flat_labels, facts.change)
-        await self.contribute(contributions)
-        return "applied"
+            outcome = "duplicate"
+        else:
+            facts = updated.facts
+            assert facts is not None  # noqa: S101  # an event always leaves facts; for the type checker
+            updated, contributions = corr.change_contributions(updated)
+            self.save(key, record, updated)
+            await self.send_sides(before, facts.change.flat_labels, facts.change)
+            await self.contribute(contributions)
+            outcome = "applied"
+        if clock is None or day > clock:
+            await self.advance(day)
+        return outcome
 
     async def on_verdict(self, message: Record) -> str:
         verdict = parse(message, corr.Verdict, "a correlation verdict")
@@ -72,10 +86,36 @@ class Changes(PerRecord):
         if updated == record:
             await self.contribute(corr.change_contributions(record)[1])
             return "duplicate"
+        if updated.facts is None and updated.waiting_since is None:
+            updated = updated.model_copy(update={"waiting_since": self.horizon.clock()})
         updated, contributions = corr.change_contributions(updated)
-        store(self.changes, key, updated)
+        self.save(key, record, updated)
         await self.contribute(contributions)
         return "applied"
+
+    def save(self, key: str, before: corr.ChangeRecord, after: corr.ChangeRecord) -> None:
+        store(self.changes, key, after)
+        self.horizon.file(key, before.since, after.since)
+
+    async def advance(self, day: date) -> None:
+        """The partition's clock moves on to `day`: every change now past its horizon is closed."""
+        for since, change_id in self.horizon.due(day):
+            await self.close(change_id, since)
+        self.horizon.set_clock(day)  # last: a record handled again closes what it had not
+
+    async def close(self, change_id: str, since: date) -> None:
+        """Removes the change's state, and has the scope and series stages forget it (its figures stay)."""
+        record = load(self.changes, change_id, corr.ChangeRecord)
+        if record is not None and record.since == since:
+            store(self.changes, change_id, None)
+            for closed in closing_change(record):
+                await self.context.send(self.names.contributions, closed.series, closed.model_dump_json())
+            if record.facts is not None:
+                change = record.facts.change
+                message = corr.Side(change=change, member=False, closed=True).model_dump_json()
+                for bucket in self.correlating.rules.buckets(change.flat_labels):
+                    await self.context.send(self.names.scope, bucket, message)
+        self.horizon.file(change_id, since, None)
 
     async def send_sides(self, before: dict[str, str], after: dict[str, str], change: corr.Change) -> None:
         await send_sides(self.context, self.names, self.correlating.rules, before, after, corr.Side(change=change))

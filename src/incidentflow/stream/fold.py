@@ -6,6 +6,10 @@ before the batch to the incident after it. An alert storm (a flapping check, a m
 then costs one write and one incident record per batch, not one per event, and everything
 downstream (metric contributions, correlation sides) follows the same count. Consumers of
 `incidentflow.incidents` see the latest version of each batch; every version is a whole record.
+
+Past the state horizon (stream/horizon.py) a resolved aggregate is closed: its state is replaced
+by a marker that turns every later event away as `too_late`, and the series, scope and suspects
+stages are told to forget it (`close`).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from datetime import date
 
 from pydantic import ValidationError
 
@@ -20,16 +25,19 @@ from incidentflow.domain import aggregate, metrics
 from incidentflow.domain import correlation as corr
 from incidentflow.domain.events import AlertEvent
 from incidentflow.domain.incident import Incident
+from incidentflow.domain.series import closing_incident
 from incidentflow.runtime.packed import Record
-from incidentflow.runtime.tables import Context, DeadLetter, Table, Where
+from incidentflow.runtime.tables import Context, DeadLetter, Table, TooLate, Where
+from incidentflow.stream.horizon import Horizon
 from incidentflow.stream.sides import Correlating, send_sides
 from incidentflow.topics import Topics
 
 log = logging.getLogger("incidentflow.worker")
 
-TABLES = {"aggregates": "AggregateState JSON by aggregate_id"}
+TABLES = {"aggregates": "AggregateState JSON by aggregate_id; the state horizon's clock and due days"}
 STATES_KEPT = 1024
 """Most aggregate states a fold keeps parsed between batches (`Fold.kept`): about 14 KiB each with a few events."""
+CLOSED = aggregate.CLOSED.model_dump_json(exclude_defaults=True).encode()
 
 
 @dataclass
@@ -41,6 +49,8 @@ class Pending:
     """The incident as it was before the batch."""
     where: Where
     """Where the aggregate lives (the partition of its records)."""
+    since: date | None = None
+    """The day its state horizon counted from before the batch (`AggregateState.since`)."""
     records: list[Record] = field(default_factory=list)
     changed: bool = False
     redelivered: bool = False
@@ -56,6 +66,7 @@ class Fold:
     tables: dict[str, Table]
     limits: aggregate.Limits
     correlating: Correlating
+    horizon_days: int = 90
     name: str = "fold"
     topics: tuple[str, ...] = ()
     batch: dict[tuple[int, bytes], Pending] = field(default_factory=dict)
@@ -67,10 +78,13 @@ class Fold:
     consumer generation stays the one they were saved in (`kept_in`): then no other worker or
     stage writes their partitions."""
     kept_in: int | None = None
+    clocks: dict[int, tuple[Where, date | None, date | None]] = field(default_factory=dict)
+    """Per partition of the batch: where it is, its clock before the batch, the latest event day since."""
 
     def __post_init__(self) -> None:
         self.topics = (self.names.alerts,)
         self.states = self.tables["aggregates"]
+        self.horizon = Horizon(self.states, self.horizon_days)
 
     async def handle(self, message: Record) -> str:
         try:
@@ -88,11 +102,17 @@ class Fold:
             if state is None:
                 stored = self.states.get(key)
                 state = aggregate.AggregateState.model_validate_json(stored) if stored else aggregate.AggregateState()
-            pending = Pending(state=state, before=state.incident, where=self.context.here())
+            pending = Pending(state=state, before=state.incident, where=self.context.here(), since=state.since)
             self.batch[(message.partition, key)] = pending
+        day = alert.occurred_at.date()
+        where, clock, latest = self.clocks.get(message.partition) or self.clock_here()
+        if self.horizon.too_old(day, clock) or self.horizon.past(pending.state.since, day):
+            raise TooLate  # beyond the state horizon: of a closed aggregate, or one that would be by then
         applied = aggregate.apply(pending.state, alert, self.limits)
-        if applied.outcome == "too_late":
-            raise DeadLetter("too_late: older than the aggregate's compacted history (see docs/semantics.md)")
+        if applied.outcome == "too_late":  # closed, or older than its compacted history (docs/semantics.md)
+            raise TooLate
+        if latest is None or day > latest:
+            self.clocks[message.partition] = (where, clock, day)
         pending.records.append(message)
         if applied.outcome == "duplicate":
             # A redelivery: what the current state led to is published again, in case a crash lost
@@ -102,8 +122,14 @@ class Fold:
         pending.state, pending.changed = applied.state, True
         return "applied"
 
+    def clock_here(self) -> tuple[Where, date | None, date | None]:
+        where, clock = self.context.here(), self.horizon.clock()
+        self.clocks[where.partition] = (where, clock, clock)
+        return where, clock, clock
+
     def begin(self) -> None:
         self.batch.clear()
+        self.clocks.clear()
         if self.kept_in != self.context.generation:
             self.kept.clear()
             self.kept_in = self.context.generation
@@ -122,6 +148,7 @@ class Fold:
                 if pending.changed:
                     with self.context.acting_for(pending.where):
                         self.states.set(key, pending.state.model_dump_json().encode())
+                        self.horizon.file(key.decode(), pending.since, pending.state.since)
                     if after is not None and after != pending.before:
                         await self.publish(pending.before, after, republish=False)
                 if pending.redelivered and after is not None:
@@ -131,6 +158,43 @@ class Fold:
                 log.exception("unexpected error saving or publishing %s", key.decode(errors="replace"))
                 for record in pending.records:
                     await self.context.dead_letter(record, "error", f"{type(error).__name__}: {error}")
+        await self.close_due()
+
+    async def close_due(self) -> None:
+        """Closes, in each partition whose clock the batch moved on, every aggregate now past its horizon."""
+        clocks = list(self.clocks.items())
+        self.clocks.clear()
+        for partition, (where, clock, latest) in clocks:
+            if latest is None or latest == clock:
+                continue
+            try:
+                with self.context.acting_for(where):
+                    for day, aggregate_id in self.horizon.due(latest):
+                        await self.close(partition, aggregate_id, day)
+                    self.horizon.set_clock(latest)  # last: a batch handled again closes what it had not
+            except Exception:  # noqa: BLE001  # the clock stays: the next batch of the partition tries again
+                log.exception("unexpected error closing aggregates past the state horizon in partition %d", partition)
+
+    async def close(self, partition: int, aggregate_id: str, day: date) -> None:
+        """Replaces the aggregate's state with the closed marker, and has every stage that keeps
+        something of it forget it (its figures stay)."""
+        key = aggregate_id.encode()
+        self.kept.pop((partition, key), None)
+        stored = self.states.get(key)
+        state = aggregate.AggregateState.model_validate_json(stored) if stored else None
+        if state is not None and state.since == day:
+            self.states.set(key, CLOSED)
+            incident = state.incident
+            if incident is not None:
+                for closed in closing_incident(incident):
+                    await self.context.send(self.names.contributions, closed.series, closed.model_dump_json())
+                lookback, lookahead = self.correlating.window(incident.integration)
+                side = corr.incident_side(incident, lookback, lookahead)
+                message = corr.Side(incident=side, member=False, closed=True).model_dump_json()
+                await self.context.send(self.names.suspects, aggregate_id, message)
+                for bucket in self.correlating.rules.buckets(incident.labels):
+                    await self.context.send(self.names.scope, bucket, message)
+        self.horizon.file(aggregate_id, day, None)
 
     def keep(self, where: tuple[int, bytes], state: aggregate.AggregateState) -> None:
         self.kept[where] = state

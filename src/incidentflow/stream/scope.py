@@ -41,7 +41,7 @@ class Scope(PerRecord):
         if side.incident is not None and side.change is None:
             return await self.file_incident(bucket, side.incident, side.member)
         if side.change is not None and side.incident is None:
-            return await self.file_change(bucket, side.change, side.member)
+            return await self.file_change(bucket, side.change, side.member, side.closed)
         raise DeadLetter("a correlation side carries exactly one of `incident` and `change`")
 
     def ids_in(self, bucket: str, kind: str, slot: str) -> list[str]:
@@ -88,18 +88,19 @@ class Scope(PerRecord):
                     store(self.scope, f"{bucket}|c|{change_id}", filed.model_copy(update={"forwarded": forwarded}))
         return "applied"
 
-    async def file_change(self, bucket: str, change: corr.Change, member: bool) -> str:
+    async def file_change(self, bucket: str, change: corr.Change, member: bool, closed: bool = False) -> str:
         entry_key = f"{bucket}|c|{change.change_id}"
         filed = load(self.scope, entry_key, corr.ScopeChange)
         merged = corr.join(filed.change if filed else None, change)
         forwarded = set(filed.forwarded) if filed else set()
         old_slot = corr.slot_of(filed.change.changed_at) if filed and filed.change.changed_at else None
         if not member:
-            for aggregate_id in sorted(forwarded):
-                await self.forward(aggregate_id, merged)
+            if not closed:  # a change past its horizon changes nothing where it was forwarded
+                for aggregate_id in sorted(forwarded):
+                    await self.forward(aggregate_id, merged)
             self.refile(bucket, "sc", change.change_id, old_slot, None)
             store(self.scope, entry_key, None)
-            return "left"
+            return "closed" if closed else "left"
         new_slot = corr.slot_of(merged.changed_at) if merged.changed_at else None
         self.refile(bucket, "sc", change.change_id, old_slot, new_slot)
         if merged.counted and merged.changed_at is not None:

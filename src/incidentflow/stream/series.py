@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 from incidentflow.domain import metrics
 from incidentflow.domain.correlation import ChangeContribution
 from incidentflow.domain.metrics import IncidentContribution
-from incidentflow.domain.series import CONTRIBUTION
+from incidentflow.domain.series import CONTRIBUTION, Closed
 from incidentflow.runtime.cache import BatchCache
 from incidentflow.runtime.packed import Record
 from incidentflow.runtime.tables import Context, DeadLetter, Table
@@ -173,6 +173,8 @@ class Series:
             return "rekeyed"
         members = self._members(contribution.member_model())
         member_key = f"{series}|{contribution.item}".encode()
+        if isinstance(contribution, Closed):
+            return self.close(contribution, members, member_key)
         step = contribution.step(members.get(member_key))
         if step is None:
             return "duplicate"
@@ -190,6 +192,17 @@ class Series:
                 self.rows[(series, day)] = (contribution, figures)  # the row is made once, at `finish`
         members.set(member_key, step.member)  # written back last (see `finish`)
         return "applied"
+
+    def close(self, closed: Closed, members: BatchCache[BaseModel], member_key: bytes) -> str:
+        """An item past the state horizon: its entry and member go; the day's figures keep it."""
+        member = members.get(member_key)
+        if member is None:
+            return "duplicate"
+        entry = closed.entry(member)
+        if entry is not None:
+            self.days.leave(closed.series, entry[0], closed.item)
+        members.set(member_key, None)
+        return "closed"
 
     def begin(self) -> None:
         for cache in self._caches():

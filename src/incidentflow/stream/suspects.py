@@ -44,6 +44,11 @@ class Suspects(PerRecord):
         if message.key != key.encode():
             await self.context.send(self.names.suspects, key, message.value or b"")
             return "rekeyed"
+        if side.closed:  # the incident is past its state horizon: nothing of it changes any more
+            if self.suspects.get(key.encode()) is None:
+                return "duplicate"
+            store(self.suspects, key, None)
+            return "closed"
         state = load(self.suspects, key, corr.Suspects) or corr.Suspects()
         if side.incident is not None:
             outcome = corr.with_incident(state, side.incident, self.rules)

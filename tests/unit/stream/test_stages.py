@@ -128,7 +128,7 @@ def test_the_fold_saves_and_publishes_each_aggregate_once_per_batch() -> None:
     assert len(incidents(context)) == 2
     assert published["acme:db-1"].status == "resolved"
     assert published["acme:db-1"].time_to_restore_seconds == 600.0
-    assert set(stage.states) == {b"acme:db-1", b"acme:db-2"}  # type: ignore[arg-type]  # a DictTable
+    assert {k for k in stage.states if not k.startswith(b"\x00")} == {b"acme:db-1", b"acme:db-2"}  # type: ignore[attr-defined]  # a DictTable
     contributions = [metrics.IncidentContribution.model_validate_json(v) for _, v in context.to(NAMES.contributions)]
     assert {(c.series, c.member.status) for c in contributions} == {("mttr|api|unknown|unknown", "resolved"),
                                                              ("mttr|unknown|unknown|unknown", "open")}  # fmt: skip
@@ -149,8 +149,8 @@ def test_a_redelivered_alert_republishes_the_incident_and_an_older_than_history_
     context = FakeContext()
     limited = fold.Fold(context, NAMES, store, aggregate.Limits(max_events=2), CORRELATING)  # type: ignore[arg-type]
     run(context, limited, alerts(*(alert("heartbeat", 10 + n, event_id=f"h{n}") for n in range(4)), start=2))
-    assert run(context, limited, alerts(alert("resolve", -5, event_id="late"), start=9)) == ["deadlettered"]
-    assert context.dead[0][2].startswith("too_late")
+    assert run(context, limited, alerts(alert("resolve", -5, event_id="late"), start=9)) == ["too_late"]
+    assert context.dead[0][2] == "too_late"
 
 
 def test_the_fold_keeps_the_states_it_saved_parsed_for_the_next_batches_of_the_same_generation() -> None:
