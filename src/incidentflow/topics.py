@@ -24,10 +24,12 @@ class Topics:
     namespace: str
     raw_source: str | None = None
     """Where raw envelopes are read from, when not `<namespace>.raw` (a replay into a new namespace)."""
+    horizon_days: int = 90
+    """The state horizon (`Settings.state_horizon_days`): how long the topics between stages keep a record."""
 
     @classmethod
     def of(cls, settings: Settings) -> Topics:
-        return cls(settings.topic_namespace, settings.raw_topic)
+        return cls(settings.topic_namespace, settings.raw_topic, settings.state_horizon_days)
 
     def _name(self, suffix: str) -> str:
         return f"{self.namespace}.{suffix}"
@@ -91,21 +93,24 @@ class Topics:
         return (self.contributions, self.scope, self.suspects, self.verdicts)
 
     def configs(self) -> dict[str, dict[str, str]]:
-        """Every topic with its config: raw is kept forever, state topics are compacted."""
+        """Every topic with its config: raw is kept forever, state topics are compacted, and the
+        topics between stages keep a record for the state horizon (past it, every event it could
+        carry is too late: a worker stopped longer than that has nothing there left to do)."""
+        between = {"retention.ms": str(self.horizon_days * 24 * 3600 * 1000)}
         return {
             self.raw: FOREVER,
-            self.alerts: {},
-            self.changes: {},
+            self.alerts: between,
+            self.changes: between,
             self.cdevents: {},
             self.incidents: COMPACTED,
             # keyed by aggregate_id with one record per pair: compaction would drop all but one pair
             self.correlations: FOREVER,
             self.metrics: COMPACTED,
             self.deadletter: FOREVER,
-            self.contributions: {},
-            self.scope: {},
-            self.suspects: {},
-            self.verdicts: {},
+            self.contributions: between,
+            self.scope: between,
+            self.suspects: between,
+            self.verdicts: between,
         }
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from incidentflow.config import ConfigError, Settings, hash_token, load_integrations, parse_integrations
+from incidentflow.topics import Topics
 
 GOOD = f"""
 integrations:
@@ -63,3 +64,13 @@ def test_list_settings_come_from_comma_separated_environment_values(monkeypatch:
     assert settings.trusted_proxies == ("10.0.0.1", "10.0.0.2")
     assert settings.correlation_scope_labels == ("service", "team")
     assert settings.correlation_conflict_labels == ("env", "environment", "region")
+
+
+def test_the_topics_between_stages_keep_records_for_the_state_horizon_and_raw_forever() -> None:
+    names = Topics.of(Settings(state_horizon_days=30))
+    configs = names.configs()
+    month = str(30 * 24 * 3600 * 1000)
+    for topic in (names.alerts, names.changes, *names.internal):
+        assert configs[topic]["retention.ms"] == month
+    assert configs[names.raw]["retention.ms"] == "-1"
+    assert configs[names.incidents]["cleanup.policy"] == configs[names.metrics]["cleanup.policy"] == "compact"
