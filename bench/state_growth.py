@@ -172,7 +172,9 @@ def run(args: argparse.Namespace, work: Path, bootstrap: str) -> int:
     group = f"{namespace}-app"
     worker: subprocess.Popen[bytes] | None = spawn("worker", env, work)
     first = START.timestamp()
+    print(f"state horizon: {settings.state_horizon_days} days of event time")
     print("month  events so far  live keys  live MiB  RocksDB on disk  per table: live keys / MiB")
+    totals: dict[int, tuple[int, int]] = {}
     try:
         for month in range(1, 13):
             until = first + month * MONTH.total_seconds() if month < 12 else float("inf")
@@ -184,9 +186,12 @@ def run(args: argparse.Namespace, work: Path, bootstrap: str) -> int:
             state = asyncio.run(live_state(bootstrap, namespace))
             read = time.monotonic() - read_from
             keys, size = sum(k for k, _ in state.values()), sum(b for _, b in state.values())
+            totals[month] = (keys, size)
             tables = ", ".join(f"{t} {state[t][0]} / {state[t][1] / 2**20:.1f}" for t in TABLES if state[t][0])
             print(f"{month:>5}  {traffic.made:>13}  {keys:>9}  {size / 2**20:>8.1f}  "
                   f"{disk_bytes(work / 'data') / 2**20:>11.0f} MiB  {tables}")  # fmt: skip
+        (keys4, size4), (keys12, size12) = totals[4], totals[12]
+        print(f"state after month 12 against month 4: {keys12 / keys4:.2f}x the keys, {size12 / size4:.2f}x the bytes")
         print(f"baseline: aiokafka reads every table's changelog to its end: {read:.1f} s")
         resident = rss_mib(worker.pid)
         worker.terminate()
