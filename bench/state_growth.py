@@ -1,12 +1,15 @@
 """A simulated year through one worker: the size of its state at the end of every month, then a cold restore.
 
-    .venv/bin/python -u bench/state_growth.py [--events 2000000] [--days 365]
+    .venv/bin/python -u bench/state_growth.py [--events 2000000] [--days 365] [--leave-open]
 
 The trust suite's traffic (`tests/trust/traffic.py`: native, Flashduty, Uptrends and Sleuth
 alerts, native and Flashduty changes, with reopens, heartbeats, late and duplicate events, changes
 that do and do not correlate), in seeded slices whose event times cover `--days` days, written as
 canonical events straight to the worker's `alerts` and `changes` topics (Elven, whose events take
-their time from the gateway's receipt, is left out). Month by month of event time: the month's
+their time from the gateway's receipt, is left out). A slice ends with about two thirds of its
+incidents open; here each of those is resolved between an hour and two days after its last event
+(`--leave-open` keeps them open for ever, and with them their state: the horizon counts from an
+incident's final resolution). Month by month of event time: the month's
 events are produced, the worker drains every stage, and the state is measured: the live keys and
 their bytes per table (read from each table's changelog, the last value of each key, tombstones
 left out: what a restore loads) and the worker's RocksDB directory on disk. At the end, the
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import random
 import shutil
 import subprocess
 import sys
@@ -40,6 +44,7 @@ from tests.trust.traffic import START, generate, integrations_yaml, span_days  #
 
 from incidentflow.config import Settings  # noqa: E402
 from incidentflow.domain.events import AlertEvent  # noqa: E402
+from incidentflow.domain.incident import project  # noqa: E402
 from incidentflow.runtime.progress import group_lag  # noqa: E402
 from incidentflow.stream.app import TABLES  # noqa: E402
 from incidentflow.topics import Topics, ensure_topics  # noqa: E402
@@ -56,28 +61,49 @@ class Year:
 
     SLICE = 9000
 
-    def __init__(self, events: int, days: int) -> None:
+    def __init__(self, events: int, days: int, leave_open: bool = False) -> None:
         self.step = self.SLICE / (events / days)  # days between slice starts
-        self.days, self.seed, self.start = days, 1000, 0.0
+        self.days, self.seed, self.start, self.leave_open = days, 1000, 0.0, leave_open
         self.pending: list[tuple[float, str, bytes, bytes]] = []
         self.made = 0
 
     def until(self, t: float) -> list[tuple[float, str, bytes, bytes]]:
         while self.start < self.days and (START + timedelta(days=self.start)).timestamp() < t:
+            alerts: dict[str, list[AlertEvent]] = {}
             for webhook in generate(self.seed, self.SLICE, START + timedelta(days=self.start)):
                 for event in webhook.events:
                     if isinstance(event, AlertEvent):
-                        self.pending.append((event.occurred_at.timestamp(), "alerts", event.aggregate_id.encode(),
-                                             event.model_dump_json().encode()))  # fmt: skip
+                        alerts.setdefault(event.aggregate_id, []).append(event)
                     else:
                         self.pending.append((event.occurred_at.timestamp(), "changes", event.change_id.encode(),
                                              event.model_dump_json().encode()))  # fmt: skip
+            rnd = random.Random(self.seed)
+            for events in alerts.values():
+                if not self.leave_open:
+                    events.extend(resolution(events, rnd))
+                for event in events:
+                    self.pending.append((event.occurred_at.timestamp(), "alerts", event.aggregate_id.encode(),
+                                         event.model_dump_json().encode()))  # fmt: skip
             self.seed, self.start = self.seed + 1, self.start + self.step
         self.pending.sort(key=lambda item: item[0])
         cut = next((i for i, item in enumerate(self.pending) if item[0] >= t), len(self.pending))
         out, self.pending = self.pending[:cut], self.pending[cut:]
         self.made += len(out)
         return out
+
+
+def resolution(events: list[AlertEvent], rnd: random.Random) -> list[AlertEvent]:
+    """A resolve between an hour and two days after the last event of an incident its slice leaves
+    open (none for one it leaves resolved): the trust traffic ends each slice with about two thirds
+    of its incidents open, which over a year would be hundreds of thousands open at once."""
+    incident = project(events)
+    if incident is None or incident.status == "resolved":
+        return []
+    last = max(events, key=lambda e: e.occurred_at)
+    at = last.occurred_at + timedelta(seconds=rnd.randrange(3600, 2 * 86400))
+    update = {"event_id": f"{last.aggregate_id}:resolved-in-bench", "action": "resolve", "occurred_at": at,
+              "received_at": at}  # fmt: skip
+    return [AlertEvent.model_validate({**last.model_dump(), **update})]
 
 
 async def produce(bootstrap: str, records: list[tuple[str, bytes, bytes]]) -> None:
@@ -151,6 +177,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=2_000_000)
     parser.add_argument("--days", type=int, default=365)
+    parser.add_argument("--leave-open", action="store_true",
+                        help="keep the incidents each slice leaves open open for ever (the trust traffic as it is)")  # fmt: skip
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="incidentflow-bench-"))
     with broker(work) as bootstrap:
@@ -163,7 +191,7 @@ def run(args: argparse.Namespace, work: Path, bootstrap: str) -> int:
     names = Topics.of(settings)
     asyncio.run(ensure_topics(settings))
     (work / "integrations.yaml").write_text(integrations_yaml())
-    traffic = Year(args.events, args.days)
+    traffic = Year(args.events, args.days, args.leave_open)
     print(f"about {args.events} canonical events over {args.days} days of event time, from {START.date()}, "
           f"in slices of the trust traffic ({span_days(Year.SLICE)} days each, one every {traffic.step:.1f} days)")  # fmt: skip
     env = product_env(bootstrap, namespace, work, INCIDENTFLOW_WEB_PORT="16098",
