@@ -22,7 +22,10 @@ from typing import Any
 
 from incidentflow.domain.events import AlertEvent, ChangeEvent
 
-START = datetime(2026, 9, 1, tzinfo=UTC)
+START = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=40)
+"""Where the traffic's event time starts: the UTC midnight 40 days before today, so that the traffic
+of a scenario and the Elven events sent with it (their time is the gateway's receipt) lie within the
+worker's state horizon (90 days by default) of each other."""
 SERVICES = ["checkout", "payments", "search", "auth", "catalog", "orders", "inventory", "shipping"]
 CLUSTERS = ["eu-1", "eu-2", "us-1", "us-2"]
 ENVS = ["prod", "staging"]
