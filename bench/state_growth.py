@@ -34,7 +34,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 from common import REPO, broker, product_env, spawn
 from startup import time_to_ready
@@ -47,7 +47,7 @@ from incidentflow.domain.events import AlertEvent  # noqa: E402
 from incidentflow.domain.incident import project  # noqa: E402
 from incidentflow.runtime.progress import group_lag  # noqa: E402
 from incidentflow.stream.app import TABLES  # noqa: E402
-from incidentflow.topics import Topics, ensure_topics  # noqa: E402
+from incidentflow.topics import COMPACTED, Topics, changelog_topic, ensure_topics  # noqa: E402
 
 PARTITIONS = 8
 MONTH = timedelta(days=365 / 12)
@@ -104,6 +104,20 @@ def resolution(events: list[AlertEvent], rnd: random.Random) -> list[AlertEvent]
     update = {"event_id": f"{last.aggregate_id}:resolved-in-bench", "action": "resolve", "occurred_at": at,
               "received_at": at}  # fmt: skip
     return [AlertEvent.model_validate({**last.model_dump(), **update})]
+
+
+async def changelogs_compacted_as_over_a_year(settings: Settings) -> None:
+    """Creates the worker's changelogs, each segment rolled after a minute rather than an hour: the
+    year passes in about an hour here, and the broker compacts only rolled segments, so with the
+    product's hourly segments the changelogs would still hold most of the year's writes at its end."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        config = {**COMPACTED, "segment.ms": "60000"}
+        await admin.create_topics([NewTopic(changelog_topic(settings, t), settings.partitions, 1, topic_configs=config)
+                                   for t in TABLES])  # fmt: skip
+    finally:
+        await admin.close()
 
 
 async def produce(bootstrap: str, records: list[tuple[str, bytes, bytes]]) -> None:
@@ -187,9 +201,11 @@ def main() -> int:
 
 def run(args: argparse.Namespace, work: Path, bootstrap: str) -> int:
     namespace = f"bench-{uuid.uuid4().hex[:6]}"
-    settings = Settings(kafka_bootstrap=bootstrap, topic_namespace=namespace, partitions=PARTITIONS)
+    settings = Settings(kafka_bootstrap=bootstrap, topic_namespace=namespace, partitions=PARTITIONS,
+                        app_id=f"{namespace}-app")  # fmt: skip
     names = Topics.of(settings)
-    asyncio.run(ensure_topics(settings))
+    asyncio.run(changelogs_compacted_as_over_a_year(settings))
+    asyncio.run(ensure_topics(settings, tables=TABLES))
     (work / "integrations.yaml").write_text(integrations_yaml())
     traffic = Year(args.events, args.days, args.leave_open)
     print(f"about {args.events} canonical events over {args.days} days of event time, from {START.date()}, "
