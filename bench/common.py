@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -40,3 +41,10 @@ def spawn(command: str, env: dict[str, str], work: Path) -> subprocess.Popen[byt
     """`incidentflow <command>` in the background, its output in <work>/<command>.log."""
     with (work / f"{command}.log").open("wb") as log:
         return subprocess.Popen([sys.executable, "-m", "incidentflow.cli", command], env=env, stdout=log, stderr=log)
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 free now: benchmarks run side by side, each web server on a port of its own."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

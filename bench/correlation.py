@@ -33,7 +33,7 @@ from typing import Any
 import aiohttp
 import httpx
 from aiokafka import AIOKafkaConsumer
-from common import broker, product_env, spawn
+from common import broker, free_port, product_env, spawn
 
 from incidentflow.config import Settings
 from incidentflow.topics import ensure_topics
@@ -164,7 +164,7 @@ def main() -> int:
 def run(args: argparse.Namespace, work: Path, bootstrap: str) -> int:
     namespace = f"bench-{uuid.uuid4().hex[:6]}"
     (work / "integrations.yaml").write_text(INTEGRATIONS)
-    env = product_env(bootstrap, namespace, work, INCIDENTFLOW_WEB_PORT="16098", INCIDENTFLOW_GATEWAY_PORT="18098",
+    env = product_env(bootstrap, namespace, work, INCIDENTFLOW_WEB_PORT=str(free_port()), INCIDENTFLOW_GATEWAY_PORT="18098",
                       INCIDENTFLOW_INTEGRATIONS_FILE=str(work / "integrations.yaml"))  # fmt: skip
     asyncio.run(ensure_topics(Settings(kafka_bootstrap=bootstrap, topic_namespace=namespace, partitions=PARTITIONS)))
     processes = []

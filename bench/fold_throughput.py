@@ -37,7 +37,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from common import broker, product_env, spawn
+from common import broker, free_port, product_env, spawn
 
 from incidentflow.config import Settings
 from incidentflow.runtime.progress import group_lag
@@ -153,12 +153,12 @@ def faust_passthrough(bootstrap: str, source: str, sink: str, work: Path) -> flo
     group = f"{sink}-group"
     asyncio.run(_create(bootstrap, sink))
     env = {**os.environ, "FLOOR_BOOTSTRAP": bootstrap, "FLOOR_SOURCE": source, "FLOOR_SINK": sink,
-           "FLOOR_GROUP": group, "FLOOR_DATA_DIR": str(work / "floor-data")}  # fmt: skip
+           "FLOOR_GROUP": group, "FLOOR_DATA_DIR": str(work / "floor-data"), "FLOOR_WEB_PORT": str(free_port())}  # fmt: skip
     with (work / "faust-passthrough.log").open("wb") as log:
         process = subprocess.Popen([sys.executable, str(Path(__file__).with_name("faust_passthrough.py")), "worker",
                                     "-l", "warn"], env=env, stdout=log, stderr=log)  # fmt: skip
     try:
-        rate, _, _, _ = asyncio.run(wait_folded(bootstrap, group, source, [], process.pid))
+        rate, _, _, _ = asyncio.run(wait_folded(bootstrap, group, source, [], process))
         return rate
     finally:
         process.terminate()
@@ -194,20 +194,23 @@ def cpu_seconds(pid: int) -> float:
 
 
 async def wait_folded(
-    bootstrap: str, group: str, topic: str, stages: list[str], pid: int
+    bootstrap: str, group: str, topic: str, stages: list[str], process: subprocess.Popen[bytes]
 ) -> tuple[float, int, float, float]:
     """Poll the worker's committed offsets until it has caught up with `topic` and then with every
     topic in `stages` (what its own agents write and read again: metric contributions, correlation
     sides). Returns (records of `topic` per second until it was committed, records, records of
     `topic` per second until every stage was committed, the worker's CPU seconds over that time):
     the first is the fold, the second the whole worker. The CPU time is the steadier figure on a
-    shared machine: it does not count what other processes take."""
+    shared machine: it does not count what other processes take. Stops the run if the process exits."""
+    pid = process.pid
     first = last = 0.0
     cpu_at_first = 0.0
     done = 0
     folded = None
     drained_polls = 0
     while True:
+        if process.poll() is not None:
+            raise SystemExit(f"{process.args} exited ({process.returncode}) before it was done: see its log")
         lag = await group_lag(bootstrap, group, [topic, *stages])
         if lag.done[topic] and not first:
             first, cpu_at_first = time.monotonic(), cpu_seconds(pid)
@@ -296,11 +299,11 @@ def one_round(args: argparse.Namespace, work: Path, bootstrap: str, last: bool) 
         floor = faust_passthrough(bootstrap, alerts, f"{namespace}.floor", work)
         print(f"baseline Faust agent forwarding each record:   {floor:9.0f} records/s   (Faust's own cost per record)")
 
-        worker = spawn("worker", product_env(bootstrap, namespace, work, INCIDENTFLOW_WEB_PORT="16099"), work)
+        worker = spawn("worker", product_env(bootstrap, namespace, work, INCIDENTFLOW_WEB_PORT=str(free_port())), work)
         profiler = profile(worker.pid, args.profile) if args.profile and last else None
         names = Topics.of(settings)
         stages = [names.contributions, names.scope, names.suspects, names.changes, names.verdicts]
-        rate, folded, drained, cpu = asyncio.run(wait_folded(bootstrap, f"{namespace}-app", alerts, stages, worker.pid))
+        rate, folded, drained, cpu = asyncio.run(wait_folded(bootstrap, f"{namespace}-app", alerts, stages, worker))
         if profiler is not None:
             profiler.send_signal(signal.SIGINT)
             profiler.wait(timeout=60)
@@ -320,7 +323,7 @@ def one_round(args: argparse.Namespace, work: Path, bootstrap: str, last: bool) 
             print(f"folding {args.open_incidents} incidents that stay open ...")
             more = alert_records(args.open_incidents, 0, namespace + "-open", seed=2, all_open=True)
             asyncio.run(produce(bootstrap, alerts, more))
-            asyncio.run(wait_folded(bootstrap, f"{namespace}-app", alerts, stages, worker.pid))
+            asyncio.run(wait_folded(bootstrap, f"{namespace}-app", alerts, stages, worker))
             time.sleep(2)
             after = rss_kib(worker.pid)
             per_100k = (after - idle) / args.open_incidents * 100_000 / 1024

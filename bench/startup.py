@@ -25,7 +25,7 @@ from pathlib import Path
 import rocksdict
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from common import broker, product_env, spawn
+from common import broker, free_port, product_env, spawn
 
 from incidentflow.config import Settings
 from incidentflow.domain.aggregate import AggregateState, apply
@@ -133,7 +133,9 @@ def main() -> int:
         print(f"wrote {args.incidents} incident states to {changelog} in {time.monotonic() - started:.0f} s")
         seconds, seen = asyncio.run(read_all(bootstrap, changelog))
         print(f"baseline: aiokafka reads the changelog ({seen} records):    {seconds:7.1f} s")
-        env = product_env(bootstrap, namespace, work, INCIDENTFLOW_WEB_PORT="16097", INCIDENTFLOW_LOG_LEVEL="info")
+        env = product_env(
+            bootstrap, namespace, work, INCIDENTFLOW_WEB_PORT=str(free_port()), INCIDENTFLOW_LOG_LEVEL="info"
+        )
         cold = time_to_ready(env, work, "cold")
         print(
             f"worker start to ready, empty data directory (restore):   {cold:7.1f} s   "

@@ -36,7 +36,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
-from common import REPO, broker, product_env, spawn
+from common import REPO, broker, free_port, product_env, spawn
 from startup import time_to_ready
 
 sys.path.insert(0, str(REPO))
@@ -210,7 +210,7 @@ def run(args: argparse.Namespace, work: Path, bootstrap: str) -> int:
     traffic = Year(args.events, args.days, args.leave_open)
     print(f"about {args.events} canonical events over {args.days} days of event time, from {START.date()}, "
           f"in slices of the trust traffic ({span_days(Year.SLICE)} days each, one every {traffic.step:.1f} days)")  # fmt: skip
-    env = product_env(bootstrap, namespace, work, INCIDENTFLOW_WEB_PORT="16098",
+    env = product_env(bootstrap, namespace, work, INCIDENTFLOW_WEB_PORT=str(free_port()),
                       INCIDENTFLOW_INTEGRATIONS_FILE=str(work / "integrations.yaml"), INCIDENTFLOW_LOG_LEVEL="info")  # fmt: skip
     inputs = [names.alerts, names.changes, names.contributions, names.scope, names.suspects, names.verdicts]
     group = f"{namespace}-app"
