@@ -13,7 +13,9 @@ for that partition.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 Item = tuple[bytes | None, bytes | None, Sequence[tuple[str, bytes]] | None]
@@ -40,3 +42,82 @@ async def send_batches(producer: Any, topic: str, partition: int, items: Sequenc
 async def _send(producer: Any, batch: Any, topic: str, partition: int, count: int, delivered: Delivered) -> None:
     delivery = await producer.send_batch(batch, topic, partition=partition)
     delivery.add_done_callback(lambda done: delivered(done, count))
+
+
+Group = tuple[str, int, Sequence[Item], Delivered]
+"""(topic, partition, records in order, what to call when a batch of them is delivered)."""
+
+HANDING_MAX = 50_000
+"""Most records a `Handover` holds before `put` waits for the producer to take some."""
+
+
+@dataclass
+class Handover:
+    """Hands record batches to the producer in the background, in the order they were put.
+
+    aiokafka queues one batch per partition and sends one request per broker at a time: a batch for
+    a partition that already has one waiting blocks until the request in flight is answered. A
+    worker that waited there after every batch of input would stand idle for a broker round trip
+    (hundreds of milliseconds for the large requests of the series and correlation stages); here
+    the stages go on with their next batch meanwhile. `drained` returns once everything put so far
+    is in the producer's hands: the producer's flush waits for it (runtime/install.py), so no
+    offset is committed before the records its handling wrote are on their way. A hand-over that
+    failed fails every `put` and `drained` after it, so that nothing is committed past it.
+    """
+
+    limit: int = HANDING_MAX
+    queue: deque[tuple[Any, list[Group], int]] = field(default_factory=deque)
+    held: int = 0
+    """Records put and not yet in the producer's hands."""
+    failed: BaseException | None = None
+    task: asyncio.Task[None] | None = None
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+    room: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self.idle.set()
+        self.room.set()
+
+    async def put(self, producer: Any, groups: list[Group]) -> None:
+        """Queues `groups` behind everything put before; waits only while the hand-over is full."""
+        count = sum(len(items) for _, _, items, _ in groups)
+        if not count:
+            return
+        while self.held >= self.limit and self.failed is None:
+            self.room.clear()
+            await self.room.wait()
+        self._raise_failed()
+        self.queue.append((producer, groups, count))
+        self.held += count
+        self.idle.clear()
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self._hand_over(), name="incidentflow-handover")
+
+    async def drained(self) -> None:
+        """Returns once every record put so far is in the producer's hands."""
+        await self.idle.wait()
+        self._raise_failed()
+
+    def _raise_failed(self) -> None:
+        if self.failed is not None:
+            raise RuntimeError(f"records could not be handed to the producer: {self.failed!r}") from self.failed
+
+    async def _hand_over(self) -> None:
+        try:
+            while self.queue:
+                producer, groups, count = self.queue[0]
+                # Partitions apart, at once: each waits only for its own partition's earlier batch.
+                await asyncio.gather(*(send_batches(producer, topic, partition, items, delivered)
+                                       for topic, partition, items, delivered in groups))  # fmt: skip
+                self.queue.popleft()
+                self.held -= count
+                if self.held < self.limit:
+                    self.room.set()
+        except BaseException as error:  # noqa: BLE001  # kept: every later put and drained raises it
+            self.failed = error
+            self.room.set()
+            if not isinstance(error, Exception):
+                raise
+        finally:
+            if not self.queue or self.failed is not None:
+                self.idle.set()

@@ -10,7 +10,7 @@ from typing import Any
 
 import faust
 
-from incidentflow.runtime.batches import Item, send_batches
+from incidentflow.runtime.batches import Handover, Item
 
 log = logging.getLogger("incidentflow.worker")
 
@@ -40,9 +40,10 @@ class Changelog:
         self.pending.pop(where, None)  # to the end: the order is that of the last writes
         self.pending[where] = (value, store)
 
-    async def flush(self, app: faust.App) -> None:
-        """Returns once every record written so far is in the producer's hands (whoever sends it), so
-        that the commit that follows, which flushes the producer first, covers them."""
+    async def flush(self, app: faust.App, handover: Handover) -> None:
+        """Puts every record written so far into `handover` (which gives them to the producer in
+        order), so that the commit that follows, which flushes the producer and with it the
+        hand-over first, covers them."""
         async with self.lock:
             # Taken whole (popping a dict from its front makes each look-up scan what was popped).
             # What other agents write meanwhile is theirs to flush, after this one: the lock keeps the order.
@@ -52,9 +53,9 @@ class Changelog:
             groups: dict[tuple[str, int], tuple[Any, list[Item]]] = {}
             for (topic, partition, key), (value, store) in pending.items():
                 groups.setdefault((topic, partition), (store, []))[1].append((key, value, None))
-            producer = aiokafka_producer(app)
-            for (topic, partition), (store, items) in groups.items():  # one table (one store) per changelog topic
-                await send_batches(producer, topic, partition, items, partial(self._delivered, store))
+            # one table (one store) per changelog topic
+            await handover.put(aiokafka_producer(app), [(topic, partition, items, partial(self._delivered, store))
+                                                        for (topic, partition), (store, items) in groups.items()])  # fmt: skip
 
     def _delivered(self, store: Any, delivery: asyncio.Future[Any], count: int = 1) -> None:
         """What Faust does when a changelog record is acknowledged: the store notes its offset

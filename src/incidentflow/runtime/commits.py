@@ -22,15 +22,15 @@ class Commits:
 
     completed: dict[tuple[str, int], tuple[int, int]] = field(default_factory=dict)
     """(topic, partition) -> (consumer generation, next offset) once every earlier record is handled
-    and its table writes are in the producer's hands (see `commit_handled`)."""
+    and what its handling wrote is in the hand-over to the producer (see `commit_handled`)."""
     held: dict[Any, tuple[int, float]] = field(default_factory=dict)
     """tp -> (an offset up to which every record was done, since when Faust's commit has not got there)."""
 
     async def commit_handled(self, app: faust.App, now: float | None = None) -> dict[Any, int]:
         """Runs every few seconds: where Faust's consumer has not committed an assigned partition up
         to the offset this worker had completed `HELD_SECONDS` ago (`completed`: every record before
-        it handled, by it or by earlier owners as `Positions` knows, and their table writes in the
-        producer's hands), commits the offset it has completed now itself. Returns what it committed.
+        it handled, by it or by earlier owners as `Positions` knows, and what their handling wrote in
+        the hand-over to the producer), commits the offset it has completed now itself. Returns what it committed.
         Faust commits every second, so a partition it keeps up with is never touched; one it moves
         a record at a time (the duplicate below) is.
 

@@ -25,7 +25,7 @@ from faust.types import EventT, Message, StreamT, TableT
 from incidentflow.config import Integrations, Settings
 from incidentflow.domain.records import DeadLetterRecord
 from incidentflow.metrics.worker import WorkerMetrics
-from incidentflow.runtime.batches import Item, send_batches
+from incidentflow.runtime.batches import Handover, Item
 from incidentflow.runtime.changelog import Changelog, aiokafka_producer
 from incidentflow.runtime.cloudevents import CloudEventHeaders
 from incidentflow.runtime.commits import Commits
@@ -91,6 +91,8 @@ class Runtime:
     packed: frozenset[str] = field(init=False)
     """The internal topics, whose records are packed (see runtime/packed.py)."""
     changelog: Changelog = field(default_factory=Changelog)
+    handover: Handover = field(default_factory=Handover)
+    """Takes what each batch wrote to the producer while the next is handled (runtime/batches.py)."""
     commits: Commits = field(default_factory=Commits)
     bulk_load: BulkLoad = field(init=False)
     headers: CloudEventHeaders = field(default_factory=lambda: CloudEventHeaders("/incidentflow", {}))
@@ -162,7 +164,7 @@ class Runtime:
         self.direct.append((topic, key.encode(), data))
 
     async def flush_outbox(self) -> None:
-        """Returns once every record sent so far is in the producer's hands, a record batch per topic
+        """Puts every record sent so far into the hand-over to the producer, a record batch per topic
         and partition (runtime/batches.py). One flush at a time (agents share the outbox): records
         of a topic and partition reach the producer in the order they were sent, whichever agent's
         flush takes them."""
@@ -181,8 +183,8 @@ class Runtime:
                 groups.setdefault((topic, partition), []).append((key, value, self.headers.of(topic, key, value)))
             for topic, partition, key, value in self.outbox.take():
                 groups.setdefault((topic, partition), []).append((key, value, None))
-            for (topic, partition), items in groups.items():
-                await send_batches(producer, topic, partition, items, partial(_delivered, topic))
+            await self.handover.put(producer, [(topic, partition, items, partial(_delivered, topic))
+                                               for (topic, partition), items in groups.items()])  # fmt: skip
 
     async def consume(
         self, stream: StreamT[bytes], handler: Handler, finish: Finish | None = None, begin: Begin | None = None
@@ -222,9 +224,10 @@ class Runtime:
     ) -> None:
         """Runs for every batch an agent takes: `begin`, each record's handler in order, after those
         of any records skipped before it (see `Positions`), then `finish`, which writes what the
-        handler kept for the whole batch. Once it returns, every table write of the batch is in the
-        producer's hands and `completed` covers each record handled, so that Faust's acks of the
-        batch, and the commit after them, cover only what is done."""
+        handler kept for the whole batch. Once it returns, every record the batch wrote is in the
+        hand-over to the producer and `completed` covers each record handled; a commit flushes the
+        producer, and with it the hand-over, first, so that Faust's acks of the batch, and the
+        commit after them, cover only what is done."""
         if begin is not None:
             begin()
         positions = self.positions
@@ -248,7 +251,7 @@ class Runtime:
         if finish is not None:
             await finish()
         await self.flush_outbox()
-        await self.changelog.flush(self.app)
+        await self.changelog.flush(self.app, self.handover)
         generation = self.app.consumer_generation_id
         for tp, nxt in done.items():
             self.commits.completed[tp] = (generation, nxt)

@@ -13,6 +13,7 @@ from typing import Any
 
 from faust.tables.recovery import Recovery
 from faust.transport.consumer import Consumer as FaustConsumer
+from faust.transport.drivers.aiokafka import Producer as FaustProducer
 from faust.types import TP, Message
 
 from incidentflow.runtime import heap
@@ -26,6 +27,7 @@ def install(store_memory_mib: int) -> None:
     _never_commit_skipped_messages()
     _rewind_after_rebalance()
     _restore_in_bulk()
+    _flush_waits_for_the_handover()
     heap.tune()
     _collect_cycles_less_often()
     share_one_memory_budget(store_memory_mib)
@@ -136,3 +138,22 @@ def _restore_in_bulk() -> None:
 
     build_offsets._incidentflow_guard = True  # type: ignore[attr-defined]
     Recovery._build_offsets = build_offsets  # type: ignore[method-assign]  # noqa: SLF001
+
+
+def _flush_waits_for_the_handover() -> None:
+    """Faust flushes its producer before every commit and when partitions are revoked; with this,
+    that flush first waits until the records the runtime's stages wrote are all in the producer's
+    hands (`Handover` in runtime/batches.py), so that no offset is committed, and no partition
+    handed to another worker, before what its records led to is on its way to Kafka."""
+    if getattr(FaustProducer.flush, "_incidentflow_guard", False):
+        return
+    original = FaustProducer.flush
+
+    async def flush(self: FaustProducer) -> None:
+        runtime = getattr(self.app, "incidentflow_runtime", None)
+        if runtime is not None:
+            await runtime.handover.drained()
+        await original(self)
+
+    flush._incidentflow_guard = True  # type: ignore[attr-defined]
+    FaustProducer.flush = flush  # type: ignore[method-assign]

@@ -8,6 +8,7 @@ from typing import Any
 
 from faust.types import TP
 
+from incidentflow.runtime.batches import Handover
 from incidentflow.runtime.changelog import Changelog
 from incidentflow.runtime.tables import FaustTable
 
@@ -131,7 +132,7 @@ def test_a_table_write_goes_to_its_partitions_database_and_is_queued_for_its_cha
 
 def test_two_agents_flushing_at_once_keep_the_order_of_writes() -> None:
     async def run() -> tuple[Producer, Store]:
-        app, store, changelog = App(), Store(), Changelog()
+        app, store, changelog, handover = App(), Store(), Changelog(), Handover()
         changelog.add("t-changelog", 0, b"a", b"0", store)  # overwritten before any flush: never sent
         changelog.add("t-changelog", 0, b"b", b"1", store)
         changelog.add("t-changelog", 0, b"a", b"2", store)
@@ -139,11 +140,11 @@ def test_two_agents_flushing_at_once_keep_the_order_of_writes() -> None:
         async def second_agent() -> None:
             await asyncio.sleep(0)
             changelog.add("t-changelog", 0, b"a", b"3", store)  # written after the first two
-            await changelog.flush(app)  # type: ignore[arg-type]
-            # it returns only once its own record is in the producer's hands
+            await changelog.flush(app, handover)  # type: ignore[arg-type]
+            await handover.drained()  # what a commit waits for: its own record is in the producer's hands
             assert app.producer.records[-1][3] == b"3"
 
-        await asyncio.gather(changelog.flush(app), second_agent())  # type: ignore[arg-type]
+        await asyncio.gather(changelog.flush(app, handover), second_agent())  # type: ignore[arg-type]
         for delivery, offset in app.producer.deliveries:
             delivery.set_result(Sent("t-changelog", 0, offset))
         for _ in range(3):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
+from typing import Any
 
 from incidentflow.runtime.install import GC_THRESHOLDS, install
 
@@ -17,3 +19,44 @@ def test_the_worker_collects_cycles_less_often_than_python_by_default() -> None:
         assert gc.get_threshold() == GC_THRESHOLDS
     finally:
         gc.set_threshold(*before)
+
+
+def test_the_producers_flush_waits_for_the_runtimes_handover() -> None:
+    from types import SimpleNamespace
+
+    from faust.transport.drivers.aiokafka import Producer as FaustProducer
+
+    from incidentflow.runtime.batches import Handover
+
+    install(256)
+
+    async def run() -> None:
+        handover, flushed = Handover(), []
+        taken = asyncio.Event()
+
+        class Aiokafka:
+            def create_batch(self) -> Any:
+                return SimpleNamespace(append=lambda **_: object())
+
+            async def send_batch(self, batch: Any, topic: str, *, partition: int) -> asyncio.Future[None]:
+                await taken.wait()  # the partition's earlier batch is still waiting for its request
+                delivery: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                delivery.set_result(None)
+                return delivery
+
+        async def buffer_flush() -> None:
+            flushed.append("faust's buffer")
+
+        faust_producer = SimpleNamespace(
+            app=SimpleNamespace(incidentflow_runtime=SimpleNamespace(handover=handover)),
+            buffer=SimpleNamespace(flush=buffer_flush), _producer=None, _transaction_producers={},
+        )  # fmt: skip
+        await handover.put(Aiokafka(), [("t", 0, [(b"k", b"v", None)], lambda *_: None)])
+        flush = asyncio.ensure_future(FaustProducer.flush(faust_producer))  # type: ignore[arg-type]
+        await asyncio.sleep(0.01)
+        assert not flush.done() and not flushed  # a commit waits: the record is not in the producer's hands
+        taken.set()
+        await asyncio.wait_for(flush, 1)
+        assert flushed == ["faust's buffer"]
+
+    asyncio.run(run())

@@ -154,7 +154,12 @@ def test_a_bad_item_is_dead_lettered_alone_and_a_record_not_packed_whole() -> No
 
     good = message(names.contributions, 0, 0, b"a", b'"a"\t{}\n"b"\t"bad"\n"c"\t{}')
     poison = message(names.contributions, 0, 1, b"poison", b"not packed")
-    asyncio.run(worker.handle_batch([Event(good), Event(poison)], handler))  # type: ignore[list-item]
+
+    async def batch_then_commit() -> None:
+        await worker.handle_batch([Event(good), Event(poison)], handler)  # type: ignore[list-item]
+        await worker.handover.drained()  # as a commit does before it commits
+
+    asyncio.run(batch_then_commit())
 
     assert handled == [("0@0.0", 0, b"a"), ("0@0.2", 2, b"c")]
     dead = [json.loads(v) for t, _, v, _ in app.producer.records if t == names.deadletter]  # type: ignore[attr-defined]

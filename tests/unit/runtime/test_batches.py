@@ -1,0 +1,101 @@
+"""The hand-over to the producer: in the background, in order, and never past a failure."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from incidentflow.runtime.batches import Group, Handover
+
+
+@dataclass
+class Batch:
+    items: list[bytes | None] = field(default_factory=list)
+
+    def append(self, *, key: bytes, value: bytes | None, timestamp: None, headers: Any) -> Any:
+        if len(self.items) >= 2:
+            return None  # full: two records a batch
+        self.items.append(value)
+        return object()
+
+
+@dataclass
+class Producer:
+    """aiokafka's producer, whose `send_batch` for a partition waits while that partition's earlier
+    batch has not been taken by a request (`taken` releases one per partition)."""
+
+    taken: dict[tuple[str, int], asyncio.Semaphore] = field(default_factory=dict)
+    records: dict[tuple[str, int], list[bytes | None]] = field(default_factory=dict)
+    fail_on: bytes | None = None
+
+    def create_batch(self) -> Batch:
+        return Batch()
+
+    def gate(self, topic: str, partition: int) -> asyncio.Semaphore:
+        return self.taken.setdefault((topic, partition), asyncio.Semaphore(0))
+
+    async def send_batch(self, batch: Batch, topic: str, *, partition: int) -> asyncio.Future[None]:
+        await self.gate(topic, partition).acquire()
+        if self.fail_on in batch.items:
+            raise ConnectionError("producer closed")
+        self.records.setdefault((topic, partition), []).extend(batch.items)
+        delivery: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        delivery.set_result(None)
+        return delivery
+
+
+def groups(*records: tuple[str, int, list[bytes]]) -> list[Group]:
+    return [(topic, partition, [(b"k", value, None) for value in values], lambda *_: None)
+            for topic, partition, values in records]  # fmt: skip
+
+
+def test_put_returns_before_the_producer_takes_the_records_and_drained_waits_for_them() -> None:
+    async def run() -> None:
+        producer, handover = Producer(), Handover()
+        await handover.put(producer, groups(("a", 0, [b"1", b"2", b"3"]), ("b", 1, [b"x"])))
+        await handover.put(producer, groups(("a", 0, [b"4"])))  # behind the first: same partition
+        assert handover.held == 5 and not producer.records  # the stage went on; nothing taken yet
+        drained = asyncio.ensure_future(handover.drained())
+        for _ in range(2):
+            producer.gate("a", 0).release()
+        producer.gate("b", 1).release()  # partitions apart: b's batch does not wait for a's second
+        await asyncio.sleep(0.01)
+        assert producer.records == {("a", 0): [b"1", b"2", b"3"], ("b", 1): [b"x"]} and not drained.done()
+        producer.gate("a", 0).release()
+        await asyncio.wait_for(drained, 1)
+        assert producer.records[("a", 0)] == [b"1", b"2", b"3", b"4"] and handover.held == 0
+
+    asyncio.run(run())
+
+
+def test_put_waits_while_the_handover_is_full() -> None:
+    async def run() -> None:
+        producer, handover = Producer(), Handover(limit=2)
+        await handover.put(producer, groups(("a", 0, [b"1", b"2"])))
+        second = asyncio.ensure_future(handover.put(producer, groups(("a", 0, [b"3"]))))
+        await asyncio.sleep(0.01)
+        assert not second.done()  # two records held: at the limit
+        producer.gate("a", 0).release()
+        await asyncio.wait_for(second, 1)
+        producer.gate("a", 0).release()
+        await asyncio.wait_for(handover.drained(), 1)
+        assert producer.records[("a", 0)] == [b"1", b"2", b"3"]
+
+    asyncio.run(run())
+
+
+def test_after_a_failed_handover_every_put_and_drained_fails() -> None:
+    async def run() -> None:
+        producer, handover = Producer(fail_on=b"bad"), Handover()
+        producer.gate("a", 0).release()
+        await handover.put(producer, groups(("a", 0, [b"bad"])))
+        with pytest.raises(RuntimeError, match="could not be handed to the producer"):
+            await asyncio.wait_for(handover.drained(), 1)  # a commit waiting on it fails: nothing is committed
+        with pytest.raises(RuntimeError):
+            await handover.put(producer, groups(("a", 0, [b"later"])))
+        assert not producer.records
+
+    asyncio.run(run())
