@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Literal
 
+import msgspec
 from pydantic import BaseModel, ConfigDict
 
 from incidentflow.domain.events import AlertEvent
@@ -134,3 +135,138 @@ def _bounded(state: AggregateState, limits: Limits, before: Incident | None) -> 
             }
         )
     return Applied(state, "applied", before, state.incident)
+
+
+class _Parts(msgspec.Struct, forbid_unknown_fields=True):
+    """The stored JSON of an `AggregateState`, each field kept as the JSON it was read as."""
+
+    events: msgspec.Raw = msgspec.Raw(b"[]")
+    snapshot: msgspec.Raw = msgspec.Raw(b"null")
+    horizon: msgspec.Raw = msgspec.Raw(b"null")
+    compacted_ids: msgspec.Raw = msgspec.Raw(b"[]")
+    current: msgspec.Raw = msgspec.Raw(b"null")
+    closed: bool = False
+
+
+class _Retained(msgspec.Struct):
+    """What an event arriving after every retained one needs to know of each of them."""
+
+    event_id: str
+    occurred_at: datetime
+
+
+_PARTS = msgspec.json.Decoder(_Parts)
+_RETAINED = msgspec.json.Decoder(list[_Retained])
+_HORIZON = msgspec.json.Decoder(tuple[datetime, str] | None)
+
+
+class Stored:
+    """An aggregate's state as the fold reads and writes it: the JSON of `AggregateState`, parsed
+    only as far as the next event needs.
+
+    Most events come after every event an aggregate retains. For them the fold needs the retained
+    events' ids and the order of the last one, the horizon and the current fold, and the retained
+    events stay the JSON they were read as: written back with the new one appended, in the layout
+    `AggregateState` writes. Every other case (a redelivery of a retained event, an event out of
+    order, one that makes the history compact) parses the whole state and applies it as `apply` does.
+    """
+
+    __slots__ = ("_current", "_events", "_ids", "_last", "_parts", "_state")
+
+    def __init__(self, state: AggregateState | None = None, parts: _Parts | None = None) -> None:
+        self._state = state
+        self._parts = parts
+        self._events: list[bytes] = []
+        """The retained events' JSON, without the array's brackets: what was read, then each event appended."""
+        self._ids: set[str] = set()
+        self._last: tuple[datetime, str] | None = None
+        self._current: Fold | None = None
+        if parts is not None:
+            inner = bytes(parts.events).strip()[1:-1].strip()
+            self._events = [inner] if inner else []
+            retained = _RETAINED.decode(parts.events)
+            self._ids = {e.event_id for e in retained}
+            if len(self._ids) != len(retained):
+                self._parts, self._state = None, self._parse(parts)  # not as `apply` keeps it: read whole
+                return
+            self._last = (retained[-1].occurred_at, retained[-1].event_id) if retained else None
+            current = bytes(parts.current)
+            self._current = Fold.model_validate_json(current) if current != b"null" else Fold()
+
+    @classmethod
+    def load(cls, data: bytes | None) -> Stored:
+        """The state stored as `data` (None: an aggregate with no state yet)."""
+        return cls(AggregateState()) if not data else cls(parts=_PARTS.decode(data))
+
+    @staticmethod
+    def _parse(parts: _Parts) -> AggregateState:
+        return AggregateState.model_validate_json(_dump_parts(parts, [bytes(parts.events).strip()[1:-1]], None))
+
+    @property
+    def state(self) -> AggregateState:
+        """The whole state (parsed on first use)."""
+        if self._state is None:
+            assert self._parts is not None  # noqa: S101  # one of the two is always set
+            self._state = AggregateState.model_validate_json(self.dump())
+        return self._state
+
+    @property
+    def closed(self) -> bool:
+        return self._parts.closed if self._state is None and self._parts is not None else self.state.closed
+
+    @property
+    def incident(self) -> Incident | None:
+        return self._current.incident if self._state is None and self._current is not None else self.state.incident
+
+    @property
+    def since(self) -> date | None:
+        """As `AggregateState.since`."""
+        if self._state is not None or self._current is None:
+            return self.state.since
+        incident = self._current.incident
+        if self.closed:
+            return None
+        if incident is None:
+            return self._last[0].date() if self._last is not None else None
+        return incident.resolved_at.date() if incident.status == "resolved" and incident.resolved_at else None
+
+    def dump(self) -> bytes:
+        """The state's JSON, as `AggregateState.model_dump_json` writes it."""
+        if self._state is not None or self._parts is None or self._current is None:
+            return self.state.model_dump_json().encode()
+        return _dump_parts(self._parts, self._events, self._current)
+
+    def apply(self, event: AlertEvent, limits: Limits = DEFAULT_LIMITS) -> tuple[Stored, Outcome]:
+        """As `apply`, on the stored state: the new state and the outcome."""
+        parts, current, last = self._parts, self._current, self._last
+        if self._state is not None or parts is None or current is None or parts.closed or event.event_id in self._ids:
+            applied = apply(self.state, event, limits)
+            return (self if applied.state is self.state else Stored(applied.state)), applied.outcome
+        horizon = _HORIZON.decode(parts.horizon)
+        if horizon is not None and event.order_key <= horizon:
+            return self, ("duplicate" if event.event_id in self.state.compacted_ids else "too_late")
+        if (last is not None and event.order_key <= last) or len(self._ids) + 1 > limits.max_events:
+            applied = apply(self.state, event, limits)
+            return Stored(applied.state), applied.outcome
+        grown = Stored(parts=None)
+        grown._parts, grown._current = parts, evolve(current, event)
+        grown._events = [*self._events, event.model_dump_json().encode()]
+        grown._ids, grown._last = {*self._ids, event.event_id}, event.order_key
+        return grown, "applied"
+
+
+def _dump_parts(parts: _Parts, events: list[bytes], current: Fold | None) -> bytes:
+    return b"".join((
+        b'{"events":[', b",".join(events), b'],"snapshot":', _fold_or_empty(parts.snapshot), b',"horizon":',
+        bytes(parts.horizon), b',"compacted_ids":', bytes(parts.compacted_ids), b',"current":',
+        current.model_dump_json().encode() if current is not None else _fold_or_empty(parts.current),
+        b',"closed":', b"true" if parts.closed else b"false", b"}",
+    ))  # fmt: skip
+
+
+_EMPTY_FOLD = Fold().model_dump_json().encode()
+
+
+def _fold_or_empty(raw: msgspec.Raw) -> bytes:
+    data = bytes(raw)
+    return _EMPTY_FOLD if data == b"null" else data

@@ -36,7 +36,7 @@ log = logging.getLogger("incidentflow.worker")
 
 TABLES = {"aggregates": "AggregateState JSON by aggregate_id; the state horizon's clock and due days"}
 STATES_KEPT = 1024
-"""Most aggregate states a fold keeps parsed between batches (`Fold.kept`): about 14 KiB each with a few events."""
+"""Most aggregate states a fold keeps read between batches (`Fold.kept`): each its stored JSON and current fold."""
 CLOSED = aggregate.CLOSED.model_dump_json(exclude_defaults=True).encode()
 
 
@@ -44,7 +44,7 @@ CLOSED = aggregate.CLOSED.model_dump_json(exclude_defaults=True).encode()
 class Pending:
     """One aggregate touched by the batch being handled: its state as the batch leaves it."""
 
-    state: aggregate.AggregateState
+    state: aggregate.Stored
     before: Incident | None
     """The incident as it was before the batch."""
     where: Where
@@ -72,7 +72,7 @@ class Fold:
     batch: dict[tuple[int, bytes], Pending] = field(default_factory=dict)
     """The aggregates of the batch being handled: each read and parsed once, written and published
     once when the batch is done (`finish`), however many of its events the batch holds."""
-    kept: OrderedDict[tuple[int, bytes], aggregate.AggregateState] = field(default_factory=OrderedDict)
+    kept: OrderedDict[tuple[int, bytes], aggregate.Stored] = field(default_factory=OrderedDict)
     """The states last saved, parsed, the most recent last: an aggregate that keeps receiving
     events (a flapping check, a storm) is read and parsed once, not once per batch. Only while the
     consumer generation stays the one they were saved in (`kept_in`): then no other worker or
@@ -101,25 +101,25 @@ class Fold:
             state = self.kept.get((message.partition, key))
             if state is None:
                 stored = self.states.get(key)
-                state = aggregate.AggregateState.model_validate_json(stored) if stored else aggregate.AggregateState()
+                state = aggregate.Stored.load(stored)
             pending = Pending(state=state, before=state.incident, where=self.context.here(), since=state.since)
             self.batch[(message.partition, key)] = pending
         day = alert.occurred_at.date()
         where, clock, latest = self.clocks.get(message.partition) or self.clock_here()
         if self.horizon.too_old(day, clock) or self.horizon.past(pending.state.since, day):
             raise TooLate  # beyond the state horizon: of a closed aggregate, or one that would be by then
-        applied = aggregate.apply(pending.state, alert, self.limits)
-        if applied.outcome == "too_late":  # closed, or older than its compacted history (docs/semantics.md)
+        state, outcome = pending.state.apply(alert, self.limits)
+        if outcome == "too_late":  # closed, or older than its compacted history (docs/semantics.md)
             raise TooLate
         if latest is None or day > latest:
             self.clocks[message.partition] = (where, clock, day)
         pending.records.append(message)
-        if applied.outcome == "duplicate":
+        if outcome == "duplicate":
             # A redelivery: what the current state led to is published again, in case a crash lost
             # it after the state was saved. Every consumer takes the newest version, so this is harmless.
             pending.redelivered = True
             return "duplicate"
-        pending.state, pending.changed = applied.state, True
+        pending.state, pending.changed = state, True
         return "applied"
 
     def clock_here(self) -> tuple[Where, date | None, date | None]:
@@ -147,7 +147,7 @@ class Fold:
                 after = pending.state.incident
                 if pending.changed:
                     with self.context.acting_for(pending.where):
-                        self.states.set(key, pending.state.model_dump_json().encode())
+                        self.states.set(key, pending.state.dump())
                         self.horizon.file(key.decode(), pending.since, pending.state.since)
                     if after is not None and after != pending.before:
                         await self.publish(pending.before, after, republish=False)
@@ -181,7 +181,7 @@ class Fold:
         key = aggregate_id.encode()
         self.kept.pop((partition, key), None)
         stored = self.states.get(key)
-        state = aggregate.AggregateState.model_validate_json(stored) if stored else None
+        state = aggregate.Stored.load(stored) if stored else None
         if state is not None and state.since == day:
             self.states.set(key, CLOSED)
             incident = state.incident
@@ -196,7 +196,7 @@ class Fold:
                     await self.context.send(self.names.scope, bucket, message)
         self.horizon.file(aggregate_id, day, None)
 
-    def keep(self, where: tuple[int, bytes], state: aggregate.AggregateState) -> None:
+    def keep(self, where: tuple[int, bytes], state: aggregate.Stored) -> None:
         self.kept[where] = state
         if len(self.kept) > STATES_KEPT:
             self.kept.popitem(last=False)

@@ -8,7 +8,7 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from incidentflow.domain.aggregate import DEFAULT_LIMITS, AggregateState, Limits, apply
+from incidentflow.domain.aggregate import CLOSED, DEFAULT_LIMITS, AggregateState, Limits, Stored, apply
 from incidentflow.domain.events import AlertEvent
 from incidentflow.domain.incident import project
 from tests.factories import alert
@@ -83,3 +83,31 @@ def test_a_state_stored_with_the_waiting_resolves_listed_still_reads_and_folds_t
     assert old == state
     opened = alert("open", 0)
     assert apply(old, opened).state.incident == project([*waiting, opened])
+
+
+@settings(max_examples=400, deadline=None)
+@given(event_sets(), st.randoms(use_true_random=False), st.integers(min_value=0, max_value=2), st.booleans())
+def test_the_stored_state_applies_as_the_whole_one_and_writes_the_same_json(
+    events: list[AlertEvent], rnd: random.Random, copies: int, reload: bool
+) -> None:
+    delivered = events + [rnd.choice(events) for _ in range(copies * len(events))]
+    rnd.shuffle(delivered)
+    limits = Limits(max_events=rnd.choice([4, 8, 256]), max_compacted_ids=8)
+    state, stored = AggregateState(), Stored.load(None)
+    for event in delivered:
+        applied = apply(state, event, limits)
+        stored, outcome = stored.apply(event, limits)
+        assert outcome == applied.outcome
+        state = applied.state
+        assert stored.dump() == state.model_dump_json().encode()  # byte for byte: the changelog is unchanged
+        assert (stored.incident, stored.since, stored.closed) == (state.incident, state.since, state.closed)
+        if reload or rnd.random() < 0.3:  # read back from the store, as a fold does for an aggregate it did not keep
+            stored = Stored.load(stored.dump())
+    assert Stored.load(stored.dump()).state == state
+
+
+def test_the_stored_closed_marker_and_an_empty_state_read_as_the_whole_ones() -> None:
+    closed = Stored.load(CLOSED.model_dump_json(exclude_defaults=True).encode())
+    assert closed.closed and closed.since is None and closed.apply(alert("open", 0))[1] == "too_late"
+    assert Stored.load(None).dump() == AggregateState().model_dump_json().encode()
+    assert Stored.load(b"{}").state == AggregateState()
