@@ -208,6 +208,7 @@ async def wait_folded(
     done = 0
     folded = None
     drained_polls = 0
+    drained_at = cpu_at_drained = 0.0
     while True:
         if process.poll() is not None:
             raise SystemExit(f"{process.args} exited ({process.returncode}) before it was done: see its log")
@@ -220,10 +221,16 @@ async def wait_folded(
             folded = done / (last - first) if last > first else float("nan")
         if folded is not None:
             # Each stage commits its input only once what it wrote is in Kafka, so nothing behind,
-            # twice in a row, is the end of every stage's work.
-            drained_polls = drained_polls + 1 if lag.behind == 0 else 0
+            # twice in a row, is the end of every stage's work: at the first of the two polls (as the
+            # fold's end is the poll that first saw its last commit).
+            if lag.behind == 0:
+                drained_polls += 1
+                if drained_polls == 1:
+                    drained_at, cpu_at_drained = time.monotonic(), cpu_seconds(pid)
+            else:
+                drained_polls = 0
             if drained_polls == 2:
-                return folded, done, done / (time.monotonic() - first), cpu_seconds(pid) - cpu_at_first
+                return folded, done, done / (drained_at - first), cpu_at_drained - cpu_at_first
         await asyncio.sleep(0.25)
 
 

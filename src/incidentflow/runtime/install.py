@@ -6,8 +6,9 @@ Each is guarded, so installing twice changes nothing. Stages never see any of th
 from __future__ import annotations
 
 import gc
+import inspect
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
 from contextvars import ContextVar
 from typing import Any
 
@@ -15,6 +16,7 @@ from faust.tables.recovery import Recovery
 from faust.transport.consumer import Consumer as FaustConsumer
 from faust.transport.drivers.aiokafka import Producer as FaustProducer
 from faust.types import TP, Message
+from mode.services import WaitResults
 
 from incidentflow.runtime import heap
 from incidentflow.runtime.store import share_one_memory_budget
@@ -28,6 +30,7 @@ def install(store_memory_mib: int) -> None:
     _rewind_after_rebalance()
     _restore_in_bulk()
     _flush_waits_for_the_handover()
+    _deliver_records_without_tasks()
     heap.tune()
     _collect_cycles_less_often()
     share_one_memory_budget(store_memory_mib)
@@ -157,3 +160,68 @@ def _flush_waits_for_the_handover() -> None:
 
     flush._incidentflow_guard = True  # type: ignore[attr-defined]
     FaustProducer.flush = flush  # type: ignore[method-assign]
+
+
+def _deliver_records_without_tasks() -> None:
+    """Faust's consumer hands each record it fetched to the streams with `wait_first(delivery,
+    flow suspended)`, which makes four tasks and an `asyncio.wait` for every record (the delivery,
+    the flow's suspension, the consumer's stop and crash): about 8% of a worker's CPU per record in
+    `bench/fold_throughput.py`. A delivery almost always completes without waiting (the stream's
+    buffer has room), so it is run at once; only one that has to wait goes on through Faust's own
+    `wait_first`, from where it stopped, so that a suspended flow (a rebalance) or a stop still
+    interrupts it as before."""
+    if getattr(FaustConsumer.wait_first, "_incidentflow_guard", False):
+        return
+    original = FaustConsumer.wait_first
+
+    async def wait_first(self: FaustConsumer, *coros: Any, timeout: Any = None) -> WaitResults:
+        first = coros[0] if coros else None
+        if not inspect.iscoroutine(first) or self._stopped.is_set() or self._crashed.is_set():  # noqa: SLF001
+            return await original(self, *coros, timeout=timeout)
+        others = coros[1:]
+        try:
+            waiting_on = first.send(None)
+        except StopIteration as done:
+            _close(others)  # never started: what they would have waited for no longer matters
+            return WaitResults([first], [done.value], False)
+        except BaseException:
+            _close(others)
+            raise
+        return await original(self, _Resumed(first, waiting_on), *others, timeout=timeout)
+
+    wait_first._incidentflow_guard = True  # type: ignore[attr-defined]
+    FaustConsumer.wait_first = wait_first  # type: ignore[method-assign,assignment]
+
+
+def _close(coros: tuple[Any, ...]) -> None:
+    for coro in coros:
+        if inspect.iscoroutine(coro):
+            coro.close()
+
+
+class _Resumed:
+    """A coroutine that has run up to its first wait (it yielded `waiting_on` to the event loop),
+    awaited again from there: what it yields goes to the task awaiting this, and what that task
+    sends or throws back goes to it, as if it had run in that task from the start."""
+
+    def __init__(self, coro: Any, waiting_on: Any) -> None:
+        self.coro, self.waiting_on = coro, waiting_on
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coro, value = self.coro, self.waiting_on
+        while True:
+            try:
+                sent = yield value
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as error:  # noqa: BLE001  # a cancellation, for one: the coroutine's to handle
+                try:
+                    value = coro.throw(error)
+                except StopIteration as done:
+                    return done.value
+            else:
+                try:
+                    value = coro.send(sent)
+                except StopIteration as done:
+                    return done.value

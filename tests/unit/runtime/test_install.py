@@ -60,3 +60,52 @@ def test_the_producers_flush_waits_for_the_runtimes_handover() -> None:
         assert flushed == ["faust's buffer"]
 
     asyncio.run(run())
+
+
+def test_the_consumer_delivers_a_record_at_once_and_one_that_must_wait_as_faust_does() -> None:
+    import warnings
+
+    from faust.transport.consumer import Consumer as FaustConsumer
+
+    install(256)
+
+    class Consumer:
+        """What `wait_first` uses of Faust's consumer (a mode Service)."""
+
+        def __init__(self) -> None:
+            self._stopped, self._crashed = asyncio.Event(), asyncio.Event()
+            self.loop = asyncio.get_running_loop()
+
+    async def run() -> None:
+        consumer, suspended = Consumer(), asyncio.Event()
+        delivered: list[str] = []
+
+        async def deliver(name: str, room: asyncio.Event | None = None) -> str:
+            if room is not None:
+                await room.wait()  # the stream's buffer is full
+            delivered.append(name)
+            return name
+
+        wait_first = FaustConsumer.wait_first
+        tasks = len(asyncio.all_tasks())
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # a coroutine never awaited (the suspension's wait) would warn
+            results = await wait_first(consumer, deliver("a"), suspended.wait())  # type: ignore[arg-type]
+        assert results.done and results.results == ["a"] and not results.stopped
+        assert len(asyncio.all_tasks()) == tasks  # no task made for it
+
+        room = asyncio.Event()
+        waiting = asyncio.ensure_future(wait_first(consumer, deliver("b", room), suspended.wait()))  # type: ignore[arg-type]
+        await asyncio.sleep(0.01)
+        assert not waiting.done()
+        room.set()  # the buffer drains: the delivery goes on from where it waited
+        assert (await asyncio.wait_for(waiting, 1)).results == ["b"]
+
+        full = asyncio.Event()
+        waiting = asyncio.ensure_future(wait_first(consumer, deliver("c", full), suspended.wait()))  # type: ignore[arg-type]
+        await asyncio.sleep(0.01)
+        suspended.set()  # a rebalance suspends the flow: the waiting delivery is given up, as in Faust
+        await asyncio.wait_for(waiting, 1)
+        assert delivered == ["a", "b"]
+
+    asyncio.run(run())
