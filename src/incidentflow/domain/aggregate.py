@@ -171,7 +171,7 @@ class Stored:
     order, one that makes the history compact) parses the whole state and applies it as `apply` does.
     """
 
-    __slots__ = ("_current", "_events", "_ids", "_last", "_parts", "_state")
+    __slots__ = ("_current", "_events", "_ids", "_incident_json", "_last", "_parts", "_state")
 
     def __init__(self, state: AggregateState | None = None, parts: _Parts | None = None) -> None:
         self._state = state
@@ -181,6 +181,7 @@ class Stored:
         self._ids: set[str] = set()
         self._last: tuple[datetime, str] | None = None
         self._current: Fold | None = None
+        self._incident_json: bytes | None = None
         if parts is not None:
             inner = bytes(parts.events).strip()[1:-1].strip()
             self._events = [inner] if inner else []
@@ -196,7 +197,7 @@ class Stored:
     @classmethod
     def load(cls, data: bytes | None) -> Stored:
         """The state stored as `data` (None: an aggregate with no state yet)."""
-        return cls(AggregateState()) if not data else cls(parts=_PARTS.decode(data))
+        return cls(parts=_PARTS.decode(data) if data else _Parts())
 
     @staticmethod
     def _parse(parts: _Parts) -> AggregateState:
@@ -230,11 +231,21 @@ class Stored:
             return self._last[0].date() if self._last is not None else None
         return incident.resolved_at.date() if incident.status == "resolved" and incident.resolved_at else None
 
+    def incident_json(self) -> bytes:
+        """The JSON of `incident` (`null` before any open), made once."""
+        if self._incident_json is None:
+            incident = self.incident
+            self._incident_json = incident.model_dump_json().encode() if incident is not None else b"null"
+        return self._incident_json
+
     def dump(self) -> bytes:
         """The state's JSON, as `AggregateState.model_dump_json` writes it."""
         if self._state is not None or self._parts is None or self._current is None:
             return self.state.model_dump_json().encode()
-        return _dump_parts(self._parts, self._events, self._current)
+        pending = self._current.pending
+        current = b"".join((b'{"incident":', self.incident_json(), b',"pending":',
+                            pending.model_dump_json().encode() if pending is not None else b"null", b"}"))  # fmt: skip
+        return _dump_parts(self._parts, self._events, current)
 
     def apply(self, event: AlertEvent, limits: Limits = DEFAULT_LIMITS) -> tuple[Stored, Outcome]:
         """As `apply`, on the stored state: the new state and the outcome."""
@@ -255,11 +266,11 @@ class Stored:
         return grown, "applied"
 
 
-def _dump_parts(parts: _Parts, events: list[bytes], current: Fold | None) -> bytes:
+def _dump_parts(parts: _Parts, events: list[bytes], current: bytes | None) -> bytes:
     return b"".join((
         b'{"events":[', b",".join(events), b'],"snapshot":', _fold_or_empty(parts.snapshot), b',"horizon":',
         bytes(parts.horizon), b',"compacted_ids":', bytes(parts.compacted_ids), b',"current":',
-        current.model_dump_json().encode() if current is not None else _fold_or_empty(parts.current),
+        current if current is not None else _fold_or_empty(parts.current),
         b',"closed":', b"true" if parts.closed else b"false", b"}",
     ))  # fmt: skip
 

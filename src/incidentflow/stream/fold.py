@@ -150,9 +150,9 @@ class Fold:
                         self.states.set(key, pending.state.dump())
                         self.horizon.file(key.decode(), pending.since, pending.state.since)
                     if after is not None and after != pending.before:
-                        await self.publish(pending.before, after, republish=False)
+                        await self.publish(pending.before, after, pending.state.incident_json(), republish=False)
                 if pending.redelivered and after is not None:
-                    await self.publish(None, after, republish=True)
+                    await self.publish(None, after, pending.state.incident_json(), republish=True)
                 self.keep(where, pending.state)
             except Exception as error:  # noqa: BLE001  # as for a record (Runtime._run): dead-lettered, never lost
                 log.exception("unexpected error saving or publishing %s", key.decode(errors="replace"))
@@ -201,9 +201,10 @@ class Fold:
         if len(self.kept) > STATES_KEPT:
             self.kept.popitem(last=False)
 
-    async def publish(self, before: Incident | None, after: Incident, republish: bool) -> None:
+    async def publish(self, before: Incident | None, after: Incident, record: bytes, republish: bool) -> None:
+        """Publishes `after` (`record`: its JSON), its contributions and its correlation sides."""
         names, rules = self.names, self.correlating.rules
-        await self.context.send(names.incidents, after.aggregate_id, after.model_dump_json())
+        await self.context.send(names.incidents, after.aggregate_id, record)
         for contribution in metrics.contributions(None if republish else before, after):
             await self.context.send(names.contributions, contribution.series, contribution.model_dump_json())
         if not rules.buckets(after.labels) and (before is None or not rules.buckets(before.labels)):
@@ -212,8 +213,11 @@ class Fold:
         side = corr.incident_side(after, lookback, lookahead)
         old = corr.incident_side(before, lookback, lookahead) if before is not None else None
         moved = republish or old is None or old.view() != side.view()
-        if moved or (old is not None and old.resolved_at != side.resolved_at):  # suspects tell changes of a resolution
-            await self.context.send(names.suspects, after.aggregate_id, corr.Side(incident=side).model_dump_json())
+        resolution = old is not None and old.resolved_at != side.resolved_at  # suspects tell changes of a resolution
+        if not (moved or resolution):
+            return
+        message = corr.Side(incident=side)
+        data = message.model_dump_json()
+        await self.context.send(names.suspects, after.aggregate_id, data)
         if moved:
-            await send_sides(self.context, names, rules, before.labels if before else {}, after.labels,
-                             corr.Side(incident=side))  # fmt: skip
+            await send_sides(self.context, names, rules, before.labels if before else {}, after.labels, message, data)

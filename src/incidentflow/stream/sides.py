@@ -42,9 +42,15 @@ class Correlating:
 
 
 async def send_sides(context: Context, names: Topics, rules: corr.Rules, before: dict[str, str],
-                     after: dict[str, str], side: corr.Side) -> None:  # fmt: skip
-    """A side to every scope bucket of its labels now, and a leaving record to the buckets it left."""
+                     after: dict[str, str], side: corr.Side, data: str | None = None) -> None:  # fmt: skip
+    """A side to every scope bucket of its labels now, and a leaving record to the buckets it left
+    (`data`: the side's JSON, when the caller has it)."""
     now = rules.buckets(after)
+    joined = left = None
     for bucket in sorted(set(now) | set(rules.buckets(before))):
-        message = side if bucket in now else side.model_copy(update={"member": False})
-        await context.send(names.scope, bucket, message.model_dump_json())
+        if bucket in now:
+            joined = joined or data or side.model_dump_json()
+            await context.send(names.scope, bucket, joined)
+        else:
+            left = left or side.model_copy(update={"member": False}).model_dump_json()
+            await context.send(names.scope, bucket, left)

@@ -101,6 +101,7 @@ def test_the_stored_state_applies_as_the_whole_one_and_writes_the_same_json(
         state = applied.state
         assert stored.dump() == state.model_dump_json().encode()  # byte for byte: the changelog is unchanged
         assert (stored.incident, stored.since, stored.closed) == (state.incident, state.since, state.closed)
+        assert stored.incident_json() == (state.incident.model_dump_json().encode() if state.incident else b"null")
         if reload or rnd.random() < 0.3:  # read back from the store, as a fold does for an aggregate it did not keep
             stored = Stored.load(stored.dump())
     assert Stored.load(stored.dump()).state == state
