@@ -60,6 +60,7 @@ def create(settings: Settings, integrations: Integrations) -> Runtime:
                       metrics=WorkerMetrics())  # fmt: skip
     app.incidentflow_runtime = runtime  # type: ignore[attr-defined]  # found by the patches of runtime/install.py
     _commit_and_watch(runtime)
+    _stop_when_records_cannot_be_sent(runtime)
     _return_free_memory(runtime)
     _add_metrics_page(runtime)
     return runtime
@@ -101,6 +102,20 @@ def _commit_and_watch(runtime: Runtime) -> None:
     @app.on_before_shutdown.connect
     async def stop_offsets(app: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         await runtime.offsets.stop()
+
+
+def _stop_when_records_cannot_be_sent(runtime: Runtime) -> None:
+    """A worker whose records could not be handed to the producer (the broker gone for longer than
+    the producer's request timeout) commits nothing any more (`Handover`): it stops with the error,
+    to be started again from its committed offsets, where those records are written again."""
+    app = runtime.app
+
+    def stop(error: Exception) -> None:
+        log.critical("records could not be handed to the producer (%r): the worker stops, to start again "
+                     "from its committed offsets", error)  # fmt: skip
+        asyncio.ensure_future(app.crash(error))
+
+    runtime.handover.on_failure = stop
 
 
 def _return_free_memory(runtime: Runtime) -> None:

@@ -62,7 +62,8 @@ class Handover:
     the stages go on with their next batch meanwhile. `drained` returns once everything put so far
     is in the producer's hands: the producer's flush waits for it (runtime/install.py), so no
     offset is committed before the records its handling wrote are on their way. A hand-over that
-    failed fails every `put` and `drained` after it, so that nothing is committed past it.
+    failed fails every `put` and `drained` after it, so that nothing is committed past it, and
+    calls `on_failure` (the worker stops, to start again from its committed offsets).
     """
 
     limit: int = HANDING_MAX
@@ -73,6 +74,7 @@ class Handover:
     task: asyncio.Task[None] | None = None
     idle: asyncio.Event = field(default_factory=asyncio.Event)
     room: asyncio.Event = field(default_factory=asyncio.Event)
+    on_failure: Callable[[Exception], None] | None = None
 
     def __post_init__(self) -> None:
         self.idle.set()
@@ -118,6 +120,8 @@ class Handover:
             self.room.set()
             if not isinstance(error, Exception):
                 raise
+            if self.on_failure is not None:
+                self.on_failure(error)
         finally:
             if not self.queue or self.failed is not None:
                 self.idle.set()

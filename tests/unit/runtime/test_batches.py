@@ -89,7 +89,8 @@ def test_put_waits_while_the_handover_is_full() -> None:
 
 def test_after_a_failed_handover_every_put_and_drained_fails() -> None:
     async def run() -> None:
-        producer, handover = Producer(fail_on=b"bad"), Handover()
+        failures: list[Exception] = []
+        producer, handover = Producer(fail_on=b"bad"), Handover(on_failure=failures.append)
         producer.gate("a", 0).release()
         await handover.put(producer, groups(("a", 0, [b"bad"])))
         with pytest.raises(RuntimeError, match="could not be handed to the producer"):
@@ -97,5 +98,6 @@ def test_after_a_failed_handover_every_put_and_drained_fails() -> None:
         with pytest.raises(RuntimeError):
             await handover.put(producer, groups(("a", 0, [b"later"])))
         assert not producer.records
+        assert [str(error) for error in failures] == ["producer closed"]  # the worker is told: it stops
 
     asyncio.run(run())
