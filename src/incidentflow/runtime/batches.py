@@ -45,7 +45,9 @@ async def _send(producer: Any, batch: Any, topic: str, partition: int, count: in
 
 
 Group = tuple[str, int, Sequence[Item], Delivered]
-"""(topic, partition, records in order, what to call when a batch of them is delivered)."""
+"""(topic, partition, records in order, what to call when a batch of them is delivered: the same
+for every group of a topic, since groups of one partition put one after the other may go out in
+one batch)."""
 
 HANDING_MAX = 50_000
 """Most records a `Handover` holds before `put` waits for the producer to take some."""
@@ -59,7 +61,8 @@ class Handover:
     a partition that already has one waiting blocks until the request in flight is answered. A
     worker that waited there after every batch of input would stand idle for a broker round trip
     (hundreds of milliseconds for the large requests of the series and correlation stages); here
-    the stages go on with their next batch meanwhile. `drained` returns once everything put so far
+    the stages go on with their next batch meanwhile, and what they put while the producer waits
+    goes out together once it can take more. `drained` returns once everything put so far
     is in the producer's hands: the producer's flush waits for it (runtime/install.py), so no
     offset is committed before the records its handling wrote are on their way. A hand-over that
     failed fails every `put` and `drained` after it, so that nothing is committed past it, and
@@ -107,12 +110,21 @@ class Handover:
     async def _hand_over(self) -> None:
         try:
             while self.queue:
-                producer, groups, count = self.queue[0]
+                # Everything put so far, merged per partition in the order it was put: while the
+                # producer waits for the broker, what the stages put meanwhile goes out together,
+                # in as few batches as it fits, instead of one put per broker round trip.
+                taken = list(self.queue)
+                merged: dict[tuple[str, int], tuple[list[Item], Delivered]] = {}
+                for _, groups, _ in taken:
+                    for topic, partition, items, delivered in groups:
+                        into = merged.setdefault((topic, partition), ([], delivered))[0]
+                        into.extend(items)
+                producer = taken[0][0]
                 # Partitions apart, at once: each waits only for its own partition's earlier batch.
                 await asyncio.gather(*(send_batches(producer, topic, partition, items, delivered)
-                                       for topic, partition, items, delivered in groups))  # fmt: skip
-                self.queue.popleft()
-                self.held -= count
+                                       for (topic, partition), (items, delivered) in merged.items()))  # fmt: skip
+                for _ in taken:
+                    self.held -= self.queue.popleft()[2]
                 if self.held < self.limit:
                     self.room.set()
         except BaseException as error:  # noqa: BLE001  # kept: every later put and drained raises it

@@ -55,18 +55,22 @@ def groups(*records: tuple[str, int, list[bytes]]) -> list[Group]:
 def test_put_returns_before_the_producer_takes_the_records_and_drained_waits_for_them() -> None:
     async def run() -> None:
         producer, handover = Producer(), Handover()
-        await handover.put(producer, groups(("a", 0, [b"1", b"2", b"3"]), ("b", 1, [b"x"])))
-        await handover.put(producer, groups(("a", 0, [b"4"])))  # behind the first: same partition
+        await handover.put(producer, groups(("a", 0, [b"1"]), ("b", 1, [b"x"])))
+        await asyncio.sleep(0)  # the hand-over takes that put: a's batch waits for its partition
+        await handover.put(producer, groups(("a", 0, [b"2"])))  # behind the first: same partition
+        await handover.put(producer, groups(("a", 0, [b"3"]), ("b", 1, [b"y"])))
         assert handover.held == 5 and not producer.records  # the stage went on; nothing taken yet
         drained = asyncio.ensure_future(handover.drained())
-        for _ in range(2):
-            producer.gate("a", 0).release()
-        producer.gate("b", 1).release()  # partitions apart: b's batch does not wait for a's second
-        await asyncio.sleep(0.01)
-        assert producer.records == {("a", 0): [b"1", b"2", b"3"], ("b", 1): [b"x"]} and not drained.done()
         producer.gate("a", 0).release()
+        await asyncio.sleep(0.01)
+        assert producer.records == {("a", 0): [b"1"]} and not drained.done()  # b's first batch still waits
+        producer.gate("b", 1).release()
+        await asyncio.sleep(0.01)
+        # the two puts made while the first waited go out together: one batch per partition
+        producer.gate("a", 0).release()
+        producer.gate("b", 1).release()
         await asyncio.wait_for(drained, 1)
-        assert producer.records[("a", 0)] == [b"1", b"2", b"3", b"4"] and handover.held == 0
+        assert producer.records == {("a", 0): [b"1", b"2", b"3"], ("b", 1): [b"x", b"y"]} and handover.held == 0
 
     asyncio.run(run())
 
