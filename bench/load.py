@@ -14,9 +14,8 @@ A rate is sustained when every request was accepted (202), the gateway's p99 is 
 the probes' p99 end-to-end delay is under 1 s, and every stage of the pipeline is drained within
 15 s after the 60-second step (every probe seen, consumer lag 0 on every input partition of every
 agent). The drain bound is what makes this the whole pipeline's rate: a stage that handles less
-than 80% of the offered rate has more than 12 s of work left at the end of the step. It used to
-be 60 s after 30-second steps, which let a stage running at a third of the rate pass, and the
-soak at half such a rate fell behind. `--search` raises the rate by half while it is sustained,
+than 80% of the offered rate has more than 12 s of work left at the end of the step (a looser
+bound would pass a stage too slow to keep up with a soak at half the rate). `--search` raises the rate by half while it is sustained,
 then bisects between the last rate that passed and the first that failed.
 
 Uses INCIDENTFLOW_KAFKA_BOOTSTRAP, else starts the local broker of deploy/kafka on port 39092.
