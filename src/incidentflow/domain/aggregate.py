@@ -59,12 +59,16 @@ class AggregateState(BaseModel):
     def since(self) -> date | None:
         """The day the aggregate's state horizon counts from: its final resolution, or for resolves
         still waiting for an open, the latest of them; None while open (it may still change) or closed."""
-        incident = self.incident
-        if self.closed:
-            return None
-        if incident is None:
-            return self.events[-1].occurred_at.date() if self.events else None  # sorted by event time
-        return incident.resolved_at.date() if incident.status == "resolved" and incident.resolved_at else None
+        last = self.events[-1].occurred_at.date() if self.events else None  # sorted by event time
+        return _since(self.incident, self.closed, last)
+
+
+def _since(incident: Incident | None, closed: bool, last_event_day: date | None) -> date | None:
+    if closed:
+        return None
+    if incident is None:
+        return last_event_day
+    return incident.resolved_at.date() if incident.status == "resolved" and incident.resolved_at else None
 
 
 CLOSED = AggregateState(closed=True)
@@ -224,12 +228,7 @@ class Stored:
         """As `AggregateState.since`."""
         if self._state is not None or self._current is None:
             return self.state.since
-        incident = self._current.incident
-        if self.closed:
-            return None
-        if incident is None:
-            return self._last[0].date() if self._last is not None else None
-        return incident.resolved_at.date() if incident.status == "resolved" and incident.resolved_at else None
+        return _since(self._current.incident, self.closed, self._last[0].date() if self._last is not None else None)
 
     def incident_json(self) -> bytes:
         """The JSON of `incident` (`null` before any open), made once."""
