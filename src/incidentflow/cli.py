@@ -27,7 +27,11 @@ ROUTE_OF_SOURCE = {
     "flashduty-alert": "/v1/ingest/flashduty/alert",
     "flashduty-change": "/v1/ingest/flashduty/change",
     "native": "/v1/events",
+    "cloudevents": "/v1/cloudevents",
+    "alertmanager": "/v1/ingest/alertmanager",
+    "pagerduty": "/v1/ingest/pagerduty",
 }
+"""Each source's ingest route (the gateway's `ROUTES`; a unit test holds the two equal)."""
 
 
 def _setup_logging(level: str) -> None:

@@ -17,7 +17,17 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from incidentflow.domain.events import Labels, Severity
 
-SourceName = Literal["elven", "sleuth", "uptrends", "flashduty-alert", "flashduty-change", "native", "cloudevents"]
+SourceName = Literal[
+    "elven",
+    "sleuth",
+    "uptrends",
+    "flashduty-alert",
+    "flashduty-change",
+    "native",
+    "cloudevents",
+    "alertmanager",
+    "pagerduty",
+]
 
 
 CommaList = Annotated[tuple[str, ...], NoDecode]

@@ -8,7 +8,7 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -42,6 +42,8 @@ class Route:
     summary: str
     media: dict[str, dict[str, Any]] | None = None
     """More media types the route reads, with the JSON Schema of each (besides `application/json`)."""
+    ignores: bool = False
+    """Some valid webhooks of the source mean no event (event types the product does not read): 204."""
 
 
 ROUTES = (
@@ -68,7 +70,25 @@ ROUTES = (
             sources.cdevents.BATCH: sources.cdevents.BATCH_SCHEMA,
         },
     ),
+    Route(
+        "alertmanager",
+        "/v1/ingest/alertmanager",
+        sources.alertmanager.AlertmanagerPayload,
+        "Prometheus Alertmanager webhook notification (version 4): each alert is an incident",
+    ),
+    Route(
+        "pagerduty",
+        "/v1/ingest/pagerduty",
+        sources.pagerduty.WEBHOOK_SCHEMA,
+        "PagerDuty V3 webhook: incident.triggered, incident.resolved, incident.reopened (others: 204, nothing stored)",
+        ignores=True,
+    ),
 )
+
+Verifier = Callable[[Mapping[str, str], bytes, str, float], bool]
+VERIFIERS: dict[str, Verifier] = {"pagerduty": sources.pagerduty.verify}
+"""How an integration's `hmac_secret` signs a source's webhooks: the vendor's own scheme where it has one,
+else Standard Webhooks (`guards.verify`)."""
 
 
 class Rejected(Exception):
@@ -76,6 +96,10 @@ class Rejected(Exception):
 
     def __init__(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
         self.status, self.body, self.headers = status, body, headers or {}
+
+
+class Ignored(Exception):
+    """A valid webhook that means no event (an event type the product does not read): 204, nothing stored."""
 
 
 UNAUTHORIZED = Rejected(401, {"error": "unauthorized", "detail": "unknown, revoked or missing token"})
@@ -110,12 +134,13 @@ class Gateway:
             integration = self._authenticate(source, path_token, request)
             self._admit(integration, request)
             body = await self._read(request)
-            if integration.hmac_secret and not guards.verify(
-                request.headers, body, integration.hmac_secret, time.time()
-            ):
+            verify = VERIFIERS.get(source, guards.verify)
+            if integration.hmac_secret and not verify(request.headers, body, integration.hmac_secret, time.time()):
                 raise UNAUTHORIZED
             envelope = self._envelope(request, source, integration, body, request_id)
             key = await self._validate(source, envelope)
+            if key is None:
+                raise Ignored
             try:
                 await self.publisher.publish(self.topic, key, envelope.model_dump_json().encode())
             except PublishError as error:
@@ -129,6 +154,8 @@ class Gateway:
             )
         except Rejected as rejected:
             response = JSONResponse({**rejected.body, "request_id": request_id}, rejected.status, rejected.headers)
+        except Ignored:
+            response = Response(status_code=204, headers={"X-Request-Id": request_id})
         name = integration.name if integration else "unknown"
         elapsed = time.perf_counter() - started
         self.metrics.requests.labels(source, name, str(response.status_code)).inc()
@@ -212,8 +239,9 @@ class Gateway:
             body=text,
         )
 
-    async def _validate(self, source: str, envelope: RawEnvelope) -> bytes:
-        """Run the adapter the worker will run; returns the Kafka key (the first event's identity)."""
+    async def _validate(self, source: str, envelope: RawEnvelope) -> bytes | None:
+        """Run the adapter the worker will run; returns the Kafka key (the first event's identity),
+        or None when the webhook means no event (a vendor's event type the product does not read)."""
         try:
             payload = sources.decode(envelope.body)
         except sources.MalformedBody as error:
@@ -223,9 +251,20 @@ class Gateway:
         except PayloadError as error:
             fields = [{"field": e.field, "message": e.message} for e in error.errors]
             raise Rejected(422, {"error": "invalid", "detail": "payload failed validation", "errors": fields}) from None
-        first = events[0] if events else None
+        if not events:
+            return None
+        if source == "alertmanager":
+            self._truncated(envelope.integration, sources.alertmanager.truncated(payload))
+        first = events[0]
         identity = getattr(first, "aggregate_id", None) or getattr(first, "change_id", None) or envelope.request_id
         return str(identity).encode()
+
+    def _truncated(self, integration: str, count: int) -> None:
+        """Alerts Alertmanager left out of an accepted notification: nobody will send them, so say so."""
+        if count:
+            self.metrics.truncated_alerts.labels(integration).inc(count)
+            log.warning("integration=%s: Alertmanager left %d alert(s) out of a notification (max_alerts)",
+                        integration, count)  # fmt: skip
 
 
 def _route_template(source: str) -> str:
@@ -350,6 +389,8 @@ INGEST_RESPONSES: dict[int | str, dict[str, Any]] = {
     503: {"description": "Kafka unreachable or slow; nothing stored", "model": ErrorBody, "headers": RETRY_AFTER},
 }
 
+IGNORED_RESPONSE = {"description": "A valid webhook of an event type the product does not read: nothing stored"}
+
 
 def _add_ingest_routes(app: FastAPI, gateway: Gateway, route: Route) -> None:
     source = route.source
@@ -374,7 +415,7 @@ def _add_ingest_routes(app: FastAPI, gateway: Gateway, route: Route) -> None:
             tags=["ingest"],
             status_code=202,
             response_model=None,
-            responses=INGEST_RESPONSES,
+            responses={**INGEST_RESPONSES, 204: IGNORED_RESPONSE} if route.ignores else INGEST_RESPONSES,
             openapi_extra=extra,
         )
 

@@ -14,6 +14,12 @@ class GatewayMetrics:
             ["source", "integration", "status"],
             registry=self.registry,
         )
+        self.truncated_alerts = Counter(
+            "incidentflow_alertmanager_truncated_alerts",
+            "Alerts Alertmanager left out of its notifications (`truncatedAlerts`, its receiver's `max_alerts`).",
+            ["integration"],
+            registry=self.registry,
+        )
         self.latency = Histogram(
             "incidentflow_ingest_request_duration_seconds",
             "Time from request to response, Kafka acknowledgement included.",

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from incidentflow.domain.envelope import RawEnvelope
-from incidentflow.sources import cdevents, elven, flashduty, native, sleuth, uptrends
+from incidentflow.sources import alertmanager, cdevents, elven, flashduty, native, pagerduty, sleuth, uptrends
 from incidentflow.sources.base import Adapter, Context, Event, FieldError, PayloadError
 
 ADAPTERS: dict[str, Adapter] = {
@@ -17,6 +17,8 @@ ADAPTERS: dict[str, Adapter] = {
     "flashduty-change": flashduty.parse_change,
     "native": native.parse,
     "cloudevents": cdevents.parse,
+    "alertmanager": alertmanager.parse,
+    "pagerduty": pagerduty.parse,
 }
 
 

@@ -26,7 +26,9 @@ json_values = st.recursive(
 )
 KEYS = ["type", "id", "date", "ended_date", "action", "external_aggregate_key", "severity", "tags", "title_rule",
         "event_status", "alert_key", "event_time", "labels", "title", "change_key", "change_status", "occurred_at",
-        "status", "@alert.type", "@incident.key", "@alert.timestampUtc", "Alert", "Incident", "event_id", "integration"]  # fmt: skip
+        "status", "@alert.type", "@incident.key", "@alert.timestampUtc", "Alert", "Incident", "event_id", "integration",
+        "alerts", "fingerprint", "startsAt", "endsAt", "truncatedAlerts", "event", "event_type", "data"]  # fmt: skip
+IGNORING = {"pagerduty"}
 near_valid = st.dictionaries(st.sampled_from(KEYS), json_values, max_size=8)
 
 
@@ -39,5 +41,7 @@ def test_adapter_is_total(source: str, payload: Any) -> None:
     except sources.PayloadError as error:
         assert error.errors and all(e.field and e.message for e in error.errors)
         return
-    assert events and all(isinstance(e, AlertEvent | ChangeEvent) for e in events)
+    # Only a source that ignores some of its vendor's event types may give none (the gateway answers 204).
+    assert events or source in IGNORING
+    assert all(isinstance(e, AlertEvent | ChangeEvent) for e in events)
     assert all(e.integration == "fz" for e in events)
