@@ -155,6 +155,13 @@ def cmd_token(args: argparse.Namespace) -> int:
     print(f"token:        {token}   (shown once; store it in the sender)")
     print(f"token_sha256: {hash_token(token)}   (put this in the integrations file)")
     print(f"webhook URL:  {base}{ROUTE_OF_SOURCE[source]}/{token}")
+    if source == "alertmanager":
+        print("Alertmanager receiver (the token as a bearer token, so it stays out of URLs and logs):")
+        print(f"""  webhook_configs:
+    - url: {base}{ROUTE_OF_SOURCE[source]}
+      send_resolved: true
+      http_config:
+        authorization: {{type: Bearer, credentials: {token}}}""")
     return 0
 
 

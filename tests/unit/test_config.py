@@ -33,7 +33,7 @@ def test_tokens_authenticate_by_hash_and_revoked_ones_do_not() -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("integrations:\n  - {name: x, source: pagerduty, token: tttttttttttttttt}", "integrations[0] (x): source"),
+        ("integrations:\n  - {name: x, source: opsgenie, token: tttttttttttttttt}", "integrations[0] (x): source"),
         ("integrations:\n  - {name: x, source: elven}", "integrations[0] (x): entry: Value error, exactly one of"),
         ("integrations:\n  - {name: ok, source: elven, token: tttttttttttttttt}\n  - {name: y, source: elven, token: uuuuuuuuuuuuuuuu, default_severity: sev1}", "integrations[1] (y): default_severity"),
         ("integrations:\n  - {name: x, source: elven, token: tttttttttttttttt, allow_cidrs: [10.0.0.0/33]}", "integrations[0] (x): allow_cidrs"),

@@ -101,6 +101,12 @@ class AlertmanagerPayload(Payload):
     external_url: str | None = Field(default=None, alias="externalURL")
     alerts: list[AlertmanagerAlert] = Field(min_length=1)
 
+    @field_validator("truncated_alerts", mode="before")
+    @classmethod
+    def _whole_number(cls, value: Any) -> Any:
+        """JSON's integers: `3.0` is 3 (JSON Schema's `integer`), `3.5` is not."""
+        return int(value) if isinstance(value, float) and value.is_integer() else value
+
 
 def parse(payload: Any, ctx: Context) -> list[Event]:
     """Every alert of the notification: a firing one opens at `startsAt`; a resolved one gives that
@@ -120,8 +126,7 @@ def parse(payload: Any, ctx: Context) -> list[Event]:
 
 def truncated(payload: Any) -> int:
     """How many alerts Alertmanager left out of a notification (its `max_alerts`), read after `parse` accepted it."""
-    count = payload.get("truncatedAlerts", 0) if isinstance(payload, dict) else 0
-    return count if isinstance(count, int) else 0
+    return int(payload.get("truncatedAlerts", 0))  # a whole number: `parse` checked it
 
 
 def _events(alert: AlertmanagerAlert, index: int, ctx: Context) -> list[AlertEvent]:
