@@ -51,12 +51,15 @@ def expect(webhooks: list[Webhook], elven_received: dict[str, datetime]) -> Expe
     """The expectation from every distinct webhook (duplicates add nothing) and Elven's receive times."""
     alerts: dict[str, list[AlertEvent]] = defaultdict(list)
     changes: dict[str, list[ChangeEvent]] = defaultdict(list)
-    for w in webhooks:
-        for e in w.events:
-            if isinstance(e, AlertEvent):
-                alerts[e.aggregate_id].append(e)
-            else:
-                changes[e.change_id].append(e)
+    # One event may stand behind several webhooks (Alertmanager's repeats, and its resolved
+    # notification carrying the open): each counts once.
+    distinct = {(e.aggregate_id if isinstance(e, AlertEvent) else e.change_id, e.event_id): e
+                for w in webhooks for e in w.events}  # fmt: skip
+    for e in distinct.values():
+        if isinstance(e, AlertEvent):
+            alerts[e.aggregate_id].append(e)
+        else:
+            changes[e.change_id].append(e)
     for e in elven_events(webhooks, elven_received):
         alerts[e.aggregate_id].append(e)
     incidents = [i for i in (recompute_incident(evs) for evs in alerts.values()) if i is not None]

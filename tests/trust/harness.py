@@ -1,7 +1,7 @@
 """Running a trust scenario: send traffic while faults happen, then compare the end state with the expectation.
 
 `Sender` posts deliveries from a thread of its own, as webhook senders do: every delivery until it
-gets a 202, retrying on any other answer and on refused connections, and keeps every attempt
+gets its answer (a 202, or a 204 for a webhook that means no event), retrying on any other and on refused connections, and keeps every attempt
 (status and the gateway's `request_id`). `settle` follows `incidentflow.incidents`,
 `incidentflow.correlations` and `incidentflow.metrics` until they equal the expectation or time
 runs out, and `tally` counts what is lost, counted twice or wrong.
@@ -95,14 +95,14 @@ class Sender:
                 try:
                     async with session.post(self.url() + w.path, json=w.body, headers=dict(w.headers)) as response:
                         status = response.status
-                        if status == 202:
+                        if status == 202 and not w.ignored:
                             request_id = (await response.json())["request_id"]
                         else:
                             await response.read()
                 except (TimeoutError, aiohttp.ClientError) as error:
                     status = type(error).__name__
                 self.attempts.append(Attempt(i, status, request_id))
-                if status == 202:
+                if status == (204 if w.ignored else 202):
                     self.accepted += 1
                     break
                 await asyncio.sleep(0.2)

@@ -63,6 +63,8 @@ FLEET = {
         Integration("flashduty", "flashduty-alert", "/v1/ingest/flashduty/alert", {"team": "sre"}),
         Integration("fd-changes", "flashduty-change", "/v1/ingest/flashduty/change", {"team": "sre"}),
         Integration("elven", "elven", "/v1/ingest/elven", {"env": "prod"}, "moderate"),
+        Integration("alertmanager", "alertmanager", "/v1/ingest/alertmanager", {"team": "sre"}, "low"),
+        Integration("pagerduty", "pagerduty", "/v1/ingest/pagerduty", {"env": "prod"}, "moderate"),
     )
 }
 
@@ -95,6 +97,11 @@ class Webhook:
     def path(self) -> str:
         i = FLEET[self.integration]
         return f"{i.route}/{i.token}"
+
+    @property
+    def ignored(self) -> bool:
+        """A webhook that means no event (a PagerDuty event type the product does not read): answered 204."""
+        return not self.events and self.elven_action is None
 
     @property
     def webhook_id(self) -> str | None:
@@ -254,6 +261,78 @@ class Generator:
                     "severity": "high", "tags": [{"name": "service", "value": service}]}  # fmt: skip
             yield Webhook("elven", body, (), headers=(("webhook-id", f"msg-{self.seed}-{a}-{i}"),), elven_action=kind)
 
+    def alertmanager_incident(self, a: int) -> Iterator[Webhook]:
+        """An alert's life as Alertmanager reports it: it fires (a notification, often repeated at the
+        group and repeat intervals, sometimes lost), resolves (a notification carrying its `startsAt`
+        and `endsAt`), and may fire again with a new `startsAt`: a new episode."""
+        labels = {**self.scope(), "alertname": self.rnd.choice(["HighErrorRate", "HighLatency", "PodCrashLooping"])}
+        level = self.rnd.choice(["critical", "warning", "info", "high", "page", None])
+        if level is not None:
+            labels["severity"] = level
+        severity = {"critical": "critical", "warning": "moderate", "info": "informational",
+                    "high": "high"}.get(level or "", FLEET["alertmanager"].default_severity)  # fmt: skip
+        fingerprint = f"{self.seed:04x}{a:012x}"
+        summary = f"{labels['alertname']} on {labels['service']}" if self.rnd.random() < 0.7 else None
+        fields = {"title": summary or labels["alertname"], "description": f"alert {a} of seed {self.seed}",
+                  "url": f"http://prometheus:9090/graph?g0.expr=alert{a}"}  # fmt: skip
+        annotations = {"description": fields["description"], **({"summary": summary} if summary else {})}
+        episodes = self.rnd.choice([1, 1, 1, 2, 3])
+        times = sorted(self.times(f"alertmanager:{fingerprint}", episodes * 2))
+        times = [t + timedelta(milliseconds=self.rnd.randrange(1000)) for t in times]
+        for e in range(episodes):
+            starts, ends = times[2 * e], times[2 * e + 1]
+            still_firing = e == episodes - 1 and self.rnd.random() < 0.25
+            alert = {"labels": labels, "annotations": annotations, "startsAt": _iso(starts),
+                     "generatorURL": fields["url"], "fingerprint": fingerprint}  # fmt: skip
+            opened = _alert("alertmanager", fingerprint, "open", starts, self.next_id(), labels=labels,
+                            severity=severity, **fields)  # fmt: skip
+            firing = {**alert, "status": "firing", "endsAt": "0001-01-01T00:00:00Z"}
+            for _ in range(0 if not still_firing and self.rnd.random() < 0.2 else self.rnd.randint(1, 3)):
+                yield Webhook("alertmanager", _notification("firing", firing), (opened,))
+            if still_firing:
+                return
+            resolved = {**alert, "status": "resolved", "endsAt": _iso(ends)}
+            closed = _alert("alertmanager", fingerprint, "resolve", ends, self.next_id(), labels=labels, **fields)
+            for _ in range(self.rnd.randint(1, 2)):
+                yield Webhook("alertmanager", _notification("resolved", resolved), (opened, closed))
+
+    def pagerduty_incident(self, a: int) -> Iterator[Webhook]:
+        """A PagerDuty incident: triggered, resolved, reopened..., acknowledged now and then (answered
+        204), each event redelivered now and then."""
+        incident = f"Q{self.seed:03d}{a:07d}"
+        service = self.rnd.choice(SERVICES)
+        priority, urgency = self.rnd.choice([("P1", "high"), ("P2", "high"), ("P4", "low"), (None, "high"),
+                                             (None, "low"), (None, None)])  # fmt: skip
+        severity = ({"P1": "critical", "P2": "high", "P4": "low"}.get(priority or "")
+                    or {"high": "high", "low": "low"}.get(urgency or "") or FLEET["pagerduty"].default_severity)  # fmt: skip
+        title = f"{service} checkout failures"
+        steps, is_open = ["open"], True
+        for step in self.actions(heartbeats=False)[1:]:
+            if step == "resolve" and is_open:
+                steps.append("resolve")
+                is_open = False
+            elif step in ("open", "reopen") and not is_open:
+                steps.append("reopen")
+                is_open = True
+        kinds = {"open": "incident.triggered", "resolve": "incident.resolved", "reopen": "incident.reopened"}
+        data = {"id": incident, "type": "incident", "title": title, "html_url": f"https://acme.pagerduty.com/incidents/{incident}",
+                "service": {"id": f"PSVC{service[:3].upper()}", "summary": service, "type": "service_reference"},
+                "priority": {"summary": priority, "type": "priority_reference"} if priority else None,
+                "urgency": urgency}  # fmt: skip
+        for step, at in zip(steps, self.times(f"pagerduty:{incident}", len(steps)), strict=True):
+            n = self.next_id()
+            body = {"event": {"id": f"pd-{self.seed}-{n}", "event_type": kinds[step], "resource_type": "incident",
+                              "occurred_at": _iso(at), "data": {**data, "status": "resolved" if step == "resolve" else "triggered"}}}  # fmt: skip
+            event = _alert("pagerduty", incident, step, at, n, labels={"service": service}, title=title,
+                           url=data["html_url"], severity=None if step == "resolve" else severity)  # fmt: skip
+            for _ in range(1 if self.rnd.random() < 0.8 else 2):
+                yield Webhook("pagerduty", body, (event,))
+            if step != "resolve" and self.rnd.random() < 0.3:
+                ack = {
+                    "event": {**body["event"], "id": f"pd-{self.seed}-{n}-ack", "event_type": "incident.acknowledged"}
+                }
+                yield Webhook("pagerduty", ack, ())
+
     def change(self, c: int, integration: str) -> Iterator[Webhook]:
         key, labels = f"chg-{self.seed}-{c}", self.scope()
         path = self.rnd.choices([["planned"], ["processing", "done"], ["planned", "processing", "done"], ["done"],
@@ -281,6 +360,14 @@ class Generator:
                                                       committed_at=committed),))  # fmt: skip
 
 
+def _notification(status: str, alert: dict[str, Any]) -> dict[str, Any]:
+    """An Alertmanager webhook (version 4) of one alert, as Alertmanager groups by `alertname`."""
+    return {"version": "4", "groupKey": f"{{}}:{{alertname=\"{alert['labels']['alertname']}\"}}", "truncatedAlerts": 0,
+            "status": status, "receiver": "incidentflow", "groupLabels": {"alertname": alert["labels"]["alertname"]},
+            "commonLabels": alert["labels"], "commonAnnotations": alert["annotations"],
+            "externalURL": "http://alertmanager:9093", "alerts": [alert]}  # fmt: skip
+
+
 def span_days(events: int) -> int:
     """The days of event time `generate` spreads that many events over."""
     return max(3, events // 900)
@@ -295,7 +382,8 @@ def generate(seed: int, events: int, start: datetime = START) -> list[Webhook]:
     """
     gen = Generator(seed, days=span_days(events), start=start)
     makers = [(gen.native_incident, 5), (gen.flashduty_incident, 3), (gen.uptrends_incident, 2),
-              (gen.sleuth_incident, 1), (gen.elven_incident, 1)]  # fmt: skip
+              (gen.sleuth_incident, 1), (gen.elven_incident, 1), (gen.alertmanager_incident, 2),
+              (gen.pagerduty_incident, 1)]  # fmt: skip
     webhooks: list[Webhook] = []
     count = a = c = 0
     while count < events:
