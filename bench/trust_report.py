@@ -137,7 +137,9 @@ def main() -> int:
         f"{platform.system()} {platform.release()}, Python {platform.python_version()}.",
         "",
         "Traffic: `tests/trust/traffic.py` (seeded), native alerts and changes, Sleuth, Uptrends, Flashduty "
-        "alerts and changes and Elven, with reopens, heartbeats, late and out-of-order events, 10% duplicate "
+        "alerts and changes, Elven, Prometheus Alertmanager (with its repeated notifications, lost firing "
+        "notifications and alerts that fire again) and PagerDuty (with redeliveries and event types answered "
+        "204), with reopens, heartbeats, late and out-of-order events, 10% duplicate "
         "deliveries in shuffled order, changes that do and do not correlate, and changes with and without a "
         "commit time. Expectation: `tests/trust/expected.py` over `tests/oracle.py`, which shares no code with "
         "the streaming path: incidents, live correlations, and the metric rows of time to restore, changes and "

@@ -185,7 +185,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     if args.to < args.start:
         sys.exit("incidentflow report: --to is before --from")
-    return run_report(_settings(), args.start, args.to, args.service, args.json, args.env)
+    return run_report(_settings(), args.start, args.to, args.service, args.json, args.env, args.benchmark)
 
 
 def _day(text: str) -> date:
@@ -255,16 +255,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser(
         "report",
-        help="MTTR and change failure rate per service and env for a range of days (reads <namespace>.metrics)",
-        description="Sums the daily rows of <namespace>.metrics for UTC days FROM..TO (inclusive): incidents finally "
-        "resolved, their mean and longest time to restore, changes by change time, failed changes and the change "
-        "failure rate, per service and env.",
+        help="the five DORA keys per service and env for a range of days (reads <namespace>.metrics)",
+        description="Sums the daily rows of <namespace>.metrics for UTC days FROM..TO (inclusive), per service and "
+        "env: deployment frequency, lead time for changes, change failure rate (rolled-back changes count as failed), "
+        "deployment rework rate with the rollbacks, time to restore and failed deployment recovery time, each with "
+        "its DORA performance level.",
     )
     report.add_argument("--from", dest="start", required=True, type=_day, help="first UTC day, YYYY-MM-DD")
     report.add_argument("--to", required=True, type=_day, help="last UTC day, YYYY-MM-DD (inclusive)")
     report.add_argument("--service", help="only this service")
     report.add_argument("--env", help="only this environment (`env`, `environment` or `deployment.environment.name`)")
     report.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    report.add_argument("--benchmark", choices=["2024", "2023"], default="2024",
+                        help="whose performance clusters give the levels: DORA's 2024 report (default) or 2023's")  # fmt: skip
     report.set_defaults(func=cmd_report)
 
     demo = sub.add_parser("demo", help="post sample webhooks and deploys; show incidents, correlations and MTTR")

@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     aggregate_id and change_id, as an integration's name is for the events of its webhooks."""
     cdevents_default_severity: Severity | None = None
     """The severity of the incidents CDEvents open on `<namespace>.cdevents` (CDEvents carry none)."""
+    change_type_label: str = Field(default="change_type", min_length=1, max_length=128)
+    """The label that names a change's kind on every source (`rollback`, `hotfix`, `revert`; another value, or
+    none, is an ordinary deployment). The native `kind` field and CDEvents' `service.rolledback` win over it."""
     correlation_scope_labels: CommaList = ("service", "cluster", "host", "namespace", "app")
     """A change and an incident must share one of these labels with equal values (same on every worker)."""
     correlation_conflict_labels: CommaList = ("env", "environment", "region")

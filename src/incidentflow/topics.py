@@ -88,9 +88,19 @@ class Topics:
         return self._name("correlation-verdicts")
 
     @property
+    def history(self) -> str:
+        """Internal: deployments and incidents re-keyed by `service|env`, for rollbacks and rework."""
+        return self._name("deployment-history")
+
+    @property
+    def history_verdicts(self) -> str:
+        """Internal: what a deployment history says of a change, keyed by change_id (for the change fold)."""
+        return self._name("deployment-verdicts")
+
+    @property
     def internal(self) -> tuple[str, ...]:
         """The topics between the worker's own stages; their records are packed (runtime/packed.py)."""
-        return (self.contributions, self.scope, self.suspects, self.verdicts)
+        return (self.contributions, self.scope, self.suspects, self.verdicts, self.history, self.history_verdicts)
 
     def configs(self) -> dict[str, dict[str, str]]:
         """Every topic with its config: raw is kept forever, state topics are compacted, and the
@@ -111,6 +121,8 @@ class Topics:
             self.scope: between,
             self.suspects: between,
             self.verdicts: between,
+            self.history: between,
+            self.history_verdicts: between,
         }
 
 

@@ -17,6 +17,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from incidentflow.domain.events import ChangeEvent, UtcDatetime, content_id
+from incidentflow.domain.history import Deployment, Derived, HistoryFacts, HistoryVerdict, joined_history, series_of
 from incidentflow.domain.incident import Incident
 from incidentflow.domain.metrics import (
     NO_SEVERITY,
@@ -87,6 +88,10 @@ class Change(_Value):
     title: Stamped | None = None
     url: Stamped | None = None
     committed_at: UtcDatetime | None = Field(default=None, description="The earliest commit time any event gave.")
+    kind: Stamped | None = Field(
+        default=None, description="The kind of the latest event that is not a plain deployment."
+    )
+    version: Stamped | None = Field(default=None, description="The version of the latest event that named one.")
 
     @property
     def counted(self) -> bool:
@@ -104,6 +109,15 @@ class Change(_Value):
     @property
     def env(self) -> str:
         return env_of(self.flat_labels)
+
+    @property
+    def deployment(self) -> Deployment | None:
+        """What the deployment history of its service and env needs of it; None while it does not count."""
+        if not self.counted or self.changed_at is None:
+            return None
+        kind = self.kind.value if self.kind is not None else "deployment"
+        return Deployment(change_id=self.change_id, changed_at=self.changed_at, kind=kind,
+                          version=self.version.value if self.version is not None else None)  # fmt: skip
 
     @property
     def lead_seconds(self) -> float | None:
@@ -132,6 +146,8 @@ def change_of(event: ChangeEvent) -> Change:
         title=stamp(event.title),
         url=stamp(event.url),
         committed_at=event.committed_at,
+        kind=stamp(event.kind) if event.kind != "deployment" else None,
+        version=stamp(event.version),
     )
 
 
@@ -150,6 +166,8 @@ def join(a: Change | None, b: Change) -> Change:
             "title": _later(a.title, b.title),
             "url": _later(a.url, b.url),
             "committed_at": _earlier(a.committed_at, b.committed_at),
+            "kind": _later(a.kind, b.kind),
+            "version": _later(a.version, b.version),
         }
     )
 
@@ -358,6 +376,10 @@ class Verdict(_Value):
         return self.flips % 2 == 1
 
 
+NOT_DERIVED = Derived()
+"""The verdict of a change no deployment history has spoken of (yet)."""
+
+
 class ChangeFacts(_Value):
     """All the change fold knows of one change: the change and its pairs' flip counts.
 
@@ -370,21 +392,37 @@ class ChangeFacts(_Value):
     restored: dict[str, Restored] = Field(
         default_factory=dict, description="aggregate_id -> whether the incident is resolved, by its version"
     )
+    history: dict[str, HistoryFacts] = Field(
+        default_factory=dict, description="`service|env` -> its deployment history's newest verdict on the change"
+    )
+    ever_rolled_back: bool = Field(
+        default=False,
+        description="Whether a history ever said a rollback undid it (its recovery series then hears of it).",
+    )
+
+    @property
+    def derived(self) -> Derived:
+        """What the deployment history of the change's own service and env says of it."""
+        facts = self.history.get(series_of(self.change.service, self.change.env))
+        return facts.derived if facts is not None and facts.derived is not None else NOT_DERIVED
 
     @property
     def failed(self) -> bool:
-        """Failed while at least one of its correlations is live."""
-        return any(flips % 2 == 1 for flips in self.verdicts.values())
+        """Failed while at least one of its correlations is live, or once a rollback undid it."""
+        return any(flips % 2 == 1 for flips in self.verdicts.values()) or self.derived.rolled_back_at is not None
 
     @property
     def recovered_at(self) -> datetime | None:
-        """A failed change recovers when the last of its live correlated incidents is resolved: the
-        latest of their resolutions, once every one of them is resolved (None before, or not failed)."""
+        """A failed change recovers once it was rolled back and the last of its live correlated incidents
+        is resolved: the latest of the rollback and their resolutions (None before, or not failed)."""
         live = [aggregate_id for aggregate_id, flips in self.verdicts.items() if flips % 2 == 1]
         resolved = [self.restored[a].resolved_at for a in live if a in self.restored]
-        if not live or len(resolved) < len(live) or None in resolved:
+        if len(resolved) < len(live) or None in resolved:
             return None
-        return max(at for at in resolved if at is not None)
+        times = [at for at in resolved if at is not None]
+        if self.derived.rolled_back_at is not None:
+            times.append(self.derived.rolled_back_at)
+        return max(times, default=None)
 
     @property
     def recovery_seconds(self) -> float | None:
@@ -397,8 +435,10 @@ class ChangeFacts(_Value):
     def member(self, service: str, env: str) -> ChangeMember:
         """Where the change stands in the change series of (`service`, `env`): present only in its current one."""
         here = self.change.counted and self.change.service == service and self.change.env == env
+        derived = self.derived
         return ChangeMember(present=here, changed_at=self.change.changed_at if here else None,
-                            failed=here and self.failed, lead_seconds=self.change.lead_seconds if here else None)  # fmt: skip
+                            failed=here and self.failed, lead_seconds=self.change.lead_seconds if here else None,
+                            rework=here and derived.rework, rollback=here and derived.rollback)  # fmt: skip
 
     def recovery(self, service: str, env: str) -> RecoveryMember:
         """Where the change stands in the recovery series of (`service`, `env`): present once it has
@@ -414,7 +454,9 @@ class ChangeFacts(_Value):
         for aggregate_id, flips in other.verdicts.items():
             verdicts[aggregate_id] = max(flips, verdicts.get(aggregate_id, 0))
         return ChangeFacts(change=join(self.change, other.change), verdicts=dict(sorted(verdicts.items())),
-                           restored=_restored_join(self.restored, other.restored))  # fmt: skip
+                           restored=_restored_join(self.restored, other.restored),
+                           history=joined_history(self.history, other.history),
+                           ever_rolled_back=self.ever_rolled_back or other.ever_rolled_back)  # fmt: skip
 
 
 class ChangeContribution(_Value):
@@ -466,7 +508,8 @@ class ChangeContribution(_Value):
                              day=day.isoformat(), count=figures.count, sum_seconds=figures.sum_microseconds / 1e6,
                              max_seconds=figures.max_seconds, sketch=figures.sketch)  # fmt: skip
         return MetricRow(metric="changes", service=self.service, env=self.env, severity=NO_SEVERITY, day=day.isoformat(),
-                         changes=figures.count, failed_changes=figures.failed, lead_times=sum(figures.sketch.values()),
+                         changes=figures.count, failed_changes=figures.failed, reworked_changes=figures.reworked,
+                         rollbacks=figures.rollbacks, lead_times=sum(figures.sketch.values()),
                          sum_seconds=figures.sum_microseconds / 1e6, max_seconds=figures.max_seconds,
                          sketch=figures.sketch)  # fmt: skip
 
@@ -479,6 +522,9 @@ class ChangeRecord(_Value):
     pending: dict[str, int] = Field(default_factory=dict, description="Verdicts that came before any event.")
     pending_restored: dict[str, Restored] = Field(
         default_factory=dict, description="What those verdicts said of their incidents' resolution."
+    )
+    pending_history: dict[str, HistoryFacts] = Field(
+        default_factory=dict, description="Deployment history verdicts that came before any event."
     )
     waiting_since: date | None = Field(
         default=None, description="For verdicts with no event: the event day of the change fold when the first came."
@@ -501,9 +547,29 @@ class ChangeRecord(_Value):
 
 
 def with_change_event(record: ChangeRecord, event: ChangeEvent) -> ChangeRecord:
-    new = ChangeFacts(change=change_of(event), verdicts=record.pending, restored=record.pending_restored)
+    rolled_back = any(f.derived is not None and f.derived.rolled_back_at is not None
+                      for f in record.pending_history.values())  # fmt: skip
+    new = ChangeFacts(change=change_of(event), verdicts=record.pending, restored=record.pending_restored,
+                      history=record.pending_history, ever_rolled_back=rolled_back)  # fmt: skip
     facts = new if record.facts is None else record.facts.join(new)
-    return record.model_copy(update={"facts": facts, "pending": {}, "pending_restored": {}, "waiting_since": None})
+    return record.model_copy(update={"facts": facts, "pending": {}, "pending_restored": {}, "pending_history": {},
+                                     "waiting_since": None})  # fmt: skip
+
+
+def with_history_verdict(record: ChangeRecord, verdict: HistoryVerdict) -> ChangeRecord:
+    """A deployment history's verdict; one for a change not seen yet is kept for its events."""
+    told = {verdict.series: HistoryFacts(seq=verdict.seq, derived=verdict.derived)}
+    if record.facts is None:
+        pending = joined_history(record.pending_history, told)
+        return record if pending == record.pending_history else record.model_copy(update={"pending_history": pending})
+    joined = joined_history(record.facts.history, told)
+    if joined == record.facts.history:
+        return record
+    rolled_back = record.facts.ever_rolled_back or any(
+        f.derived is not None and f.derived.rolled_back_at is not None for f in joined.values()
+    )
+    facts = record.facts.model_copy(update={"history": joined, "ever_rolled_back": rolled_back})
+    return record.model_copy(update={"facts": facts})
 
 
 def with_verdict(record: ChangeRecord, verdict: Verdict) -> ChangeRecord:
@@ -531,8 +597,10 @@ def change_contributions(record: ChangeRecord) -> tuple[ChangeRecord, list[Chang
     if facts is None or (not facts.change.counted and not record.series):
         return record, []
     series = tuple(sorted({*record.series, (facts.change.service, facts.change.env)}))
-    # Only a change that ever correlated can have recovered: the others have no recovery series to move.
-    metrics: tuple[Literal["changes", "recovery"], ...] = ("changes", "recovery") if facts.verdicts else ("changes",)
+    # Only a change that ever correlated or was rolled back can have recovered: the others have no recovery
+    # series to move.
+    ever_failed = bool(facts.verdicts) or facts.ever_rolled_back
+    metrics: tuple[Literal["changes", "recovery"], ...] = ("changes", "recovery") if ever_failed else ("changes",)
     return record.model_copy(update={"series": series}), [
         ChangeContribution(metric=metric, service=service, env=env, facts=facts)
         for service, env in series

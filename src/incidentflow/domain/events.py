@@ -19,6 +19,9 @@ from pydantic import (
 Severity = Literal["critical", "high", "moderate", "low", "informational"]
 AlertAction = Literal["open", "resolve", "reopen", "heartbeat"]
 ChangeStatus = Literal["planned", "ready", "processing", "canceled", "done"]
+ChangeKind = Literal["deployment", "rollback", "hotfix", "revert"]
+"""What a change is: an ordinary deployment, or one of the unplanned kinds that count as rework."""
+CHANGE_KINDS: tuple[ChangeKind, ...] = ("deployment", "rollback", "hotfix", "revert")
 
 SEVERITY_RANK: dict[str, int] = {
     "informational": 0,
@@ -110,6 +113,17 @@ class ChangeEvent(_Record):
     request_id: str | None = None
     committed_at: UtcDatetime | None = Field(
         default=None, description="The earliest commit the change ships, for its lead time (change time - this)."
+    )
+    kind: ChangeKind = Field(
+        default="deployment",
+        description="`rollback`, `hotfix` and `revert` are unplanned deployments (rework); a rollback also marks "
+        "the change it undoes as failed.",
+    )
+    version: str | None = Field(
+        default=None,
+        max_length=512,
+        description="What was deployed (a sha, an artifact version): a change that deploys again a version its "
+        "service and env ran before, with another one in between, is a rollback.",
     )
 
     @model_validator(mode="after")

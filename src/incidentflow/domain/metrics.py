@@ -71,7 +71,11 @@ class Entry(BaseModel):
     seconds: float | None = None
     """Its duration, for a metric of durations (time to restore)."""
     failed: bool = False
-    """For a change: at least one live correlation."""
+    """For a change: at least one live correlation, or rolled back."""
+    rework: bool = False
+    """For a change: a rollback, hotfix or revert, or deployed while an incident of its service and env was open."""
+    rollback: bool = False
+    """For a change: a rollback (by its kind, or by the version it deployed)."""
 
 
 DayEntry = tuple[date, Entry]
@@ -231,6 +235,8 @@ class DayFigures(BaseModel):
     sum_microseconds: int = 0
     max_seconds: float = 0.0
     failed: int = 0
+    reworked: int = 0
+    rollbacks: int = 0
     sketch: dict[int, int] = Field(default_factory=dict, description="Durations per log bucket (domain/sketch.py).")
     applied: Position = -1
     """Position of the last change these figures took in: every change at or before it is in them
@@ -245,7 +251,9 @@ class DayFigures(BaseModel):
         return DayFigures.model_construct(count=self.count + 1,
                                           sum_microseconds=self.sum_microseconds + microseconds(seconds),
                                           max_seconds=max(self.max_seconds, seconds),
-                                          failed=self.failed + int(entry.failed), sketch=filed,
+                                          failed=self.failed + int(entry.failed),
+                                          reworked=self.reworked + int(entry.rework),
+                                          rollbacks=self.rollbacks + int(entry.rollback), sketch=filed,
                                           applied=-1)  # fmt: skip
 
     def left(self, entry: Entry) -> DayFigures:
@@ -258,6 +266,8 @@ class DayFigures(BaseModel):
         return DayFigures.model_construct(count=self.count - 1,
                                           sum_microseconds=self.sum_microseconds - microseconds(entry.seconds or 0.0),
                                           max_seconds=self.max_seconds, failed=self.failed - int(entry.failed),
+                                          reworked=self.reworked - int(entry.rework),
+                                          rollbacks=self.rollbacks - int(entry.rollback),
                                           sketch=filed, applied=-1)  # fmt: skip
 
     def loses_max(self, entry: Entry) -> bool:
@@ -327,6 +337,8 @@ class Totals:
     sum_microseconds: int = 0
     failed: int = 0
     sketch: dict[int, int] = field(default_factory=dict)
+    reworked: int = 0
+    rollbacks: int = 0
 
     @property
     def mean_seconds(self) -> float | None:
@@ -344,25 +356,24 @@ def totals(days: Iterable[Day], now: datetime, window: timedelta) -> Totals:
     through are read entry by entry.
     """
     start = now - window
-    count = total = failed = 0
+    count = total = failed = reworked = rollbacks = 0
     sketches: list[Mapping[int, int]] = []
     cut: dict[int, int] = {}
     for day in days:
         if day.inside(start, now):
-            count, total, failed = (
-                count + day.figures.count,
-                total + day.figures.sum_microseconds,
-                failed + day.figures.failed,
-            )
-            sketches.append(day.figures.sketch)
+            figures = day.figures
+            count, total, failed = count + figures.count, total + figures.sum_microseconds, failed + figures.failed
+            reworked, rollbacks = reworked + figures.reworked, rollbacks + figures.rollbacks
+            sketches.append(figures.sketch)
             continue
         for entry in day.entries():
             if start < entry.at <= now:
                 count, total, failed = count + 1, total + microseconds(entry.seconds or 0.0), failed + int(entry.failed)
+                reworked, rollbacks = reworked + int(entry.rework), rollbacks + int(entry.rollback)
                 if entry.seconds is not None:
                     index = sketch.bucket(microseconds(entry.seconds))
                     cut[index] = cut.get(index, 0) + 1
-    return Totals(count, total, failed, sketch.merged([*sketches, cut]))
+    return Totals(count, total, failed, sketch.merged([*sketches, cut]), reworked, rollbacks)
 
 
 class ChangeMember(BaseModel):
@@ -375,12 +386,15 @@ class ChangeMember(BaseModel):
     failed: bool = False
     lead_seconds: float | None = None
     """Its lead time, when a commit time is known."""
+    rework: bool = False
+    rollback: bool = False
 
     def entry(self) -> DayEntry | None:
         """(day, entry) the change files in the series when it counts there, its lead time as the duration."""
         if not self.present or self.changed_at is None:
             return None
-        return self.changed_at.date(), Entry(at=self.changed_at, seconds=self.lead_seconds, failed=self.failed)
+        return self.changed_at.date(), Entry(at=self.changed_at, seconds=self.lead_seconds, failed=self.failed,
+                                             rework=self.rework, rollback=self.rollback)  # fmt: skip
 
 
 class RecoveryMember(BaseModel):
@@ -415,8 +429,13 @@ class ServiceReport(BaseModel):
     max_seconds: float | None = Field(description="Longest time to restore among them.")
     changes: int
     deployments_per_day: float = Field(default=0.0, description="Changes divided by the days of the range.")
-    failed_changes: int
+    failed_changes: int = Field(description="Changes with a live correlation to an incident, or undone by a rollback.")
     change_failure_rate: float | None
+    reworked_changes: int = Field(
+        default=0, description="Rollbacks, hotfixes and reverts, and changes deployed while an incident was open."
+    )
+    rework_rate: float | None = Field(default=None, description="Deployment rework rate: reworked / all changes.")
+    rollbacks: int = Field(default=0, description="Changes that were rollbacks (by kind, or by version).")
     lead_times: int = Field(default=0, description="Changes with a commit time, whose lead times are summarized.")
     lead_time_mean_seconds: float | None = None
     lead_time_median_seconds: float | None = None
@@ -436,6 +455,7 @@ class ServiceReport(BaseModel):
     change_failure_rate_level: dora.Level | None = None
     time_to_restore_level: dora.Level | None = None
     recovery_level: dora.Level | None = None
+    benchmark: dora.Benchmark = Field(default=dora.DEFAULT, description="The report whose clusters give the levels.")
 
 
 @dataclass
@@ -474,10 +494,12 @@ class _Sums:
     recoveries: _Durations = field(default_factory=_Durations)
     changes: int = 0
     failed: int = 0
+    reworked: int = 0
+    rollbacks: int = 0
 
 
 def report(rows: Iterable[MetricRow], first: date, last: date, service: str | None = None,
-           env: str | None = None) -> list[ServiceReport]:  # fmt: skip
+           env: str | None = None, benchmark: dora.Benchmark = dora.DEFAULT) -> list[ServiceReport]:  # fmt: skip
     """Sums daily rows per service and env for days in [first, last]; the rows of `incidentflow.metrics`
     are additive (their sketches too), so this is exact, the quantiles within the sketch's 1%."""
     sums: dict[tuple[str, str], _Sums] = {}
@@ -493,6 +515,8 @@ def report(rows: Iterable[MetricRow], first: date, last: date, service: str | No
         else:
             acc.changes += row.changes
             acc.failed += row.failed_changes
+            acc.reworked += row.reworked_changes
+            acc.rollbacks += row.rollbacks
             acc.leads.add(row.lead_times, row.sum_seconds, row.max_seconds, row.sketch)
     days = (last - first).days + 1
     reports = []
@@ -506,14 +530,17 @@ def report(rows: Iterable[MetricRow], first: date, last: date, service: str | No
             service=name, env=environment, incidents=acc.restores.count, mttr_seconds=mttr, median_seconds=median,
             p90_seconds=p90, max_seconds=longest, changes=acc.changes, failed_changes=acc.failed,
             change_failure_rate=acc.failed / acc.changes if acc.changes else None,
-            deployments_per_day=acc.changes / days, lead_times=acc.leads.count, lead_time_mean_seconds=lead_mean,
+            reworked_changes=acc.reworked, rework_rate=acc.reworked / acc.changes if acc.changes else None,
+            rollbacks=acc.rollbacks, deployments_per_day=acc.changes / days, lead_times=acc.leads.count, lead_time_mean_seconds=lead_mean,
             lead_time_median_seconds=lead_median, lead_time_p90_seconds=lead_p90, lead_time_max_seconds=lead_max,
             recoveries=acc.recoveries.count, recovery_mean_seconds=recovery_mean,
             recovery_median_seconds=recovery_median, recovery_p90_seconds=recovery_p90,
             recovery_max_seconds=recovery_max,
-            deployment_frequency_level=dora.deployment_frequency(acc.changes / days),
-            lead_time_level=dora.lead_time(lead_median),
-            change_failure_rate_level=dora.change_failure_rate(acc.failed / acc.changes if acc.changes else None),
-            time_to_restore_level=dora.recovery_time(median), recovery_level=dora.recovery_time(recovery_median),
+            deployment_frequency_level=dora.deployment_frequency(acc.changes / days, benchmark),
+            lead_time_level=dora.lead_time(lead_median, benchmark),
+            change_failure_rate_level=dora.change_failure_rate(acc.failed / acc.changes if acc.changes else None,
+                                                               benchmark),
+            time_to_restore_level=dora.recovery_time(median, benchmark),
+            recovery_level=dora.recovery_time(recovery_median, benchmark), benchmark=benchmark,
         ))  # fmt: skip
     return reports

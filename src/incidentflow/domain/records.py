@@ -47,7 +47,15 @@ class MetricRow(_Record):
         "Additive like `count`: sum the buckets of any rows, then walk them to a rank for any quantile.",
     )
     changes: int = Field(default=0, description="Changes whose change time fell that day.")
-    failed_changes: int = Field(default=0, description="Of those, changes with at least one live correlation.")
+    failed_changes: int = Field(
+        default=0, description="Of those, changes with at least one live correlation, or that a rollback undid."
+    )
+    reworked_changes: int = Field(
+        default=0,
+        description="Of those, rework: rollbacks, hotfixes and reverts, and changes deployed while an incident of "
+        "the same service and env was open (deployment rework rate = reworked_changes / changes).",
+    )
+    rollbacks: int = Field(default=0, description="Of those, rollbacks (by their kind or the version they deployed).")
     lead_times: int = Field(
         default=0,
         description="Of those, changes with a commit time (`committed_at`): their lead times are in "

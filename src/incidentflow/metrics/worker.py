@@ -91,7 +91,19 @@ class SeriesCollector(Collector):
         )
         ratio = GaugeMetricFamily(
             "incidentflow_change_failure_ratio",
-            "Of those changes, the share with at least one live correlation to an incident.",
+            "Of those changes, the share that failed: at least one live correlation to an incident, or undone by a "
+            "rollback.",
+            labels=["service", "env", "window"],
+        )
+        rework = GaugeMetricFamily(
+            "incidentflow_rework_ratio",
+            "Deployment rework rate: of those changes, the share that were unplanned (rollbacks, hotfixes, reverts) "
+            "or deployed while an incident of the same service and env was open.",
+            labels=["service", "env", "window"],
+        )
+        rollbacks = GaugeMetricFamily(
+            "incidentflow_rollbacks",
+            "Of those changes, the rollbacks (by their kind, or by deploying an earlier version again).",
             labels=["service", "env", "window"],
         )
         now = self._now()
@@ -121,8 +133,10 @@ class SeriesCollector(Collector):
                         found_q = totals.quantile(float(q))
                         if found_q is not None:
                             lead.add_metric([index.service, index.env, window, q], found_q)
+                    rollbacks.add_metric([index.service, index.env, window], totals.rollbacks)
                     if totals.count:
                         ratio.add_metric([index.service, index.env, window], totals.failed / totals.count)
+                        rework.add_metric([index.service, index.env, window], totals.reworked / totals.count)
                 elif index.metric == "recovery":
                     recovered.add_metric([index.service, index.env, window], totals.count)
                     for q in ("0.5", "0.9"):
@@ -137,6 +151,8 @@ class SeriesCollector(Collector):
         yield frequency
         yield lead
         yield ratio
+        yield rework
+        yield rollbacks
         yield recovery
         yield recovered
 

@@ -42,13 +42,13 @@ def parse(source: str, payload: Any, ctx: Context) -> list[Event]:
     return adapter(payload, ctx)
 
 
-def parse_envelope(envelope: RawEnvelope) -> list[Event]:
+def parse_envelope(envelope: RawEnvelope, change_type_label: str = "change_type") -> list[Event]:
     """The worker's normalization: the same adapter the gateway validated with, run again."""
     try:
         payload = decode(envelope.body)
     except MalformedBody as error:
         raise PayloadError([FieldError("body", str(error))]) from None
-    return parse(envelope.source, payload, Context.of(envelope))
+    return parse(envelope.source, payload, Context.of(envelope, change_type_label=change_type_label))
 
 
 __all__ = [

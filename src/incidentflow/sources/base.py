@@ -11,9 +11,11 @@ from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Vali
 
 from incidentflow.domain.envelope import RawEnvelope
 from incidentflow.domain.events import (
+    CHANGE_KINDS,
     AlertAction,
     AlertEvent,
     ChangeEvent,
+    ChangeKind,
     ChangeStatus,
     Severity,
     aggregate_id,
@@ -38,9 +40,11 @@ class Context:
     """The request's CloudEvents headers (`ce-*` and `content-type`, lower case), for the CloudEvents route."""
     checking: bool = False
     """True in the gateway, which only checks a payload: event ids are not needed there (`identify`)."""
+    change_type_label: str = "change_type"
+    """The label that gives a change its kind on every source (`INCIDENTFLOW_CHANGE_TYPE_LABEL`)."""
 
     @classmethod
-    def of(cls, envelope: RawEnvelope, checking: bool = False) -> Context:
+    def of(cls, envelope: RawEnvelope, checking: bool = False, change_type_label: str = "change_type") -> Context:
         return cls(
             integration=envelope.integration,
             source=envelope.source,
@@ -52,6 +56,7 @@ class Context:
             max_labels=envelope.max_labels,
             headers=envelope.headers,
             checking=checking,
+            change_type_label=change_type_label,
         )
 
 
@@ -219,9 +224,19 @@ def change_event(
     labels: Mapping[str, str] | None = None,
     labels_field: str = "labels",
     committed_at: datetime | None = None,
+    kind: ChangeKind | None = None,
+    version: str | None = None,
 ) -> ChangeEvent:
-    """A canonical change of the context's integration; `change` is its full `change_id`."""
+    """A canonical change of the context's integration; `change` is its full `change_id`.
+
+    Without an explicit `kind` and `version`, the labels give them: the `change_type` label
+    (`ctx.change_type_label`; `rollback`, `hotfix` or `revert`, any case; another value is an
+    ordinary deployment) and the `version` label."""
     merged = bounded_labels(ctx, labels, labels_field)
+    if kind is None:
+        named = merged.get(ctx.change_type_label, "").strip().lower()
+        kind = next((k for k in CHANGE_KINDS if k == named), "deployment")
+    version = version if version is not None else merged.get("version") or None
     return build_event(
         lambda: ChangeEvent(
             event_id=event_id,
@@ -237,6 +252,8 @@ def change_event(
             labels=merged,
             request_id=ctx.request_id,
             committed_at=committed_at,
+            kind=kind,
+            version=version,
         )
     )
 

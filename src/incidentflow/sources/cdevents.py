@@ -227,6 +227,8 @@ def _events(event: BaseCloudEvent, ctx: Context, prefix: str = "") -> list[Event
                 title=f"{subject['id']} {verb} ({content['artifactId']})",
                 labels=labels,
                 labels_field=f"{prefix}data.subject.content",
+                kind="rollback" if verb == "rolledback" else None,
+                version=content.get("artifactId") or None,
             )
         ]
     action: AlertAction = kind

@@ -16,6 +16,7 @@ from incidentflow.domain.events import (
     AlertAction,
     AlertEvent,
     ChangeEvent,
+    ChangeKind,
     ChangeStatus,
     Labels,
     Severity,
@@ -72,6 +73,14 @@ class NativeChange(_NativeCommon):
     committed_at: AwareTimestamp | None = Field(
         default=None, description="The earliest commit the change ships: its lead time is the change time minus this."
     )
+    kind: ChangeKind | None = Field(
+        default=None,
+        description="`deployment` (the default), or an unplanned `rollback`, `hotfix` or `revert`; without it, "
+        "the `change_type` label gives it.",
+    )
+    version: str | None = Field(
+        default=None, min_length=1, max_length=512, description="What was deployed; without it, the `version` label."
+    )
 
 
 def _same_integration(given: str | None, ctx: Context, field: str) -> None:
@@ -127,12 +136,15 @@ def _change(body: NativeChange, ctx: Context) -> ChangeEvent:
         url=body.url,
         labels=body.labels,
         committed_at=body.committed_at,
+        kind=body.kind,
+        version=body.version,
     )
 
 
 def _fields(body: _NativeCommon) -> dict[str, object]:
     """What names a native event without an `event_id`: its content, without what the gateway stamps."""
     fields = body.model_dump(mode="json", exclude={"event_id", "received_at", "request_id"})
-    if fields.get("committed_at", "") is None:
-        del fields["committed_at"]  # a change without it is named as before the field existed
+    for added in ("committed_at", "kind", "version"):
+        if fields.get(added, "") is None:
+            del fields[added]  # a change without it is named as before the field existed
     return fields

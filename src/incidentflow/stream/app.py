@@ -1,7 +1,8 @@
 """Builds the worker: the runtime with the product's stages, their tables and the series on /metrics.
 
-raw --normalize--> alerts --fold--> incidents, contributions, scope, suspects
-                   changes, verdicts --change fold--> contributions, scope
+raw --normalize--> alerts --fold--> incidents, contributions, scope, suspects, history
+                   changes, verdicts, history verdicts --change fold--> contributions, scope, history
+                   history --deployment history--> history verdicts
                    scope --correlation scope--> suspects
                    suspects --correlation suspects--> correlations, verdicts
                    contributions --series--> metrics
@@ -19,12 +20,13 @@ from incidentflow.runtime.cloudevents import CloudEventHeaders
 from incidentflow.runtime.harness import Runtime
 from incidentflow.runtime.packed import partition_of
 from incidentflow.runtime.tables import Table
-from incidentflow.stream import changes, fold, scope, series, suspects
+from incidentflow.stream import changes, fold, history, scope, series, suspects
 from incidentflow.stream.normalize import Normalize
 from incidentflow.stream.sides import Correlating
 from incidentflow.topics import Topics
 
-TABLES = ("positions", *fold.TABLES, *series.TABLES, *changes.TABLES, *scope.TABLES, *suspects.TABLES)
+TABLES = ("positions", *fold.TABLES, *series.TABLES, *changes.TABLES, *scope.TABLES, *suspects.TABLES,
+          *history.TABLES)  # fmt: skip
 """Every table of the worker: their changelog topics are created before it starts (see `ensure_topics`)."""
 
 
@@ -40,13 +42,14 @@ def create_worker(settings: Settings, integrations: Integrations) -> Runtime:
     limits = aggregate.Limits(max_events=settings.max_events_per_aggregate)
     series_tables = tables(series.TABLES)
     runtime.agent(Normalize(runtime, names, settings.cdevents_integration, settings.max_labels,
-                            settings.cdevents_default_severity))  # fmt: skip
+                            settings.cdevents_default_severity, settings.change_type_label))  # fmt: skip
     horizon = settings.state_horizon_days
     runtime.agent(fold.Fold(runtime, names, tables(fold.TABLES), limits, correlating, horizon_days=horizon))
     runtime.agent(series.Series(runtime, names, series_tables))
     runtime.agent(scope.Scope(runtime, names, tables(scope.TABLES), correlating))
     runtime.agent(suspects.Suspects(runtime, names, tables(suspects.TABLES), correlating))
     runtime.agent(changes.Changes(runtime, names, tables(changes.TABLES), correlating, horizon_days=horizon))
+    runtime.agent(history.DeploymentHistory(runtime, names, tables(history.TABLES), horizon_days=horizon))
     _export_series(runtime, series_tables)
     if set(runtime.tables) != set(TABLES):
         raise RuntimeError(f"TABLES is out of date: the worker has {sorted(runtime.tables)}")

@@ -1,4 +1,5 @@
-"""The change fold: change events and correlation verdicts, by change_id -> change state -> sides and change contributions.
+"""The change fold: change events, correlation and history verdicts, by change_id -> change state -> sides,
+deployments and change contributions.
 
 Every decision is made in `domain.correlation`; the design is described in docs/semantics.md.
 Past the state horizon (stream/horizon.py) a change is closed: its state goes, and the series and
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from datetime import date
 
 from incidentflow.domain import correlation as corr
+from incidentflow.domain import history as hist
 from incidentflow.domain.events import ChangeEvent
 from incidentflow.domain.series import closing_change
 from incidentflow.runtime.packed import Record
@@ -36,13 +38,15 @@ class Changes(PerRecord):
     topics: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        self.topics = (self.names.changes, self.names.verdicts)
+        self.topics = (self.names.changes, self.names.verdicts, self.names.history_verdicts)
         self.changes = self.tables["changes"]
         self.horizon = Horizon(self.changes, self.horizon_days)
 
     async def handle(self, message: Record) -> str:
         if message.topic == self.names.verdicts:
             return await self.on_verdict(message)
+        if message.topic == self.names.history_verdicts:
+            return await self.on_history_verdict(message)
         return await self.on_change_event(message)
 
     async def on_change_event(self, message: Record) -> str:
@@ -62,6 +66,7 @@ class Changes(PerRecord):
             if record.facts is not None:
                 await self.send_sides(before, before, record.facts.change)
             await self.contribute(corr.change_contributions(record)[1])
+            await self.send_deployment(record)
             outcome = "duplicate"
         else:
             facts = updated.facts
@@ -70,6 +75,8 @@ class Changes(PerRecord):
             self.save(key, record, updated)
             await self.send_sides(before, facts.change.flat_labels, facts.change)
             await self.contribute(contributions)
+            if _deployment_of(updated) != _deployment_of(record):
+                await self.send_deployment(updated)
             outcome = "applied"
         if clock is None or day > clock:
             await self.advance(day)
@@ -92,6 +99,37 @@ class Changes(PerRecord):
         self.save(key, record, updated)
         await self.contribute(contributions)
         return "applied"
+
+    async def on_history_verdict(self, message: Record) -> str:
+        verdict = parse(message, hist.HistoryVerdict, "a deployment history verdict")
+        key = verdict.change_id
+        if message.key != key.encode():
+            await self.context.send(self.names.history_verdicts, key, message.value or b"")
+            return "rekeyed"
+        record = load(self.changes, key, corr.ChangeRecord) or corr.ChangeRecord()
+        updated = corr.with_history_verdict(record, verdict)
+        if updated == record:
+            await self.contribute(corr.change_contributions(record)[1])
+            return "duplicate"
+        if updated.facts is None and updated.waiting_since is None:
+            updated = updated.model_copy(update={"waiting_since": self.horizon.clock()})
+        updated, contributions = corr.change_contributions(updated)
+        self.save(key, record, updated)
+        await self.contribute(contributions)
+        return "applied"
+
+    async def send_deployment(self, record: corr.ChangeRecord) -> None:
+        """The change to the deployment history of its service and env while it counts there, and a
+        leave to every other one it counted in (the history forgets it there)."""
+        if record.facts is None:
+            return
+        change = record.facts.change
+        deployment = change.deployment
+        for service, env in record.series:
+            here = deployment is not None and (service, env) == (change.service, change.env)
+            item = hist.HistoryInput(deployment=deployment) if here else hist.HistoryInput(
+                change_id=change.change_id, member=False)  # fmt: skip
+            await self.context.send(self.names.history, hist.series_of(service, env), item.model_dump_json())
 
     def save(self, key: str, before: corr.ChangeRecord, after: corr.ChangeRecord) -> None:
         store(self.changes, key, after)
@@ -123,3 +161,8 @@ class Changes(PerRecord):
     async def contribute(self, contributions: list[corr.ChangeContribution]) -> None:
         for contribution in contributions:
             await self.context.send(self.names.contributions, contribution.series, contribution.model_dump_json())
+
+
+def _deployment_of(record: corr.ChangeRecord) -> tuple[hist.Deployment | None, tuple[tuple[str, str], ...]]:
+    """What the deployment histories know of a change: it as a deployment, and the series it counted in."""
+    return (record.facts.change.deployment if record.facts is not None else None), record.series

@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from incidentflow.domain import aggregate, metrics
 from incidentflow.domain import correlation as corr
+from incidentflow.domain import history as hist
 from incidentflow.domain.events import AlertEvent
 from incidentflow.domain.incident import Incident
 from incidentflow.domain.series import closing_incident
@@ -201,12 +202,26 @@ class Fold:
         if len(self.kept) > STATES_KEPT:
             self.kept.popitem(last=False)
 
+    async def send_window(self, before: Incident | None, after: Incident) -> None:
+        """The incident's episodes to the deployment history of its service and env (deployments made
+        while it was open are rework), and a leave to the one it moved from."""
+        series, window = hist.window_of(after)
+        if before is not None:
+            old_series, old_window = hist.window_of(before)
+            if old_series != series:
+                leave = hist.HistoryInput(incident=window, member=False).model_dump_json()
+                await self.context.send(self.names.history, old_series, leave)
+            elif old_window.episodes == window.episodes:
+                return  # nothing the history reads moved
+        await self.context.send(self.names.history, series, hist.HistoryInput(incident=window).model_dump_json())
+
     async def publish(self, before: Incident | None, after: Incident, record: bytes, republish: bool) -> None:
         """Publishes `after` (`record`: its JSON), its contributions and its correlation sides."""
         names, rules = self.names, self.correlating.rules
         await self.context.send(names.incidents, after.aggregate_id, record)
         for contribution in metrics.contributions(None if republish else before, after):
             await self.context.send(names.contributions, contribution.series, contribution.model_dump_json())
+        await self.send_window(None if republish else before, after)
         if not rules.buckets(after.labels) and (before is None or not rules.buckets(before.labels)):
             return  # no scope label: it can never correlate
         lookback, lookahead = self.correlating.window(after.integration)

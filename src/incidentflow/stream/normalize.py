@@ -25,6 +25,8 @@ class Normalize(PerRecord):
     max_labels: int
     default_severity: Severity | None = None
     """The severity of the incidents the CDEvents topic's events open (CDEvents carry none)."""
+    change_type_label: str = "change_type"
+    """The label that names a change's kind (`Settings.change_type_label`)."""
     name: str = "normalize"
     topics: tuple[str, ...] = ()
 
@@ -37,7 +39,7 @@ class Normalize(PerRecord):
         else:
             envelope = parse(message, RawEnvelope, "a raw envelope")
             try:
-                canonical = sources.parse_envelope(envelope)
+                canonical = sources.parse_envelope(envelope, self.change_type_label)
             except sources.PayloadError as error:
                 raise DeadLetter(f"{envelope.source} payload rejected: {error}") from None
         for item in canonical:
@@ -56,6 +58,7 @@ class Normalize(PerRecord):
             request_id=f"{message.topic}:{message.name}",
             max_labels=self.max_labels,
             default_severity=self.default_severity,
+            change_type_label=self.change_type_label,
         )
         try:
             return cdevents.parse_kafka(message.header_map(), message.key, message.value or b"", ctx)

@@ -9,6 +9,7 @@ from datetime import date
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from incidentflow.config import Settings
+from incidentflow.domain import dora
 from incidentflow.domain.metrics import ServiceReport, report
 from incidentflow.domain.records import MetricRow
 from incidentflow.topics import Topics
@@ -46,15 +47,17 @@ async def read_rows(settings: Settings) -> list[MetricRow]:
 
 
 def run_report(
-    settings: Settings, first: date, last: date, service: str | None, as_json: bool, env: str | None = None
-) -> int:
+    settings: Settings, first: date, last: date, service: str | None, as_json: bool, env: str | None = None,
+    benchmark: dora.Benchmark = dora.DEFAULT,
+) -> int:  # fmt: skip
     rows = asyncio.run(read_rows(settings))
-    found = report(rows, first, last, service, env)
+    found = report(rows, first, last, service, env, benchmark)
     if as_json:
-        payload = {"from": first.isoformat(), "to": last.isoformat(), "services": [r.model_dump() for r in found]}
+        payload = {"from": first.isoformat(), "to": last.isoformat(), "benchmark": benchmark,
+                   "services": [r.model_dump() for r in found]}  # fmt: skip
         print(json.dumps(payload, indent=2))
     else:
-        print(render(found, first, last))
+        print(render(found, first, last, benchmark))
     return 0
 
 
@@ -66,12 +69,14 @@ def _duration(seconds: float | None) -> str:
     return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
 
 
-def render(found: list[ServiceReport], first: date, last: date) -> str:
-    """Per service and env, one line per DORA key: count, mean, median, p90, max and level."""
-    out = [f"{first.isoformat()} .. {last.isoformat()} (UTC days, inclusive)"]
+def render(found: list[ServiceReport], first: date, last: date, benchmark: dora.Benchmark = dora.DEFAULT) -> str:
+    """Per service and env, one line per DORA key (the five of DORA's 2024 report): count, mean,
+    median, p90, max and level (none for rework rate: DORA publishes none)."""
+    out = [f"{first.isoformat()} .. {last.isoformat()} (UTC days, inclusive); levels: DORA {benchmark} clusters"]
     header = ("key", "count", "mean", "median", "p90", "max", "level")
     for r in found:
         rate = "-" if r.change_failure_rate is None else f"{r.change_failure_rate:.1%}"
+        rework = "-" if r.rework_rate is None else f"{r.rework_rate:.1%}"
         lines = [
             ("deployment frequency", str(r.changes), f"{r.deployments_per_day:.2f}/day", "", "", "",
              r.deployment_frequency_level or "-"),
@@ -80,6 +85,8 @@ def render(found: list[ServiceReport], first: date, last: date) -> str:
              _duration(r.lead_time_max_seconds), r.lead_time_level or "-"),
             ("change failure rate", f"{r.failed_changes}/{r.changes}", rate, "", "", "",
              r.change_failure_rate_level or "-"),
+            ("deployment rework rate", f"{r.reworked_changes}/{r.changes}", rework, "", "", "", "-"),
+            ("  of which rollbacks", str(r.rollbacks), "", "", "", "", ""),
             ("time to restore", str(r.incidents), _duration(r.mttr_seconds), _duration(r.median_seconds),
              _duration(r.p90_seconds), _duration(r.max_seconds), r.time_to_restore_level or "-"),
             ("failed deployment recovery", str(r.recoveries), _duration(r.recovery_mean_seconds),

@@ -1,4 +1,4 @@
-"""The DORA performance levels at the edges of the 2023 report's clusters (domain/dora.py)."""
+"""The DORA performance levels at the edges of the 2024 (default) and 2023 reports' clusters (domain/dora.py)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ HOUR, DAY = 3_600.0, 86_400.0
     ],  # fmt: skip
 )
 def test_deployment_frequency(per_day: float | None, level: str | None) -> None:
-    assert dora.deployment_frequency(per_day) == level
+    assert dora.deployment_frequency(per_day) == level == dora.deployment_frequency(per_day, "2023")
 
 
 @pytest.mark.parametrize(
@@ -41,7 +41,7 @@ def test_deployment_frequency(per_day: float | None, level: str | None) -> None:
     ],  # fmt: skip
 )
 def test_lead_time(seconds: float | None, level: str | None) -> None:
-    assert dora.lead_time(seconds) == level
+    assert dora.lead_time(seconds) == level == dora.lead_time(seconds, "2023")
 
 
 @pytest.mark.parametrize(
@@ -57,8 +57,29 @@ def test_lead_time(seconds: float | None, level: str | None) -> None:
         (0.64, "low"),
     ],  # fmt: skip
 )
-def test_change_failure_rate(rate: float | None, level: str | None) -> None:
-    assert dora.change_failure_rate(rate) == level
+def test_change_failure_rate_2023(rate: float | None, level: str | None) -> None:
+    assert dora.change_failure_rate(rate, "2023") == level
+
+
+@pytest.mark.parametrize(
+    ("rate", "level"),
+    [
+        (None, None),
+        (0.0, "elite"),
+        (0.05, "elite"),
+        (0.075, "elite"),
+        (0.076, "medium"),
+        (0.10, "medium"),
+        (0.15, "medium"),
+        (0.151, "high"),
+        (0.20, "high"),
+        (0.30, "high"),
+        (0.301, "low"),
+        (0.40, "low"),
+    ],  # fmt: skip
+)
+def test_change_failure_rate_2024_nearest_typical_value(rate: float | None, level: str | None) -> None:
+    assert dora.change_failure_rate(rate) == level == dora.change_failure_rate(rate, "2024")
 
 
 @pytest.mark.parametrize(
@@ -73,5 +94,13 @@ def test_change_failure_rate(rate: float | None, level: str | None) -> None:
         (7 * DAY, "low"),
     ],  # fmt: skip
 )
-def test_recovery_time(seconds: float | None, level: str | None) -> None:
+def test_recovery_time_2023(seconds: float | None, level: str | None) -> None:
+    assert dora.recovery_time(seconds, "2023") == level
+
+
+@pytest.mark.parametrize(
+    ("seconds", "level"),
+    [(None, None), (59 * 60.0, "elite"), (HOUR, "high"), (DAY - 1, "high"), (DAY, "low"), (30 * DAY, "low")],
+)
+def test_recovery_time_2024_has_no_medium_of_its_own(seconds: float | None, level: str | None) -> None:
     assert dora.recovery_time(seconds) == level

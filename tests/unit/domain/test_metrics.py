@@ -274,7 +274,9 @@ def test_report_sums_daily_rows_per_service_and_env_within_the_range() -> None:
     levels = [found["checkout"].deployment_frequency_level, found["checkout"].lead_time_level,
               found["checkout"].change_failure_rate_level, found["checkout"].time_to_restore_level,
               found["checkout"].recovery_level]  # fmt: skip
-    assert levels == ["elite", "elite", "low", "elite", "elite"]
+    assert levels == ["elite", "elite", "high", "elite", "elite"]  # 25%: nearest 2024's high (20%)
+    old = {r.service: r for r in metrics.report(rows, d, d + timedelta(days=1), benchmark="2023") if r.env == "prod"}
+    assert old["checkout"].change_failure_rate_level == "low" and old["checkout"].benchmark == "2023"
     assert found["search"].lead_time_level is None and found["search"].change_failure_rate_level == "elite"
     assert found["checkout"].incidents == 3
     assert found["checkout"].mttr_seconds == 500.0
