@@ -159,13 +159,62 @@ def recompute_change(events: list[Any]) -> dict[str, Any]:
     started = [e.occurred_at for e in ordered if e.status in ("processing", "done")]
     last = ordered[-1].status
     counted = bool(started) and last in ("processing", "done")
+    kinds = [e.kind for e in ordered if getattr(e, "kind", "deployment") != "deployment"]
+    versions = [e.version for e in ordered if getattr(e, "version", None) is not None]
     return {
         "change_id": ordered[0].change_id,
         "labels": labels,
         "changed_at": min(started) if started else None,
         "counted": counted,
         "committed_at": min((e.committed_at for e in ordered if e.committed_at is not None), default=None),
+        "kind": kinds[-1] if kinds else "deployment",
+        "version": versions[-1] if versions else None,
     }
+
+
+def recompute_history(changes: list[dict[str, Any]], incidents: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """DESIGN.md's rollbacks and rework, per counted change_id: `rollback`, `rework`, and
+    `rolled_back_at` (the time of the rollback that undoes it, or None).
+
+    Per service and env, in order of change time (then change_id): a change is a rollback when its
+    kind is `rollback`, or when its version was deployed by an earlier change while the latest
+    earlier change with a version had another; a rollback undoes the change just before it. Rework:
+    rollback, hotfix or revert, or a change time after an episode of an incident of the same
+    service and env opened and no later than it resolved."""
+
+    def key(labels: dict[str, str]) -> tuple[str, str]:
+        return labels.get("service") or "unknown", environment(labels)
+
+    open_spans: dict[tuple[str, str], list[tuple[datetime, datetime | None]]] = defaultdict(list)
+    for incident in incidents:
+        for episode in incident["episodes"]:
+            resolved = episode["resolved_at"]
+            open_spans[key(incident["labels"])].append(
+                (_parse(episode["opened_at"]), None if resolved is None else _parse(resolved))
+            )
+    lines: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for change in changes:
+        if change["counted"]:
+            lines[key(change["labels"])].append(change)
+    result: dict[str, dict[str, Any]] = {}
+    for series, line in lines.items():
+        line.sort(key=lambda c: (c["changed_at"], c["change_id"]))
+        for i, change in enumerate(line):
+            earlier = [c["version"] for c in line[:i] if c.get("version") is not None]
+            again = (change.get("version") is not None and bool(earlier) and earlier[-1] != change["version"]
+                     and change["version"] in earlier)  # fmt: skip
+            rollback = change.get("kind") == "rollback" or again
+            at = change["changed_at"]
+            during = any(o < at and (r is None or at <= r) for o, r in open_spans[series])
+            result[change["change_id"]] = {
+                "rollback": rollback,
+                "rework": rollback or change.get("kind") in ("hotfix", "revert") or during,
+                "rolled_back_at": None,
+            }
+        for i, change in enumerate(line[1:], start=1):
+            if result[change["change_id"]]["rollback"]:
+                result[line[i - 1]["change_id"]]["rolled_back_at"] = change["changed_at"]
+    return result
 
 
 def recompute_correlations(
@@ -222,39 +271,48 @@ def live_correlations(records: list[dict[str, Any]]) -> dict[tuple[str, str], di
 
 
 def recompute_change_failure(
-    changes: list[dict[str, Any]], correlations: dict[tuple[str, str], dict[str, Any]]
-) -> dict[tuple[str, str, str], tuple[int, int]]:
-    """(changes, failed changes) per (service, env, UTC day of change time)."""
+    changes: list[dict[str, Any]], correlations: dict[tuple[str, str], dict[str, Any]],
+    history: dict[str, dict[str, Any]] | None = None,
+) -> dict[tuple[str, str, str], tuple[int, int, int, int]]:  # fmt: skip
+    """(changes, failed changes, reworked changes, rollbacks) per (service, env, UTC day of change
+    time); a change fails with a live correlation or when a rollback undoes it (`history`)."""
+    history = history or {}
     failed = {change_id for _, change_id in correlations}
-    result: dict[tuple[str, str, str], tuple[int, int]] = defaultdict(lambda: (0, 0))
+    failed |= {change_id for change_id, h in history.items() if h["rolled_back_at"] is not None}
+    result: dict[tuple[str, str, str], tuple[int, int, int, int]] = defaultdict(lambda: (0, 0, 0, 0))
     for change in changes:
         if not change["counted"]:
             continue
         key = (change["labels"].get("service") or "unknown", environment(change["labels"]),
                change["changed_at"].date().isoformat())  # fmt: skip
-        count, bad = result[key]
-        result[key] = (count + 1, bad + (change["change_id"] in failed))
+        count, bad, rework, rollbacks = result[key]
+        h = history.get(change["change_id"], {})
+        result[key] = (count + 1, bad + (change["change_id"] in failed), rework + bool(h.get("rework")),
+                       rollbacks + bool(h.get("rollback")))  # fmt: skip
     return dict(result)
 
 
 def recompute_recovery(
-    incidents: list[dict[str, Any]], changes: list[dict[str, Any]], correlations: dict[tuple[str, str], Any]
-) -> dict[str, tuple[datetime, float]]:
-    """Failed deployment recovery per change_id: (when the last of its live correlated incidents was
-    resolved, seconds from the change time to then), for the failed changes whose every live
-    correlated incident is resolved now."""
+    incidents: list[dict[str, Any]], changes: list[dict[str, Any]], correlations: dict[tuple[str, str], Any],
+    history: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, tuple[datetime, float]]:  # fmt: skip
+    """Failed deployment recovery per change_id: (when it recovered, seconds from the change time to
+    then), for the failed changes whose every live correlated incident is resolved now: the latest
+    of their resolutions and of the rollback that undid the change (`history`)."""
+    history = history or {}
     by_id = {i["aggregate_id"]: i for i in incidents}
     correlated: dict[str, list[str]] = defaultdict(list)
     for aggregate_id, change_id in correlations:
         correlated[change_id].append(aggregate_id)
     result = {}
     for change in changes:
-        found = correlated.get(change["change_id"])
-        if not change["counted"] or not found:
+        found = correlated.get(change["change_id"], [])
+        rolled_back = history.get(change["change_id"], {}).get("rolled_back_at")
+        if not change["counted"] or not (found or rolled_back):
             continue
         if any(by_id[a]["status"] != "resolved" for a in found):
             continue
-        recovered = max(_parse(by_id[a]["resolved_at"]) for a in found)
+        recovered = max([_parse(by_id[a]["resolved_at"]) for a in found] + ([rolled_back] if rolled_back else []))
         result[change["change_id"]] = (recovered, max(0.0, (recovered - change["changed_at"]).total_seconds()))
     return result
 
@@ -270,16 +328,19 @@ def _rank(values: list[float], q: float) -> float | None:
 
 def recompute_report(
     incidents: list[dict[str, Any]], changes: list[dict[str, Any]], correlations: dict[tuple[str, str], Any],
-    first: Any, last: Any,
+    first: Any, last: Any, benchmark: Any = "2024",
 ) -> dict[tuple[str, str], dict[str, Any]]:  # fmt: skip
     """What `incidentflow report --json` should say per (service, env) for UTC days first..last."""
+    history = recompute_history(changes, incidents)
     failed = {change_id for _, change_id in correlations}
-    recovered = recompute_recovery(incidents, changes, correlations)
+    failed |= {change_id for change_id, h in history.items() if h["rolled_back_at"] is not None}
+    recovered = recompute_recovery(incidents, changes, correlations, history)
     out: dict[tuple[str, str], dict[str, Any]] = {}
 
     def entry(labels: dict[str, str]) -> dict[str, Any]:
         key = (labels.get("service") or "unknown", environment(labels))
-        return out.setdefault(key, {"restores": [], "changes": 0, "failed_changes": 0, "leads": [], "recoveries": []})
+        return out.setdefault(key, {"restores": [], "changes": 0, "failed_changes": 0, "leads": [], "recoveries": [],
+                                    "reworked": 0, "rollbacks": 0})  # fmt: skip
 
     for incident in incidents:
         if incident["status"] != "resolved":
@@ -291,6 +352,8 @@ def recompute_report(
             e = entry(change["labels"])
             e["changes"] += 1
             e["failed_changes"] += change["change_id"] in failed
+            e["reworked"] += history[change["change_id"]]["rework"]
+            e["rollbacks"] += history[change["change_id"]]["rollback"]
             if change.get("committed_at") is not None:
                 e["leads"].append(max(0.0, (change["changed_at"] - change["committed_at"]).total_seconds()))
         if change["change_id"] in recovered and first <= recovered[change["change_id"]][0].date() <= last:
@@ -305,6 +368,9 @@ def recompute_report(
             "changes": e["changes"],
             "failed_changes": e["failed_changes"],
             "change_failure_rate": e["failed_changes"] / e["changes"] if e["changes"] else None,
+            "reworked_changes": e["reworked"],
+            "rework_rate": e["reworked"] / e["changes"] if e["changes"] else None,
+            "rollbacks": e["rollbacks"],
             "deployments_per_day": e["changes"] / ((last - first).days + 1),
             "lead_times": len(e["leads"]),
             "lead_time_mean_seconds": sum(e["leads"]) / len(e["leads"]) if e["leads"] else None,
@@ -317,13 +383,16 @@ def recompute_report(
             "recovery_p90_seconds": _rank(e["recoveries"], 0.9),
             "recovery_max_seconds": max(e["recoveries"]) if e["recoveries"] else None,
             # the levels of these figures (the thresholds are unit-tested in tests/unit/domain/test_dora.py)
-            "deployment_frequency_level": dora.deployment_frequency(e["changes"] / ((last - first).days + 1)),
-            "lead_time_level": dora.lead_time(_rank(e["leads"], 0.5)),
-            "change_failure_rate_level": dora.change_failure_rate(
-                e["failed_changes"] / e["changes"] if e["changes"] else None
+            "deployment_frequency_level": dora.deployment_frequency(
+                e["changes"] / ((last - first).days + 1), benchmark
             ),
-            "time_to_restore_level": dora.recovery_time(_rank(e["restores"], 0.5)),
-            "recovery_level": dora.recovery_time(_rank(e["recoveries"], 0.5)),
+            "lead_time_level": dora.lead_time(_rank(e["leads"], 0.5), benchmark),
+            "change_failure_rate_level": dora.change_failure_rate(
+                e["failed_changes"] / e["changes"] if e["changes"] else None, benchmark
+            ),
+            "time_to_restore_level": dora.recovery_time(_rank(e["restores"], 0.5), benchmark),
+            "recovery_level": dora.recovery_time(_rank(e["recoveries"], 0.5), benchmark),
+            "benchmark": benchmark,
         }
         for service, e in sorted(out.items())
     }

@@ -89,7 +89,9 @@ def correlated_traffic(
 
     `tokens` are those of two alert integrations (which may have different windows) and a change
     integration. Changes go planned -> processing -> done, some stop at planned or get canceled, and
-    a few are relabelled by a later event; incidents open, resolve and reopen. Every event is sent
+    a few are relabelled by a later event; most deploy a version of their own, some one from a small
+    pool (deployed again after another: a rollback by version) and some none; a few are rollbacks,
+    hotfixes or reverts by kind; incidents open, resolve and reopen. Every event is sent
     once in time order here; `shuffled_with_duplicates` adds duplicates and shuffles, which moves opens and change
     times backwards and so makes the pipeline retract correlations.
     """
@@ -101,6 +103,9 @@ def correlated_traffic(
         if rnd.random() < 0.3:
             labels["host"] = f"host-{rnd.randrange(8)}"
         at = start + timedelta(seconds=rnd.randrange(hours * 3600))
+        draw = rnd.random()
+        version = f"v{seed}.{c}" if draw < 0.7 else (f"v{rnd.randrange(4)}" if draw < 0.85 else None)
+        kind = rnd.choices(["deployment", "rollback", "hotfix", "revert"], weights=[90, 4, 4, 2])[0]
         path = rnd.choices(
             [
                 ["planned"],
@@ -117,6 +122,10 @@ def correlated_traffic(
                     "occurred_at": _at(at), "labels": dict(labels)}  # fmt: skip
             if c % 3:  # two changes in three know their commit time, each event its own guess (the earliest counts)
                 body["committed_at"] = _at(at - timedelta(minutes=37 * (c % 11) + 13 * i + 5))
+            if version is not None:
+                body["version"] = version
+            if kind != "deployment" and i == len(path) - 1:  # its last event names its kind
+                body["kind"] = kind
             posted.append(Posted(tokens[2], body))
         if rnd.random() < 0.05:
             moved = {**labels, "cluster": rnd.choice(CLUSTERS)}

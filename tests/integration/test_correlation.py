@@ -25,6 +25,7 @@ from tests.oracle import (
     recompute_change,
     recompute_change_failure,
     recompute_correlations,
+    recompute_history,
     recompute_incident,
     recompute_report,
 )
@@ -57,7 +58,8 @@ def _event(item: Posted) -> AlertEvent | ChangeEvent:
 
 def expected(
     posted: list[Posted],
-) -> tuple[dict[tuple[str, str], dict[str, Any]], dict[tuple[str, str], tuple[int, int]]]:
+) -> tuple[dict[tuple[str, str], dict[str, Any]], dict[tuple[str, str, str], tuple[int, int, int, int]],
+           dict[tuple[str, str], dict[str, Any]]]:  # fmt: skip
     alerts: dict[str, list[AlertEvent]] = {}
     changes: dict[str, list[ChangeEvent]] = {}
     for item in posted:
@@ -70,13 +72,19 @@ def expected(
     folded = [recompute_change(events) for events in changes.values()]
     correlations = recompute_correlations(incidents, folded, WINDOWS)
     report = recompute_report(incidents, folded, correlations, *REPORT_RANGE)
-    return correlations, recompute_change_failure(folded, correlations), report
+    history = recompute_history(folded, incidents)
+    return correlations, recompute_change_failure(folded, correlations, history), report
 
 
-def change_rows(records: list[Any]) -> dict[tuple[str, str, str], tuple[int, int]]:
+def change_rows(records: list[Any]) -> dict[tuple[str, str, str], tuple[int, int, int, int]]:
     latest = {r.key.decode(): json.loads(r.value) for r in records}
     return {
-        (row["service"], row["env"], row["day"]): (row["changes"], row["failed_changes"])
+        (row["service"], row["env"], row["day"]): (
+            row["changes"],
+            row["failed_changes"],
+            row["reworked_changes"],
+            row["rollbacks"],
+        )  # fmt: skip
         for row in latest.values()
         if row["metric"] == "changes" and row["changes"]
     }
@@ -93,7 +101,12 @@ def test_the_scenario_is_rich_enough() -> None:
     alerts = [item for item in TRAFFIC if "action" in item.body]
     assert len(changes) >= 5000 and len(alerts) >= 5000
     assert len(EXPECTED) >= 1000, len(EXPECTED)
-    assert sum(failed for _, failed in EXPECTED_FAILURES.values()) >= 500
+    assert sum(failed for _, failed, _, _ in EXPECTED_FAILURES.values()) >= 500
+    # rollbacks (by kind and by version) that fail the change before them, with or without an incident, and
+    # deployments made while an incident of their service and env was open
+    assert sum(rollbacks for *_, rollbacks in EXPECTED_FAILURES.values()) >= 150
+    reworked = sum(rework for _, _, rework, _ in EXPECTED_FAILURES.values())
+    assert 2 * sum(rollbacks for *_, rollbacks in EXPECTED_FAILURES.values()) <= reworked < len(TRAFFIC)
     assert any(rank > 3 for rank in (c["rank"] for c in EXPECTED.values()))
     assert len({(c["matched_labels"].get("cluster")) for c in EXPECTED.values()}) > 2
     # failed changes that recovered in the report's range, and failed ones still waiting for an incident

@@ -18,13 +18,14 @@ from tests.oracle import (
     recompute_change,
     recompute_change_failure,
     recompute_correlations,
+    recompute_history,
     recompute_incident,
     recompute_recovery,
 )
 from tests.trust.traffic import FLEET, Webhook, elven_events
 
 MttrRows = dict[tuple[str, str, str, str], tuple[int, float, float]]
-ChangeRows = dict[tuple[str, str, str], tuple[int, int]]
+ChangeRows = dict[tuple[str, str, str], tuple[int, int, int, int]]
 RecoveryRows = dict[tuple[str, str, str], tuple[int, float, float]]
 LeadRows = dict[tuple[str, str, str], tuple[int, float, float]]
 
@@ -38,7 +39,7 @@ class Expected:
     mttr_rows: MttrRows
     """(service, env, severity, day) -> (resolved incidents, sum and max of time to restore)."""
     change_rows: ChangeRows
-    """(service, env, day) -> (changes, failed changes)."""
+    """(service, env, day) -> (changes, failed changes, reworked changes, rollbacks)."""
     recovery_rows: RecoveryRows
     """(service, env, day it recovered) -> (failed changes recovered, sum and max of their recovery time)."""
     lead_rows: LeadRows
@@ -66,12 +67,13 @@ def expect(webhooks: list[Webhook], elven_received: dict[str, datetime]) -> Expe
     folded = [recompute_change(evs) for evs in changes.values()]
     windows = {name: i.window for name, i in FLEET.items()}
     correlations = recompute_correlations(incidents, folded, windows)
+    history = recompute_history(folded, incidents)
     return Expected(
         incidents={i["aggregate_id"]: json.loads(json.dumps(i, default=_rfc3339)) for i in incidents},
         correlations=correlations,
         mttr_rows=mttr_rows(incidents),
-        change_rows=recompute_change_failure(folded, correlations),
-        recovery_rows=recovery_rows(incidents, folded, correlations),
+        change_rows=recompute_change_failure(folded, correlations, history),
+        recovery_rows=recovery_rows(incidents, folded, correlations, history),
         lead_rows=lead_rows(folded),
         events=sum(len(evs) for evs in alerts.values()) + sum(len(evs) for evs in changes.values()),
     )
@@ -89,10 +91,11 @@ def mttr_rows(incidents: list[dict[str, Any]]) -> MttrRows:
 
 
 def recovery_rows(
-    incidents: list[dict[str, Any]], changes: list[dict[str, Any]], correlations: dict[tuple[str, str], Any]
-) -> RecoveryRows:
+    incidents: list[dict[str, Any]], changes: list[dict[str, Any]], correlations: dict[tuple[str, str], Any],
+    history: dict[str, dict[str, Any]],
+) -> RecoveryRows:  # fmt: skip
     """Failed changes that recovered, per service, env and UTC day they recovered."""
-    recovered = recompute_recovery(incidents, changes, correlations)
+    recovered = recompute_recovery(incidents, changes, correlations, history)
     durations: dict[tuple[str, str, str], list[float]] = defaultdict(list)
     for change in changes:
         if change["change_id"] in recovered:

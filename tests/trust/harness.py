@@ -189,7 +189,8 @@ class Observed:
 
     @property
     def change_rows(self) -> ChangeRows:
-        return {(r["service"], r["env"], r["day"]): (r["changes"], r["failed_changes"])
+        return {(r["service"], r["env"], r["day"]): (r["changes"], r["failed_changes"], r["reworked_changes"],
+                                                     r["rollbacks"])
                 for r in self.metric_rows.values() if r["metric"] == "changes" and r["changes"]}  # fmt: skip
 
     @property
@@ -272,19 +273,19 @@ def tally(observed: Observed, expected: Expected) -> dict[str, dict[str, int]]:
         "wrong": sum(1 for k in want_pairs.keys() & got_pairs.keys() if want_pairs[k] != got_pairs[k]),
     }  # fmt: skip
     # mttr rows: (count, sum, max): the count is counted, sums and maxima are right or wrong;
-    # change rows: (changes, failed changes): both are counted
+    # change rows: (changes, failed changes, reworked changes, rollbacks): all are counted
     # recovery and lead rows: (count, sum, max) like mttr rows
     rows: list[tuple[str, Mapping[Any, tuple[Any, ...]], Mapping[Any, tuple[Any, ...]], int]] = [
         ("mttr_rows", observed.mttr_rows, expected.mttr_rows, 1),
-        ("change_rows", observed.change_rows, expected.change_rows, 2),
+        ("change_rows", observed.change_rows, expected.change_rows, 4),
         ("recovery_rows", observed.recovery_rows, expected.recovery_rows, 1),
         ("lead_rows", observed.lead_rows, expected.lead_rows, 1),
     ]
     for name, got_rows, want_rows, counted in rows:
         lost = double = wrong = 0
         for key in want_rows.keys() | got_rows.keys():
-            want_row: tuple[Any, ...] = want_rows.get(key) or (0, 0.0, 0.0)  # type: ignore[assignment]
-            got_row: tuple[Any, ...] = got_rows.get(key) or (0, 0.0, 0.0)  # type: ignore[assignment]
+            want_row: tuple[Any, ...] = want_rows.get(key) or (0, 0.0, 0.0, 0)  # type: ignore[assignment]
+            got_row: tuple[Any, ...] = got_rows.get(key) or (0, 0.0, 0.0, 0)  # type: ignore[assignment]
             for i in range(counted):
                 lost += max(0, want_row[i] - got_row[i])
                 double += max(0, got_row[i] - want_row[i])

@@ -342,22 +342,37 @@ class Generator:
         # two changes in three name their earliest commit, one to seven hours before their first event
         # (Flashduty's label in Unix seconds or RFC 3339 by turns); the others have no lead time
         committed = None if c % 3 == 0 else min(times) - timedelta(hours=1 + c % 7)
-        for status, at in zip(path, times, strict=True):
+        # Most changes deploy a version of their own, some one of a small pool (deployed again after
+        # another: a rollback by version), some none; a few are rollbacks, hotfixes or reverts by kind
+        # (the native field on its last event, or Flashduty's `change_type` label in any case).
+        draw = self.rnd.random()
+        version = key if draw < 0.6 else (f"v{self.rnd.randrange(4)}" if draw < 0.85 else None)
+        kind = self.rnd.choices(["deployment", "rollback", "hotfix", "revert"], weights=[90, 4, 4, 2])[0]
+        for i, (status, at) in enumerate(zip(path, times, strict=True)):
             n = self.next_id()
             title = f"Deploy {labels['service']} #{c}"
             sent = labels
+            named = "deployment"
             if integration == "deploys":
                 body: dict[str, Any] = {"event_id": f"chg-{self.seed}-{n}", "change_key": key, "status": status,
                                         "occurred_at": _iso(at), "labels": labels, "title": title}  # fmt: skip
                 if committed is not None:
                     body["committed_at"] = _iso(committed)
+                if version is not None:
+                    body["version"] = version
+                if kind != "deployment" and i == len(path) - 1:
+                    body["kind"] = named = kind
             else:
                 if committed is not None:
                     sent = {**labels, "committed_at": str(int(committed.timestamp())) if c % 2 else _iso(committed)}
+                if version is not None:
+                    sent = {**sent, "version": version}
+                if kind != "deployment":
+                    sent, named = {**sent, "change_type": kind.capitalize() if c % 2 else kind}, kind
                 body = {"title": title, "change_key": key, "change_status": fd[status],
                         "event_time": int(at.timestamp()), "labels": sent}  # fmt: skip
             yield Webhook(integration, body, (_change(integration, key, status, at, n, sent, title=title,
-                                                      committed_at=committed),))  # fmt: skip
+                                                      committed_at=committed, kind=named, version=version),))  # fmt: skip
 
 
 def _notification(status: str, alert: dict[str, Any]) -> dict[str, Any]:

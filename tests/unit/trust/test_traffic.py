@@ -60,7 +60,11 @@ def test_the_traffic_has_everything_the_suite_must_survive() -> None:
     assert any(i["status"] == "open" for i in expected.incidents.values())
     assert len(expected.correlations) >= 300, len(expected.correlations)
     assert any(c["rank"] > 1 for c in expected.correlations.values())
-    assert sum(failed for _, failed in expected.change_rows.values()) >= 100
+    assert sum(failed for _, failed, _, _ in expected.change_rows.values()) >= 100
+    rollbacks = sum(rollbacks for *_, rollbacks in expected.change_rows.values())
+    reworked = sum(reworked for _, _, reworked, _ in expected.change_rows.values())
+    changes = sum(changes for changes, *_ in expected.change_rows.values())
+    assert rollbacks >= 50 and rollbacks < reworked < changes, (rollbacks, reworked, changes)
     assert len(expected.mttr_rows) >= 50
     # late events: some event happens before one its sender sent earlier
     late = sum(

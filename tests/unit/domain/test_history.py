@@ -1,0 +1,210 @@
+"""Deployment history: rollbacks by kind and by version, the change each undoes, rework, against the
+oracle's batch recomputation, and the history stage over shuffled, duplicated and moved inputs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from incidentflow.domain import correlation as corr
+from incidentflow.domain import history as hist
+from incidentflow.stream.history import DeploymentHistory
+from incidentflow.topics import Topics
+from tests.factories import T0, DictTable, FakeContext, record
+from tests.oracle import recompute_history
+
+NAMES = Topics("t")
+
+
+def at(minute: float) -> datetime:
+    return T0 + timedelta(minutes=minute)
+
+
+def deploy(cid: str, minute: float, version: str | None = None, kind: str = "deployment") -> hist.Deployment:
+    return hist.Deployment(change_id=cid, changed_at=at(minute), version=version, kind=kind)  # type: ignore[arg-type]
+
+
+def window(aid: str, *spans: tuple[float, float | None], version: int = 1) -> hist.Window:
+    episodes = tuple(hist.Episode(opened_at=at(o), resolved_at=None if r is None else at(r)) for o, r in spans)
+    return hist.Window(aggregate_id=aid, version=version, episodes=episodes)
+
+
+def verdicts(*deployments: hist.Deployment, incidents: tuple[hist.Window, ...] = ()) -> dict[str, tuple[Any, ...]]:
+    derived = hist.derive(deployments, incidents)
+    return {cid: (d.rollback, d.rework, d.rolled_back_by) for cid, d in derived.items()}
+
+
+def test_a_version_deployed_again_after_another_is_a_rollback_of_the_one_before_it() -> None:
+    got = verdicts(deploy("a", 0, "v1"), deploy("b", 10, "v2"), deploy("c", 20, "v1"))
+    assert got == {"a": (False, False, None), "b": (False, False, "c"), "c": (True, True, None)}
+    assert hist.derive([deploy("b", 10, "v2"), deploy("c", 20, "v1"), deploy("a", 0, "v1")], [])[
+        "b"
+    ].rolled_back_at == at(20)
+
+
+@pytest.mark.parametrize(
+    ("history", "expected"),
+    [
+        # the same version again is a redeploy, not a rollback
+        ([("a", 0, "v1", "deployment"), ("b", 10, "v1", "deployment")], {"a": (False, False, None), "b": (False, False, None)}),
+        # deployments without a version do not interrupt the versions; the rollback undoes the one just before it
+        ([("a", 0, "v1", "deployment"), ("b", 10, "v2", "deployment"), ("c", 15, None, "deployment"),
+          ("d", 20, "v1", "deployment")],
+         {"a": (False, False, None), "b": (False, False, None), "c": (False, False, "d"), "d": (True, True, None)}),
+        # a rollback by kind with nothing before it undoes nothing
+        ([("a", 0, None, "rollback")], {"a": (True, True, None)}),
+        # hotfixes and reverts are rework, not rollbacks
+        ([("a", 0, "v1", "deployment"), ("b", 5, "v2", "hotfix"), ("c", 9, "v3", "revert")],
+         {"a": (False, False, None), "b": (False, True, None), "c": (False, True, None)}),
+        # a rollback of a rollback: each undoes the one before it
+        ([("a", 0, "v1", "deployment"), ("b", 10, "v2", "deployment"), ("c", 20, "v1", "deployment"),
+          ("d", 30, "v2", "deployment")],
+         {"a": (False, False, None), "b": (False, False, "c"), "c": (True, True, "d"), "d": (True, True, None)}),
+    ],
+)  # fmt: skip
+def test_rollbacks_and_rework_by_kind_and_version(
+    history: list[tuple[str, float, str | None, str]], expected: dict[str, tuple[Any, ...]]
+) -> None:
+    assert verdicts(*(deploy(*item) for item in history)) == expected
+
+
+@pytest.mark.parametrize(
+    ("minute", "rework"),
+    [(9, False), (10, False), (10.5, True), (20, True), (20.5, False), (40, True)],
+)
+def test_a_deployment_while_an_incident_of_its_service_and_env_was_open_is_rework(minute: float, rework: bool) -> None:
+    incidents = (window("i1", (10, 20)), window("i2", (35, None)))
+    assert verdicts(deploy("x", minute), incidents=incidents)["x"][1] is rework
+
+
+# -- against the oracle ----------------------------------------------------------------------------
+
+
+@st.composite
+def histories(draw: st.DrawFn) -> tuple[list[hist.Deployment], list[hist.Window]]:
+    n = draw(st.integers(0, 12))
+    deployments = [
+        deploy(f"c{i}", draw(st.integers(0, 200)), draw(st.sampled_from([None, "v1", "v2", "v3", f"own{i}"])),
+               draw(st.sampled_from(["deployment"] * 6 + ["rollback", "hotfix", "revert"])))
+        for i in range(n)
+    ]  # fmt: skip
+    incidents = []
+    for i in range(draw(st.integers(0, 3))):
+        opened = draw(st.integers(0, 200))
+        length = draw(st.one_of(st.none(), st.integers(0, 60)))
+        incidents.append(window(f"i{i}", (opened, None if length is None else opened + length)))
+    return deployments, incidents
+
+
+def oracle(deployments: list[hist.Deployment], incidents: list[hist.Window]) -> dict[str, tuple[Any, ...]]:
+    changes = [{"change_id": d.change_id, "labels": {"service": "s", "env": "prod"}, "changed_at": d.changed_at,
+                "counted": True, "kind": d.kind, "version": d.version} for d in deployments]  # fmt: skip
+    incident_dicts = [{"labels": {"service": "s", "env": "prod"},
+                       "episodes": [{"opened_at": e.opened_at, "resolved_at": e.resolved_at} for e in w.episodes]}
+                      for w in incidents]  # fmt: skip
+    found = recompute_history(changes, incident_dicts)
+    return {cid: (h["rollback"], h["rework"], h["rolled_back_at"]) for cid, h in found.items()}
+
+
+@settings(max_examples=300, deadline=None)
+@given(case=histories())
+def test_derive_equals_the_batch_recomputation(case: tuple[list[hist.Deployment], list[hist.Window]]) -> None:
+    deployments, incidents = case
+    derived = hist.derive(deployments, incidents)
+    assert {cid: (d.rollback, d.rework, d.rolled_back_at) for cid, d in derived.items()} == oracle(*case)
+
+
+# -- the stage -------------------------------------------------------------------------------------
+
+
+def run_stage(inputs: list[tuple[str, hist.HistoryInput]]) -> tuple[DictTable, dict[tuple[str, str], Any]]:
+    """Every input through the history stage, one batch each; the newest verdict per (change, series)."""
+    context, table = FakeContext(), DictTable()
+    stage = DeploymentHistory(context, NAMES, {"deployment-history": table})  # type: ignore[arg-type]
+    for offset, (series, item) in enumerate(inputs):
+        asyncio.run(context.run(stage, [record(NAMES.history, series, item.model_dump_json(), offset=offset)]))
+    newest: dict[tuple[str, str], hist.HistoryVerdict] = {}
+    for _, value in context.to(NAMES.history_verdicts):
+        verdict = hist.HistoryVerdict.model_validate_json(value)
+        known = newest.get((verdict.change_id, verdict.series))
+        if known is None or verdict.seq > known.seq:
+            newest[(verdict.change_id, verdict.series)] = verdict
+    return table, {k: v.derived for k, v in newest.items()}
+
+
+@settings(max_examples=100, deadline=None)
+@given(case=histories(), seed=st.integers(0, 1000))
+def test_the_stage_tells_every_change_its_final_verdict_in_any_order_and_with_duplicates(
+    case: tuple[list[hist.Deployment], list[hist.Window]], seed: int
+) -> None:
+    deployments, incidents = case
+    rnd = random.Random(seed)
+    inputs = [("s|prod", hist.HistoryInput(deployment=d)) for d in deployments]
+    # an incident seen first while open, later resolved (a newer version); a deployment first filed
+    # under another service, then moved here
+    for w in incidents:
+        inputs.append(("s|prod", hist.HistoryInput(incident=w.model_copy(update={"version": 2}))))
+        first = w.model_copy(update={"episodes": (w.episodes[0].model_copy(update={"resolved_at": None}),)})
+        inputs.append(("s|prod", hist.HistoryInput(incident=first)))
+    moved = deployments[: len(deployments) // 3]
+    for d in moved:
+        inputs.append(("other|prod", hist.HistoryInput(deployment=d)))
+    inputs += [inputs[rnd.randrange(len(inputs))] for _ in range(len(inputs) // 4)] if inputs else []
+    rnd.shuffle(inputs)
+    inputs += [("other|prod", hist.HistoryInput(change_id=d.change_id, member=False)) for d in moved]
+    _, told = run_stage(inputs)
+    final = hist.derive(deployments, [w.model_copy(update={"version": 2}) for w in incidents])
+    assert {cid: d for (cid, series), d in told.items() if series == "s|prod"} == final
+    assert all(d is None for (_, series), d in told.items() if series == "other|prod")
+
+
+def test_a_replayed_input_sends_every_verdict_again_and_a_redelivered_one_nothing() -> None:
+    context, table = FakeContext(), DictTable()
+    stage = DeploymentHistory(context, NAMES, {"deployment-history": table})  # type: ignore[arg-type]
+    first = record(NAMES.history, "s|prod", hist.HistoryInput(deployment=deploy("a", 0, "v1")).model_dump_json(), 5)
+    second = record(NAMES.history, "s|prod", hist.HistoryInput(deployment=deploy("b", 9, "v2")).model_dump_json(), 6)
+    assert asyncio.run(context.run(stage, [first, second])) == ["applied", "applied"]
+    sent = len(context.sent)
+    assert asyncio.run(context.run(stage, [second])) == ["replayed"]  # a crash after the state was saved
+    assert len(context.sent) == sent + 2
+    later = record(NAMES.history, "s|prod", second.value or b"", 40)
+    assert asyncio.run(context.run(stage, [later])) == ["duplicate"]
+    assert len(context.sent) == sent + 2
+
+
+def test_history_past_the_horizon_is_forgotten_without_moving_any_verdict() -> None:
+    state = hist.History()
+    for item in (deploy("old", 0, "v1"), deploy("mid", 10, "v2"), deploy("new", 100 * 24 * 60, "v1")):
+        state, _ = hist.settle(hist.with_input(state, hist.HistoryInput(deployment=item)))
+    assert state.told["new"].rollback and state.told["mid"].rolled_back_by == "new"
+    kept = hist.pruned(state, at(24 * 60))
+    assert set(kept.deployments) == {"new"} and kept.told["new"] == state.told["new"]
+
+
+def test_the_change_fold_counts_a_rolled_back_change_as_failed_until_its_rollback_moves_away() -> None:
+    from tests.factories import change
+
+    record_ = corr.with_change_event(corr.ChangeRecord(), change("done", 0, labels={"service": "s", "env": "prod"}))
+    rolled = hist.Derived(rolled_back_at=at(30), rolled_back_by="ship:r")
+    told = corr.with_history_verdict(record_, hist.HistoryVerdict(change_id="ship:deploy-1", series="s|prod", seq=3,
+                                                                  derived=rolled))  # fmt: skip
+    assert told.facts is not None and told.facts.failed and told.facts.recovered_at == at(30)
+    assert told.facts.recovery_seconds == 30 * 60
+    stale = corr.with_history_verdict(told, hist.HistoryVerdict(change_id="ship:deploy-1", series="s|prod", seq=2))
+    assert stale == told  # an older verdict changes nothing
+    retracted = corr.with_history_verdict(told, hist.HistoryVerdict(change_id="ship:deploy-1", series="s|prod", seq=4,
+                                                                     derived=hist.Derived()))  # fmt: skip
+    assert retracted.facts is not None and not retracted.facts.failed and retracted.facts.ever_rolled_back
+    # a verdict before any event waits for it
+    waiting = corr.with_history_verdict(corr.ChangeRecord(), hist.HistoryVerdict(change_id="ship:deploy-1",
+                                                                                  series="s|prod", seq=1, derived=rolled))  # fmt: skip
+    joined = corr.with_change_event(waiting, change("done", 0, labels={"service": "s", "env": "prod"}))
+    assert joined.facts is not None and joined.facts.failed
+    assert json.loads(joined.model_dump_json())["facts"]["ever_rolled_back"] is True
