@@ -309,7 +309,8 @@ def one_round(args: argparse.Namespace, work: Path, bootstrap: str, last: bool) 
         worker = spawn("worker", product_env(bootstrap, namespace, work, INCIDENTFLOW_WEB_PORT=str(free_port())), work)
         profiler = profile(worker.pid, args.profile) if args.profile and last else None
         names = Topics.of(settings)
-        stages = [names.contributions, names.scope, names.suspects, names.changes, names.verdicts]
+        stages = [names.contributions, names.scope, names.suspects, names.changes, names.verdicts, names.history,
+                  names.history_verdicts]  # fmt: skip
         rate, folded, drained, cpu = asyncio.run(wait_folded(bootstrap, f"{namespace}-app", alerts, stages, worker))
         if profiler is not None:
             profiler.send_signal(signal.SIGINT)

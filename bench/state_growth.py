@@ -212,7 +212,8 @@ def run(args: argparse.Namespace, work: Path, bootstrap: str) -> int:
           f"in slices of the trust traffic ({span_days(Year.SLICE)} days each, one every {traffic.step:.1f} days)")  # fmt: skip
     env = product_env(bootstrap, namespace, work, INCIDENTFLOW_WEB_PORT=str(free_port()),
                       INCIDENTFLOW_INTEGRATIONS_FILE=str(work / "integrations.yaml"), INCIDENTFLOW_LOG_LEVEL="info")  # fmt: skip
-    inputs = [names.alerts, names.changes, names.contributions, names.scope, names.suspects, names.verdicts]
+    inputs = [names.alerts, names.changes, names.contributions, names.scope, names.suspects, names.verdicts,
+              names.history, names.history_verdicts]  # fmt: skip
     group = f"{namespace}-app"
     worker: subprocess.Popen[bytes] | None = spawn("worker", env, work)
     first = START.timestamp()

@@ -18,7 +18,9 @@ number that only grows (`HistoryVerdict.seq`), so the change fold keeps the newe
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right, insort
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -94,16 +96,6 @@ class HistoryVerdict(_Value):
     derived: Derived | None = None
 
 
-class History(_Value):
-    """The state of one service and env: deployments, incidents, and what each deployment was last told."""
-
-    deployments: dict[str, Deployment] = Field(default_factory=dict)
-    incidents: dict[str, Window] = Field(default_factory=dict)
-    told: dict[str, Derived] = Field(default_factory=dict)
-    seq: int = 0
-    position: int = Field(default=-1, description="Position of the last input that changed this state.")
-
-
 def series_of(service: str, env: str) -> str:
     return f"{service}|{env}"
 
@@ -150,51 +142,208 @@ def derive(deployments: Iterable[Deployment], incidents: Iterable[Window]) -> di
     return result
 
 
-def with_input(history: History, item: HistoryInput) -> History:
-    """The history with one input applied (not yet derived again)."""
-    deployments, incidents = dict(history.deployments), dict(history.incidents)
-    if item.deployment is not None:
-        if item.member:
-            deployments[item.deployment.change_id] = item.deployment
+class Meta(_Value):
+    """A history's counters: the sequence number of its verdicts, and the input that last changed it."""
+
+    seq: int = 0
+    position: int = Field(default=-1, description="Position of the last input that changed the history.")
+
+
+class Filed(_Value):
+    """A deployment as its history keeps it: what it is, and what it was last told."""
+
+    deployment: Deployment
+    told: Derived | None = None
+
+
+@dataclass
+class Ledger:
+    """One service and env's history, in memory: deployments in order, the versions they deployed,
+    incidents, and per deployment how many incidents were open when it was made.
+
+    Each change judges again only the deployments whose verdict it can move (`derive` is the same
+    rule over the whole history in one pass, and the tests hold the two equal): the one changed, the
+    ones just before and after it (which it may now undo or follow), the first one with a version
+    after it (whose previous version changed), and the first two of its version (one of which may
+    now have, or no longer have, an earlier deployment of that version), with the one before each;
+    for an incident, the deployments made while it is or was open whose count of open incidents
+    went to or from zero.
+    """
+
+    items: dict[str, Deployment] = field(default_factory=dict)
+    order: list[tuple[datetime, str]] = field(default_factory=list)
+    versions: dict[str, list[tuple[datetime, str]]] = field(default_factory=dict)
+    incidents: dict[str, Window] = field(default_factory=dict)
+    cover: dict[str, int] = field(default_factory=dict)
+    told: dict[str, Derived] = field(default_factory=dict)
+    meta: Meta = field(default_factory=Meta)
+
+    @classmethod
+    def of(cls, filed: Iterable[Filed], incidents: Iterable[Window], meta: Meta | None) -> Ledger:
+        """A ledger from what its history stored."""
+        ledger = cls(meta=meta or Meta())
+        ledger.incidents = {w.aggregate_id: w for w in incidents}
+        for item in filed:
+            ledger._insert(item.deployment)
+            if item.told is not None:
+                ledger.told[item.deployment.change_id] = item.told
+        return ledger
+
+    # -- changes -----------------------------------------------------------------------------------
+
+    def put(self, change_id: str, deployment: Deployment | None) -> dict[str, Derived | None]:
+        """The change is this deployment now (None: no longer in this history); the verdicts that moved."""
+        old = self.items.get(change_id)
+        if old == deployment:
+            return {}
+        candidates = self._around(old) if old is not None else set()
+        if old is not None:
+            self._remove(old)
+        if deployment is not None:
+            self._insert(deployment)
+            candidates |= self._around(deployment)
+        moved = self._judge(candidates)
+        if deployment is None and change_id in self.told:
+            del self.told[change_id]
+            moved[change_id] = None
+        return moved
+
+    def put_incident(self, window: Window, member: bool) -> dict[str, Derived | None]:
+        """The incident's episodes now (`member` false: it left this history); the verdicts that moved."""
+        old = self.incidents.get(window.aggregate_id)
+        if old is not None and window.version < old.version:
+            return {}
+        new = window if member else None
+        if old == new:
+            return {}
+        if new is None:
+            del self.incidents[window.aggregate_id]
         else:
-            deployments.pop(item.deployment.change_id, None)
-    elif item.change_id is not None and not item.member:
-        deployments.pop(item.change_id, None)
-    if item.incident is not None:
-        known = incidents.get(item.incident.aggregate_id)
-        if known is None or item.incident.version >= known.version:
-            if item.member:
-                incidents[item.incident.aggregate_id] = item.incident
-            else:
-                incidents.pop(item.incident.aggregate_id, None)
-    if deployments == history.deployments and incidents == history.incidents:
-        return history
-    return history.model_copy(update={"deployments": deployments, "incidents": incidents})
+            self.incidents[window.aggregate_id] = new
+        flipped = set()
+        for at, change_id in self._made_while(old, new):
+            before = self.cover.get(change_id, 0)
+            after = before - _holds(old, at) + _holds(new, at)
+            self.cover[change_id] = after
+            if (before > 0) != (after > 0):
+                flipped.add(change_id)
+        return self._judge(flipped)
+
+    def sensitive_to(self, window: Window) -> list[str]:
+        """The deployments whose rework this incident alone decides (no other incident was open then)."""
+        return [cid for at, cid in self._made_while(window, None) if self.cover.get(cid, 0) == _holds(window, at) == 1]
+
+    def around(self, change_id: str) -> set[str]:
+        """The deployments a change of this one could judge again (on a replay their verdicts are sent again)."""
+        deployment = self.items.get(change_id)
+        return self._around(deployment) if deployment is not None else set()
+
+    def prune(self, before: datetime) -> tuple[list[str], list[str]]:
+        """Forgets deployments made before `before` and incidents resolved before it, judging nothing
+        again: what they were told stands. Returns the change_ids and aggregate_ids forgotten."""
+        gone = [cid for at, cid in self.order if at < before]
+        for change_id in gone:
+            self._remove(self.items[change_id])
+            self.told.pop(change_id, None)
+        closed = [aid for aid, w in self.incidents.items()
+                  if all(e.resolved_at is not None and e.resolved_at < before for e in w.episodes)]  # fmt: skip
+        for aggregate_id in closed:
+            del self.incidents[aggregate_id]
+        return gone, closed
+
+    # -- judging -----------------------------------------------------------------------------------
+
+    def _judge(self, candidates: Iterable[str]) -> dict[str, Derived | None]:
+        moved: dict[str, Derived | None] = {}
+        for change_id in sorted(candidates):
+            deployment = self.items.get(change_id)
+            if deployment is None:
+                continue
+            derived = self._verdict(self._index(deployment))
+            if self.told.get(change_id) != derived:
+                self.told[change_id] = derived
+                moved[change_id] = derived
+        return moved
+
+    def _verdict(self, i: int) -> Derived:
+        change_id = self.order[i][1]
+        deployment = self.items[change_id]
+        rollback = self._rollback(i)
+        rework = rollback or deployment.kind in UNPLANNED or self.cover.get(change_id, 0) > 0
+        if i + 1 < len(self.order) and self._rollback(i + 1):
+            at, by = self.order[i + 1]
+            return Derived(rollback=rollback, rework=rework, rolled_back_at=at, rolled_back_by=by)
+        return Derived(rollback=rollback, rework=rework)
+
+    def _rollback(self, i: int) -> bool:
+        at, change_id = self.order[i]
+        deployment = self.items[change_id]
+        if deployment.kind == "rollback":
+            return True
+        version = deployment.version
+        if version is None or self.versions[version][0] >= (at, change_id):
+            return False  # no version, or the first deployment of its version
+        j = i - 1
+        while j >= 0 and self.items[self.order[j][1]].version is None:
+            j -= 1
+        return j >= 0 and self.items[self.order[j][1]].version != version
+
+    def _around(self, deployment: Deployment) -> set[str]:
+        i = self._index(deployment)
+        found = {cid for _, cid in self.order[max(0, i - 1) : i + 2]}
+        j = i + 1
+        while j < len(self.order) and self.items[self.order[j][1]].version is None:
+            j += 1
+        found.update(cid for _, cid in self.order[j - 1 : j + 1])
+        if deployment.version is not None:
+            for key in self.versions.get(deployment.version, [])[:2]:
+                k = bisect_left(self.order, key)
+                found.update(cid for _, cid in self.order[max(0, k - 1) : k + 1])
+        return found
+
+    def _made_while(self, old: Window | None, new: Window | None) -> list[tuple[datetime, str]]:
+        """The deployments made while either version of an incident had an episode open, in order."""
+        episodes = [*(old.episodes if old else ()), *(new.episodes if new else ())]
+        if not episodes:
+            return []
+        start = min(e.opened_at for e in episodes)
+        ends = [e.resolved_at for e in episodes]
+        end = None if None in ends else max(at for at in ends if at is not None)
+        first = bisect_right(self.order, (start, _LAST))
+        last = len(self.order) if end is None else bisect_right(self.order, (end, _LAST))
+        return self.order[first:last]
+
+    # -- the indexes -------------------------------------------------------------------------------
+
+    def _index(self, deployment: Deployment) -> int:
+        return bisect_left(self.order, deployment.order)
+
+    def _insert(self, deployment: Deployment) -> None:
+        self.items[deployment.change_id] = deployment
+        insort(self.order, deployment.order)
+        if deployment.version is not None:
+            insort(self.versions.setdefault(deployment.version, []), deployment.order)
+        at = deployment.changed_at
+        self.cover[deployment.change_id] = sum(_holds(w, at) for w in self.incidents.values())
+
+    def _remove(self, deployment: Deployment) -> None:
+        del self.items[deployment.change_id]
+        self.order.pop(self._index(deployment))
+        self.cover.pop(deployment.change_id, None)
+        if deployment.version is not None:
+            same = self.versions[deployment.version]
+            same.pop(bisect_left(same, deployment.order))
+            if not same:
+                del self.versions[deployment.version]
 
 
-def settle(history: History) -> tuple[History, dict[str, Derived | None]]:
-    """Derives the history again: the new state, and the verdicts that moved (None: a deployment that left)."""
-    derived = derive(history.deployments.values(), history.incidents.values())
-    moved: dict[str, Derived | None] = {cid: d for cid, d in derived.items() if history.told.get(cid) != d}
-    moved.update({cid: None for cid in history.told if cid not in derived})
-    if not moved:
-        return history, {}
-    return history.model_copy(update={"told": dict(sorted(derived.items())), "seq": history.seq + 1}), moved
+_LAST = "\U0010ffff"
+"""Sorts after every change_id: `(time, _LAST)` is just after every deployment made at that time."""
 
 
-def pruned(history: History, before: datetime) -> History:
-    """The history without deployments made before `before` and incidents whose every episode was
-    resolved before it (past the state horizon). Nothing is derived again: what they were told stands."""
-    deployments = {cid: d for cid, d in history.deployments.items() if d.changed_at >= before}
-    incidents = {
-        aid: w
-        for aid, w in history.incidents.items()
-        if any(e.resolved_at is None or e.resolved_at >= before for e in w.episodes)
-    }
-    if len(deployments) == len(history.deployments) and len(incidents) == len(history.incidents):
-        return history
-    told = {cid: d for cid, d in history.told.items() if cid in deployments}
-    return history.model_copy(update={"deployments": deployments, "incidents": incidents, "told": told})
+def _holds(window: Window | None, at: datetime) -> int:
+    """1 when an episode of the incident was open at `at`, else 0."""
+    return int(window is not None and any(e.holds(at) for e in window.episodes))
 
 
 class HistoryFacts(_Value):

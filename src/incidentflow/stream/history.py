@@ -3,13 +3,16 @@
 Every decision is made in `domain.history`; the change fold (stream/changes.py) sends each change
 that counts (and a leave when it stops counting there), the incident fold (stream/fold.py) each
 incident's episodes, and this stage tells the change fold what the history says of each change
-whose verdict moved. Its state is bounded by the state horizon: deployments and resolved incidents
-more than the horizon before the latest deployment of the service and env are forgotten.
+whose verdict moved. Each deployment and incident is stored under a key of its own, so an input
+writes a few small values whatever the size of the history; the history itself is read once per
+consumer generation and kept in memory (`Ledger`) while no other worker can write it. Its state is
+bounded by the state horizon: deployments and resolved incidents more than the horizon before the
+latest deployment of the service and env are forgotten.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from incidentflow.domain import history as hist
@@ -17,13 +20,13 @@ from incidentflow.runtime.packed import Record
 from incidentflow.runtime.tables import Context, PerRecord, Table, load, parse, store
 from incidentflow.topics import Topics
 
-TABLES = {"deployment-history": "History JSON by service|env"}
+TABLES = {"deployment-history": "per service|env: its deployments (with their last verdict), incidents and counters"}
 
 
 @dataclass
 class DeploymentHistory(PerRecord):
-    """Runs for every deployment and incident of a service and env: derives its history again and
-    sends the verdicts that moved to the change fold."""
+    """Runs for every deployment and incident of a service and env: judges again the deployments
+    whose verdict it can move and sends the verdicts that moved to the change fold."""
 
     context: Context
     names: Topics
@@ -31,32 +34,103 @@ class DeploymentHistory(PerRecord):
     horizon_days: int = 90
     name: str = "deployment-history"
     topics: tuple[str, ...] = ()
+    ledgers: dict[str, hist.Ledger] = field(default_factory=dict)
+    """The histories read so far, while the consumer generation stays `kept_in`."""
+    kept_in: int | None = None
 
     def __post_init__(self) -> None:
         self.topics = (self.names.history,)
-        self.histories = self.tables["deployment-history"]
+        self.table = self.tables["deployment-history"]
+
+    def begin(self) -> None:
+        if self.kept_in != self.context.generation:
+            self.ledgers.clear()
+            self.kept_in = self.context.generation
 
     async def handle(self, message: Record) -> str:
         item = parse(message, hist.HistoryInput, "a deployment history input")
         series = (message.key or b"").decode("utf-8", "replace")
-        state = load(self.histories, series, hist.History) or hist.History()
-        settled, moved = hist.settle(hist.with_input(state, item))
-        if settled == state:
-            if message.position > state.position:
+        ledger = self.ledger(series)
+        if item.incident is not None:
+            aggregate_id = item.incident.aggregate_id
+            before_incident = ledger.incidents.get(aggregate_id)
+            moved = ledger.put_incident(item.incident, item.member)
+            touched = [f"i|{aggregate_id}"] if before_incident != ledger.incidents.get(aggregate_id) else []
+        else:
+            change_id = item.deployment.change_id if item.deployment is not None else item.change_id
+            if change_id is None:
+                return "duplicate"
+            before = ledger.items.get(change_id)
+            moved = ledger.put(change_id, item.deployment if item.member else None)
+            touched = [f"d|{change_id}"] if before != ledger.items.get(change_id) else []
+        if not moved and not touched:
+            if message.position > ledger.meta.position:
                 return "duplicate"  # a redelivery from upstream: its verdicts were sent when it first came
-            # A replay after a crash (this input already changed the state): every verdict is sent
-            # again, in case the crash lost them after the state was saved. The change fold keeps the newest.
-            for change_id, told in state.told.items():
-                await self.tell(change_id, series, state.seq, told)
+            # A replay after a crash (this input already changed the history): the verdicts it could
+            # have moved are sent again, in case the crash lost them. The change fold keeps the newest.
+            await self.replay(series, ledger, item)
             return "replayed"
-        latest = max((d.changed_at for d in settled.deployments.values()), default=None)
-        if latest is not None:
-            settled = hist.pruned(settled, latest - timedelta(days=self.horizon_days))
-        store(self.histories, series, settled.model_copy(update={"position": message.position}))
+        ledger.meta = hist.Meta(seq=ledger.meta.seq + (1 if moved else 0), position=message.position)
+        self.save(series, ledger, [*touched, *(f"d|{cid}" for cid in moved)])
+        self.prune(series, ledger)
         for change_id, derived in moved.items():
-            await self.tell(change_id, series, settled.seq, derived)
+            await self.tell(change_id, series, ledger.meta.seq, derived)
         return "applied"
+
+    def ledger(self, series: str) -> hist.Ledger:
+        """The history of `series`, read from the table the first time in this generation."""
+        found = self.ledgers.get(series)
+        if found is None:
+            prefix = _key(series, "")
+            filed = [hist.Filed.model_validate_json(v) for _, v in self.table.prefixed(f"{prefix}d|".encode())]
+            incidents = [hist.Window.model_validate_json(v) for _, v in self.table.prefixed(f"{prefix}i|".encode())]
+            found = hist.Ledger.of(filed, incidents, load(self.table, _key(series, "m"), hist.Meta))
+            self.ledgers[series] = found
+        return found
+
+    def save(self, series: str, ledger: hist.Ledger, keys: list[str]) -> None:
+        for key in dict.fromkeys(keys):
+            kind, _, name = key.partition("|")
+            value: hist.Filed | hist.Window | None
+            if kind == "d":
+                deployment = ledger.items.get(name)
+                value = None if deployment is None else hist.Filed(deployment=deployment, told=ledger.told.get(name))
+            else:
+                value = ledger.incidents.get(name)
+            store(self.table, _key(series, key), value)
+        store(self.table, _key(series, "m"), ledger.meta)
+
+    def prune(self, series: str, ledger: hist.Ledger) -> None:
+        """Forgets what lies more than the horizon before the latest deployment."""
+        if not ledger.order:
+            return
+        before = ledger.order[-1][0] - timedelta(days=self.horizon_days)
+        if ledger.order[0][0] >= before:
+            return
+        gone, closed = ledger.prune(before)
+        for change_id in gone:
+            store(self.table, _key(series, f"d|{change_id}"), None)
+        for aggregate_id in closed:
+            store(self.table, _key(series, f"i|{aggregate_id}"), None)
+
+    async def replay(self, series: str, ledger: hist.Ledger, item: hist.HistoryInput) -> None:
+        if item.incident is not None:
+            change_ids = ledger.sensitive_to(item.incident)
+        else:
+            change_id = item.deployment.change_id if item.deployment is not None else item.change_id
+            change_ids = sorted(ledger.around(change_id)) if change_id is not None else []
+        for change_id in change_ids:
+            told = ledger.told.get(change_id)
+            if told is not None:
+                await self.tell(change_id, series, ledger.meta.seq, told)
+        if item.deployment is None and item.change_id is not None and item.change_id not in ledger.items:
+            await self.tell(item.change_id, series, ledger.meta.seq, None)
 
     async def tell(self, change_id: str, series: str, seq: int, derived: hist.Derived | None) -> None:
         verdict = hist.HistoryVerdict(change_id=change_id, series=series, seq=seq, derived=derived)
         await self.context.send(self.names.history_verdicts, change_id, verdict.model_dump_json())
+
+
+def _key(series: str, rest: str) -> str:
+    """A table key of a history: its series, length-prefixed (a label value may hold any character)."""
+    return f"{len(series)}:{series}|{rest}"

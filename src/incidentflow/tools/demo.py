@@ -1,4 +1,5 @@
-"""`incidentflow demo`: post real-looking Elven webhooks and deploys, and show incidents, correlations and MTTR."""
+"""`incidentflow demo`: post real-looking Elven webhooks and deploys (a rollback and a hotfix among them), and
+show incidents, correlations, MTTR and the five DORA keys."""
 
 from __future__ import annotations
 
@@ -28,11 +29,18 @@ def _webhook(key: str, action: str, title: str, severity: str, service: str) -> 
     }
 
 
-def _deploy(key: str, service: str, minutes_ago: float, status: str) -> dict[str, object]:
+def _deploy(key: str, service: str, minutes_ago: float, status: str, version: str | None = None,
+            kind: str | None = None) -> dict[str, object]:  # fmt: skip
     at = (datetime.now(UTC) - timedelta(minutes=minutes_ago)).isoformat().replace("+00:00", "Z")
     committed = (datetime.now(UTC) - timedelta(minutes=minutes_ago + 95)).isoformat().replace("+00:00", "Z")
-    return {"event_id": f"{key}-{status}", "change_key": key, "status": status, "occurred_at": at,
-            "committed_at": committed, "title": f"deploy {service}", "labels": {"service": service}}  # fmt: skip
+    body: dict[str, object] = {"event_id": f"{key}-{status}", "change_key": key, "status": status, "occurred_at": at,
+                               "committed_at": committed, "title": f"deploy {service} {version or ''}".rstrip(),
+                               "labels": {"service": service}}  # fmt: skip
+    if version is not None:
+        body["version"] = version
+    if kind is not None:
+        body["kind"] = kind
+    return body
 
 
 def _show_correlation(record: dict[str, object]) -> str:
@@ -56,8 +64,15 @@ def _show(incident: dict[str, object]) -> str:
 async def _demo(settings: Settings, gateway_url: str, worker_url: str, token: str, native_token: str) -> int:
     run = uuid.uuid4().hex[:6]
     checkout, payments = f"checkout-latency-{run}", f"payments-5xx-{run}"
-    deploys = [_deploy(f"checkout-v231-{run}", "checkout", 4, "processing"), _deploy(f"checkout-v231-{run}", "checkout", 3, "done"),
-               _deploy(f"search-v88-{run}", "search", 2, "done")]  # fmt: skip
+    # checkout's deploy causes the latency incident; search deploys v88, then v89, then v88 again:
+    # a rollback found from the versions, which fails v89 without any incident
+    deploys = [_deploy(f"checkout-v231-{run}", "checkout", 4, "processing", "v2.31"),
+               _deploy(f"checkout-v231-{run}", "checkout", 3, "done", "v2.31"),
+               _deploy(f"search-v88-{run}", "search", 30, "done", f"v88-{run}"),
+               _deploy(f"search-v89-{run}", "search", 20, "done", f"v89-{run}"),
+               _deploy(f"search-back-to-v88-{run}", "search", 10, "done", f"v88-{run}")]  # fmt: skip
+    # payments ships a hotfix while its incident is open: rework
+    hotfix = _deploy(f"payments-hotfix-{run}", "payments", 0, "done", f"v7.1.1-{run}", kind="hotfix")
     steps = [
         (_webhook(checkout, "alarmed", "Checkout p99 latency over 2s", "high", "checkout"), 0.0),
         (_webhook(payments, "alarmed", "Payments API 5xx rate over 5%", "critical", "payments"), 1.0),
@@ -90,6 +105,8 @@ async def _demo(settings: Settings, gateway_url: str, worker_url: str, token: st
                 print(
                     f"  {body['action']:<8} {body['external_aggregate_key']:<26} -> {response.status_code} {response.text}"
                 )
+            response = await client.post(f"{gateway_url}/v1/events/{native_token}", json=hotfix)
+            print(f"posting a hotfix while payments' incident is open -> {response.status_code} {response.text}")
             print("incidents and suspect changes, from the incidents and correlations topics:")
             wanted = {f"demo-elven:{checkout}", f"demo-elven:{payments}"}
             latest: dict[str, dict[str, object]] = {}
@@ -112,22 +129,28 @@ async def _demo(settings: Settings, gateway_url: str, worker_url: str, token: st
                 print("the worker did not publish the incidents within 60 s; is it running?")
                 return 1
             print(
-                f"The four DORA keys (deployment frequency, lead time, change failure ratio, time to restore and "
-                f"failed deployment recovery time) and open incidents per service and env, from the worker's "
-                f"{worker_url}/metrics:"
+                f"The five DORA keys (deployment frequency, lead time, change failure ratio with rolled-back changes, "
+                f"deployment rework rate with the rollbacks, time to restore and failed deployment recovery time) and "
+                f"open incidents per service and env, from the worker's {worker_url}/metrics:"
             )
             shown = ("incidentflow_mttr_seconds", "incidentflow_time_to_restore_seconds", "incidentflow_incidents_open",
                      "incidentflow_deployment_frequency_per_day", "incidentflow_lead_time_seconds",
-                     "incidentflow_change_failure_ratio", "incidentflow_failed_deployment_recovery_seconds")  # fmt: skip
-            # The suspect's verdicts reach the change series a moment after the correlation: wait
-            # until the checkout deploy counts as failed and, its incident resolved, as recovered.
-            failed = 'incidentflow_change_failure_ratio{env="demo",service="checkout",window="1d"}'
-            for _ in range(40):
+                     "incidentflow_change_failure_ratio", "incidentflow_rework_ratio", "incidentflow_rollbacks",
+                     "incidentflow_failed_deployment_recovery_seconds")  # fmt: skip
+            # The verdicts reach the change series a moment after the correlation and the rollback:
+            # wait until checkout's deploy and search's v89 count as failed, and payments' hotfix as rework.
+            waited = ('incidentflow_change_failure_ratio{env="demo",service="checkout",window="1d"}',
+                      'incidentflow_change_failure_ratio{env="demo",service="search",window="1d"}',
+                      'incidentflow_rework_ratio{env="demo",service="payments",window="1d"}')  # fmt: skip
+            for _ in range(60):
                 lines = [
                     line for line in (await client.get(f"{worker_url}/metrics")).text.splitlines()
                     if line.startswith(shown) and ('window="1d"' in line or "window" not in line)
                 ]  # fmt: skip
-                counted = any(line.startswith(failed) and float(line.rsplit(" ", 1)[1]) > 0 for line in lines)
+                counted = all(
+                    any(line.startswith(name) and float(line.rsplit(" ", 1)[1]) > 0 for line in lines)
+                    for name in waited
+                )
                 if all(any(line.startswith(name) for line in lines) for name in shown) and counted:
                     break
                 await asyncio.sleep(0.5)

@@ -180,12 +180,61 @@ def test_a_replayed_input_sends_every_verdict_again_and_a_redelivered_one_nothin
 
 
 def test_history_past_the_horizon_is_forgotten_without_moving_any_verdict() -> None:
-    state = hist.History()
+    ledger = hist.Ledger()
     for item in (deploy("old", 0, "v1"), deploy("mid", 10, "v2"), deploy("new", 100 * 24 * 60, "v1")):
-        state, _ = hist.settle(hist.with_input(state, hist.HistoryInput(deployment=item)))
-    assert state.told["new"].rollback and state.told["mid"].rolled_back_by == "new"
-    kept = hist.pruned(state, at(24 * 60))
-    assert set(kept.deployments) == {"new"} and kept.told["new"] == state.told["new"]
+        ledger.put(item.change_id, item)
+    ledger.put_incident(window("i-old", (1, 2)), member=True)
+    assert ledger.told["new"].rollback and ledger.told["mid"].rolled_back_by == "new"
+    told = ledger.told["new"]
+    assert ledger.prune(at(24 * 60)) == (["old", "mid"], ["i-old"])
+    assert set(ledger.items) == {"new"} and ledger.told == {"new": told} and not ledger.incidents
+
+
+@st.composite
+def operations(draw: st.DrawFn) -> list[tuple[str, Any]]:
+    """Deployments put, moved, changed and removed, and incidents opened, resolved, reopened and moved away."""
+    ops: list[tuple[str, Any]] = []
+    for _ in range(draw(st.integers(1, 30))):
+        if draw(st.booleans()):
+            cid = f"c{draw(st.integers(0, 9))}"
+            if draw(st.integers(0, 5)) == 0:
+                ops.append(("leave", cid))
+            else:
+                ops.append(("put", deploy(cid, draw(st.integers(0, 100)), draw(st.sampled_from([None, "v1", "v2", "v3"])),
+                                          draw(st.sampled_from(["deployment"] * 5 + ["rollback", "hotfix"])))))  # fmt: skip
+        else:
+            aid, opened = f"i{draw(st.integers(0, 3))}", draw(st.integers(0, 100))
+            spans = [(opened, draw(st.one_of(st.none(), st.integers(opened, 120))))]
+            if spans[0][1] is not None and draw(st.booleans()):
+                spans.append((spans[0][1] + 1, draw(st.one_of(st.none(), st.integers(spans[0][1] + 1, 130)))))
+            ops.append(
+                ("incident", (window(aid, *spans, version=draw(st.integers(1, 4))), draw(st.integers(0, 6)) > 0))
+            )
+    return ops
+
+
+@settings(max_examples=400, deadline=None)
+@given(ops=operations())
+def test_the_ledger_judges_again_exactly_what_derive_says_after_every_change(ops: list[tuple[str, Any]]) -> None:
+    ledger = hist.Ledger()
+    told: dict[str, hist.Derived] = {}
+    for op, arg in ops:
+        if op == "put":
+            moved = ledger.put(arg.change_id, arg)
+        elif op == "leave":
+            moved = ledger.put(arg, None)
+        else:
+            moved = ledger.put_incident(*arg)
+        for cid, derived in moved.items():
+            if derived is None:
+                told.pop(cid, None)
+            else:
+                told[cid] = derived
+        assert told == hist.derive(ledger.items.values(), ledger.incidents.values())
+        # a ledger read back from what a history stores judges the same
+        again = hist.Ledger.of([hist.Filed(deployment=d, told=told.get(c)) for c, d in ledger.items.items()],
+                               ledger.incidents.values(), ledger.meta)  # fmt: skip
+        assert again.cover == ledger.cover and again.order == ledger.order
 
 
 def test_the_change_fold_counts_a_rolled_back_change_as_failed_until_its_rollback_moves_away() -> None:
