@@ -8,18 +8,27 @@ TEST_KAFKA_PORT ?= 19092
 TEST_KAFKA_HOME ?= $(CURDIR)/.kafka-test
 
 .DEFAULT_GOAL := help
-.PHONY: help venv lint unit integration test trust soak demo kafka-up kafka-down clean
+# uv installs the locked dependencies (requirements.lock, every version and hash) and refreshes the lock.
+UV_VERSION ?= 0.13.9
+.PHONY: help venv lock lint unit integration test trust soak demo kafka-up kafka-down clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-$(BIN)/incidentflow: pyproject.toml
+$(BIN)/uv:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet uv==$(UV_VERSION)
+
+$(BIN)/incidentflow: pyproject.toml requirements.lock | $(BIN)/uv
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --require-hashes -r requirements.lock
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
 	@touch $@
 
-venv: $(BIN)/incidentflow ## create .venv and install the package with its test extra
+venv: $(BIN)/incidentflow ## create .venv and install the package with its test extra, at the versions of requirements.lock
+
+lock: $(BIN)/uv ## refresh requirements.lock from pyproject.toml (then review the diff and run make test)
+	$(BIN)/uv pip compile pyproject.toml --extra test --universal --python-version 3.11 --generate-hashes \
+	  --no-header --quiet -o requirements.lock
 
 lint: venv ## ruff (lint and format check) and mypy --strict on src/
 	$(BIN)/ruff check src tests bench

@@ -5,17 +5,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import secrets
 import sys
+import threading
+import time
 from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 if TYPE_CHECKING:
     import faust
+
+    from incidentflow.runtime.harness import Runtime
 
 from incidentflow import __version__
 from incidentflow.config import ConfigError, Integrations, Settings, hash_token, load_integrations
@@ -87,27 +92,62 @@ def _run_worker(app: faust.App, settings: Settings) -> None:
     """
     from faust.worker import Worker as FaustWorker
 
-    worker = FaustWorker(app, loglevel=settings.log_level.upper(), quiet=True)
+    class Worker(FaustWorker):
+        def _schedule_shutdown(self, signal: Any) -> None:
+            """A stop (SIGTERM, SIGINT) that has not ended within `stop_timeout_seconds` ends the process."""
+            if not self._signal_stop_time:
+                _exit_after(settings.stop_timeout_seconds)
+            super()._schedule_shutdown(signal)
+
+    worker = Worker(app, loglevel=settings.log_level.upper(), quiet=True)
     worker.spinner = None
     worker.execute_from_commandline()
 
 
+def _exit_after(seconds: float) -> None:
+    """Ends the process `seconds` from now unless it has ended by then: a worker whose broker is gone
+    would otherwise wait a minute and more on its fetcher and producer. Nothing is lost: what was
+    not committed is handled again from the committed offsets at the next start, as after a crash."""
+
+    def later() -> None:
+        time.sleep(seconds)
+        logging.getLogger("incidentflow.worker").error(
+            "still stopping %.0f s after the signal (is Kafka reachable?): exiting now; the next start resumes "
+            "from the committed offsets", seconds)  # fmt: skip
+        logging.shutdown()
+        os._exit(1)
+
+    threading.Thread(target=later, name="stop-deadline", daemon=True).start()
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
-    from incidentflow.stream.app import TABLES, create_worker
+    from incidentflow.stream.app import TABLES
     from incidentflow.topics import ensure_topics
 
     settings = _settings()
     _setup_logging(settings.log_level)
     integrations = _load(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    worker = _create_worker(settings, integrations)
     asyncio.run(ensure_topics(settings, tables=TABLES))
-    _run_worker(create_worker(settings, integrations).app, settings)
+    _run_worker(worker.app, settings)
     return 0
+
+
+def _create_worker(settings: Settings, integrations: Integrations) -> Runtime:
+    """The worker, or the process stops with a message when its upstream code drifted (runtime/upstream.py)."""
+    from incidentflow.runtime.upstream import UpstreamDrift
+    from incidentflow.stream.app import create_worker
+
+    try:
+        return create_worker(settings, integrations)
+    except UpstreamDrift as error:
+        sys.exit(f"incidentflow worker: {error}")
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
     from incidentflow.runtime import progress
-    from incidentflow.stream.app import TABLES, create_worker
+    from incidentflow.stream.app import TABLES
     from incidentflow.topics import Topics, ensure_topics
 
     live = _settings()
@@ -125,7 +165,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     integrations = _load(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     asyncio.run(ensure_topics(settings, tables=TABLES))
-    worker = create_worker(settings, integrations)
+    worker = _create_worker(settings, integrations)
     progress.register(worker, exit_when_caught_up=not args.keep_running)
     print(f"replaying {settings.raw_topic} into {args.into}.* as application {settings.app_id}", file=sys.stderr)
     _run_worker(worker.app, settings)

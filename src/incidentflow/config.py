@@ -78,6 +78,12 @@ class Settings(BaseSettings):
     """How long a rebalance waits for a live worker to finish its records in hand and rejoin. A worker
     dropped for being slow keeps writing for a moment while its partitions are already someone else's
     (late changelog and output records), so this is generous: a dead worker is found by its heartbeats."""
+    stop_timeout_seconds: float = Field(default=8.0, gt=0)
+    """How long a worker told to stop (SIGTERM, SIGINT) may take to stop cleanly before it exits anyway (a
+    broker that is gone would hold it a minute and more); what it had not committed is handled again."""
+    allow_upstream_drift: bool = False
+    """Run the worker even when the installed faust-streaming, mode-streaming, aiokafka or rocksdict is not
+    the code its runtime was written against (runtime/upstream.py); it then logs an error at start."""
     log_level: str = "info"
     cdevents_integration: str = Field(default="cdevents", pattern=r"^[A-Za-z0-9._-]{1,64}$")
     """The integration of CDEvents published straight to `<namespace>.cdevents`: part of their

@@ -13,7 +13,7 @@ from prometheus_client import generate_latest
 
 from incidentflow.config import Integrations, Settings
 from incidentflow.metrics.worker import Database, HeapCollector, LagCollector, StoreCollector, WorkerMetrics
-from incidentflow.runtime import heap
+from incidentflow.runtime import heap, upstream
 from incidentflow.runtime.harness import Runtime
 from incidentflow.runtime.install import install
 from incidentflow.runtime.packed import partition_of
@@ -28,7 +28,11 @@ log = logging.getLogger("incidentflow.worker")
 
 
 def create(settings: Settings, integrations: Integrations) -> Runtime:
-    """The runtime for these settings, with no stage yet; nothing connects to Kafka until it is started."""
+    """The runtime for these settings, with no stage yet; nothing connects to Kafka until it is started.
+
+    Raises `upstream.UpstreamDrift` when the installed faust, mode, aiokafka or rocksdict is not the
+    code the runtime was written against (unless `allow_upstream_drift`)."""
+    upstream.check(settings.allow_upstream_drift)
     install(settings.store_memory_mib)
     app = faust.App(
         settings.app_id,

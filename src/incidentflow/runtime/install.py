@@ -74,6 +74,7 @@ def _never_commit_skipped_messages() -> None:
         return original(self, message)
 
     ack._incidentflow_guard = True  # type: ignore[attr-defined]
+    ack.__wrapped__ = original  # type: ignore[attr-defined]  # what runtime/upstream.py fingerprints
     FaustConsumer.ack = ack  # type: ignore[method-assign]
 
 
@@ -102,6 +103,7 @@ def _rewind_after_rebalance() -> None:
                 worker.metrics.rewinds.labels(topic).inc()
 
     perform_seek._incidentflow_guard = True  # type: ignore[attr-defined]
+    perform_seek.__wrapped__ = original  # type: ignore[attr-defined]  # what runtime/upstream.py fingerprints
     FaustConsumer.perform_seek = perform_seek  # type: ignore[method-assign]
     # The two places where a recovery ends and streams resume: with or without changelog to read.
     for name in ("on_recovery_completed", "_resume_streams"):
@@ -116,6 +118,7 @@ def _after_recovery(step: Callable[..., Awaitable[None]]) -> Callable[..., Await
         finally:
             _AFTER_RECOVERY.reset(token)
 
+    run.__wrapped__ = step  # type: ignore[attr-defined]  # what runtime/upstream.py fingerprints
     return run
 
 
@@ -140,6 +143,7 @@ def _restore_in_bulk() -> None:
             log.exception("bulk restore failed: Faust's recovery reads the changelogs itself")
 
     build_offsets._incidentflow_guard = True  # type: ignore[attr-defined]
+    build_offsets.__wrapped__ = original  # type: ignore[attr-defined]  # what runtime/upstream.py fingerprints
     Recovery._build_offsets = build_offsets  # type: ignore[method-assign]  # noqa: SLF001
 
 
@@ -159,6 +163,7 @@ def _flush_waits_for_the_handover() -> None:
         await original(self)
 
     flush._incidentflow_guard = True  # type: ignore[attr-defined]
+    flush.__wrapped__ = original  # type: ignore[attr-defined]  # what runtime/upstream.py fingerprints
     FaustProducer.flush = flush  # type: ignore[method-assign]
 
 
@@ -190,6 +195,7 @@ def _deliver_records_without_tasks() -> None:
         return await original(self, _Resumed(first, waiting_on), *others, timeout=timeout)
 
     wait_first._incidentflow_guard = True  # type: ignore[attr-defined]
+    wait_first.__wrapped__ = original  # type: ignore[attr-defined]  # what runtime/upstream.py fingerprints
     FaustConsumer.wait_first = wait_first  # type: ignore[method-assign,assignment]
 
 

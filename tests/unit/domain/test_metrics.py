@@ -333,3 +333,25 @@ def test_the_open_count_takes_each_change_once() -> None:
     assert index.open == 1
     index = metrics.with_day(index, T0.date(), -1, 9)
     assert (index.open, index.days) == (0, (T0.date(),))
+
+
+def test_the_report_text_shows_the_five_keys_with_rework_and_rollbacks() -> None:
+    from incidentflow.tools.report import render
+
+    d = date(2026, 11, 2)
+    row = MetricRow(metric="changes", service="search", env="prod", severity="-", day=d.isoformat(), changes=4,
+                    failed_changes=1, reworked_changes=2, rollbacks=1)  # fmt: skip
+    text = render(metrics.report([row], d, d), d, d)
+    assert "levels: DORA 2024 clusters" in text
+    for key in ("deployment frequency", "lead time for changes", "change failure rate", "deployment rework rate",
+                "time to restore", "failed deployment recovery"):  # fmt: skip
+        assert any(line.strip().startswith(key) for line in text.splitlines()), key
+    rework = next(line for line in text.splitlines() if line.strip().startswith("deployment rework rate"))
+    assert "2/4" in rework and "50.0%" in rework
+    assert next(line for line in text.splitlines() if "of which rollbacks" in line).split() == [
+        "of",
+        "which",
+        "rollbacks",
+        "1",
+    ]
+    assert "levels: DORA 2023 clusters" in render(metrics.report([row], d, d, benchmark="2023"), d, d, "2023")

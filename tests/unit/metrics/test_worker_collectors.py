@@ -37,7 +37,9 @@ def test_change_failure_ratio_and_changes_per_window() -> None:
 
     def day(series: str, on: date) -> metrics.Day:
         service = series.split("|")[1]
-        filed = [metrics.Entry(at=at, failed=failed) for at, failed in entries.get((service, on), [])]
+        # every failed change of checkout is rework too, and the one 3 days ago a rollback as well
+        filed = [metrics.Entry(at=at, failed=failed, rework=failed, rollback=failed and at < NOW - timedelta(days=2))
+                 for at, failed in entries.get((service, on), [])]  # fmt: skip
         figures = metrics.DayFigures()
         for entry in filed:
             figures = figures.entered(entry)
@@ -51,6 +53,11 @@ def test_change_failure_ratio_and_changes_per_window() -> None:
     assert 'incidentflow_deployment_frequency_per_day{env="prod",service="checkout",window="7d"} 0.5714' in text
     assert 'incidentflow_changes{env="prod",service="checkout",window="90d"} 4.0' in text
     assert 'incidentflow_change_failure_ratio{env="prod",service="checkout",window="7d"} 0.75' in text
+    assert 'incidentflow_rework_ratio{env="prod",service="checkout",window="1d"} 0.5' in text
+    assert 'incidentflow_rework_ratio{env="prod",service="checkout",window="7d"} 0.75' in text
+    assert 'incidentflow_rollbacks{env="prod",service="checkout",window="1d"} 0.0' in text
+    assert 'incidentflow_rollbacks{env="prod",service="checkout",window="7d"} 2.0' in text
+    assert 'incidentflow_rework_ratio{env="prod",service="search",window="30d"}' not in text
     assert 'incidentflow_changes{env="prod",service="search",window="30d"} 0.0' in text
     assert (
         'incidentflow_change_failure_ratio{env="prod",service="search",window="30d"}' not in text
