@@ -8,6 +8,7 @@ scope stages are told to forget it (`close`); a later event of a day beyond the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 
@@ -84,30 +85,20 @@ class Changes(PerRecord):
 
     async def on_verdict(self, message: Record) -> str:
         verdict = parse(message, corr.Verdict, "a correlation verdict")
-        key = verdict.change_id
-        if message.key != key.encode():
-            await self.context.send(self.names.verdicts, key, message.value or b"")
-            return "rekeyed"
-        record = load(self.changes, key, corr.ChangeRecord) or corr.ChangeRecord()
-        updated = corr.with_verdict(record, verdict)
-        if updated == record:
-            await self.contribute(corr.change_contributions(record)[1])
-            return "duplicate"
-        if updated.facts is None and updated.waiting_since is None:
-            updated = updated.model_copy(update={"waiting_since": self.horizon.clock()})
-        updated, contributions = corr.change_contributions(updated)
-        self.save(key, record, updated)
-        await self.contribute(contributions)
-        return "applied"
+        return await self.told(message, verdict.change_id, lambda record: corr.with_verdict(record, verdict))
 
     async def on_history_verdict(self, message: Record) -> str:
         verdict = parse(message, hist.HistoryVerdict, "a deployment history verdict")
-        key = verdict.change_id
+        return await self.told(message, verdict.change_id, lambda record: corr.with_history_verdict(record, verdict))
+
+    async def told(self, message: Record, key: str, apply: Callable[[corr.ChangeRecord], corr.ChangeRecord]) -> str:
+        """A verdict on the change `key` (from the suspects or a deployment history): applied to its
+        record, which waits for the change's events when none came yet."""
         if message.key != key.encode():
-            await self.context.send(self.names.history_verdicts, key, message.value or b"")
+            await self.context.send(message.topic, key, message.value or b"")
             return "rekeyed"
         record = load(self.changes, key, corr.ChangeRecord) or corr.ChangeRecord()
-        updated = corr.with_history_verdict(record, verdict)
+        updated = apply(record)
         if updated == record:
             await self.contribute(corr.change_contributions(record)[1])
             return "duplicate"
