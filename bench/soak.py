@@ -202,7 +202,7 @@ def main() -> int:
         finally:
             pipeline.stop()
     processes = verdict(samples, budgets)
-    accepted = sum(s.statuses.get("202", 0) for s in [*steps, final])
+    accepted = sum(s.answered for s in [*steps, final])
     offered = sum(s.requests for s in [*steps, final])
     passed = all(bool(v["pass"]) for v in processes.values()) and final.drained and accepted == offered
     for name, v in processes.items():
