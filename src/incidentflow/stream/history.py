@@ -50,6 +50,13 @@ class DeploymentHistory(PerRecord):
     async def handle(self, message: Record) -> str:
         item = parse(message, hist.HistoryInput, "a deployment history input")
         series = (message.key or b"").decode("utf-8", "replace")
+        try:
+            return await self.apply(message, series, item)
+        except Exception:
+            self.ledgers.pop(series, None)  # what it holds may be ahead of the table now: read it again
+            raise
+
+    async def apply(self, message: Record, series: str, item: hist.HistoryInput) -> str:
         ledger = self.ledger(series)
         if item.incident is not None:
             aggregate_id = item.incident.aggregate_id
