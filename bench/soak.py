@@ -16,7 +16,7 @@ so it is kept out of the trend: the broker's heap is resident from the start (`-
 The worker runs with a 128 MiB budget (`--store-mib`), which fills within the first minutes at
 this rate; the default 256 MiB takes about 23 of them (bench/README.md has that run too).
 
-Pass means: every request accepted; for every process, at least 15 minutes of steady state (after
+Pass means: every request answered as it should (202, or 204 for an event type the product does not read); for every process, at least 15 minutes of steady state (after
 the first 5 minutes of warm-up and, for a worker, once its cache is full) in which the
 least-squares slopes of resident memory and of open descriptors each project less than 10%
 growth over an hour (or less than 5 MiB and 10 descriptors an hour: noise); the cache within its
