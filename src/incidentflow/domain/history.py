@@ -2,9 +2,10 @@
 
 A service and env's history is the set of its deployments (counted changes: change time, kind,
 version) and of its incidents' episodes. What it says of each deployment (`Derived`) is a function
-of that set alone, so deployments and incidents may arrive in any order, late or twice: each input
-recomputes the history and every deployment whose verdict moved is told again, with a sequence
-number that only grows (`HistoryVerdict.seq`), so the change fold keeps the newest.
+of that set alone (`derive`), so deployments and incidents may arrive in any order, late or twice:
+each input judges again the deployments whose verdict it can move (`Ledger`), and every one whose
+verdict moved is told again, with a sequence number that only grows (`HistoryVerdict.seq`), so
+the change fold keeps the newest.
 
 - A deployment is a **rollback** when its kind says so, or when it deploys a version that an
   earlier deployment of the same service and env deployed while the deployment just before it (of
