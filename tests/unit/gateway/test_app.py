@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any
 
 import httpx
 import pytest
@@ -54,20 +56,23 @@ def publisher() -> FakePublisher:
     return FakePublisher()
 
 
-@pytest.fixture
-def client(publisher: FakePublisher) -> Iterator[TestClient]:
-    settings = Settings(max_body_bytes=2048, _env_file=None)  # type: ignore[call-arg]
-    app = create_app(settings, parse_integrations(INTEGRATIONS), publisher)
+@contextmanager
+def gateway_client(integrations: str, publisher: FakePublisher, **settings: Any) -> Iterator[TestClient]:
+    """A client of the gateway app over `publisher`, from 127.0.0.1, without the Kafka admin of its start."""
+    app = create_app(Settings(_env_file=None, **settings), parse_integrations(integrations), publisher)  # type: ignore[call-arg]
     app.router.lifespan_context = _no_lifespan  # no Kafka admin in unit tests
     with TestClient(app, client=("127.0.0.1", 50000)) as c:
         yield c
 
 
-from contextlib import asynccontextmanager  # noqa: E402
+@pytest.fixture
+def client(publisher: FakePublisher) -> Iterator[TestClient]:
+    with gateway_client(INTEGRATIONS, publisher, max_body_bytes=2048) as c:
+        yield c
 
 
 @asynccontextmanager
-async def _no_lifespan(_: object) -> Iterator[None]:  # type: ignore[misc]
+async def _no_lifespan(_: object) -> AsyncIterator[None]:
     yield
 
 

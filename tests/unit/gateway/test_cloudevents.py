@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -12,11 +11,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from incidentflow import sources
-from incidentflow.config import Settings, parse_integrations
 from incidentflow.domain.envelope import RawEnvelope
-from incidentflow.gateway.app import create_app
 from incidentflow.tools.send import cloudevent_request
-from tests.unit.gateway.test_app import FakePublisher
+from tests.unit.gateway.test_app import FakePublisher, gateway_client
 
 CE = "cloudevents-token-abcdefghijklmnop"
 ELVEN = "elven-token-abcdefghijklmnop"
@@ -36,11 +33,6 @@ def fixture(name: str) -> tuple[Any, dict[str, str]]:
     return body, json.loads((FIXTURES / f"{name}.context.json").read_text())["headers"]
 
 
-@asynccontextmanager
-async def _no_lifespan(_: object) -> Iterator[None]:  # type: ignore[misc]
-    yield
-
-
 @pytest.fixture
 def publisher() -> FakePublisher:
     return FakePublisher()
@@ -48,10 +40,7 @@ def publisher() -> FakePublisher:
 
 @pytest.fixture
 def client(publisher: FakePublisher) -> Iterator[TestClient]:
-    settings = Settings(max_labels=50, _env_file=None)  # type: ignore[call-arg]
-    app = create_app(settings, parse_integrations(INTEGRATIONS), publisher)
-    app.router.lifespan_context = _no_lifespan
-    with TestClient(app, client=("127.0.0.1", 50000)) as c:
+    with gateway_client(INTEGRATIONS, publisher, max_labels=50) as c:
         yield c
 
 

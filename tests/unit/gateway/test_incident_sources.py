@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Iterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +13,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from incidentflow import cli
-from incidentflow.config import Settings, parse_integrations
 from incidentflow.domain.envelope import RawEnvelope
-from incidentflow.gateway.app import ROUTES, create_app
+from incidentflow.gateway.app import ROUTES
 from incidentflow.sources.pagerduty import sign
-from tests.unit.gateway.test_app import FakePublisher
+from tests.unit.gateway.test_app import FakePublisher, gateway_client
 
 AM = "alertmanager-token-abcdefghijklmnop"
 PD = "pagerduty-token-abcdefghijklmnop"
@@ -38,11 +36,6 @@ def fixture(source: str, name: str) -> Any:
     return json.loads((FIXTURES / source / f"{name}.json").read_text())
 
 
-@asynccontextmanager
-async def _no_lifespan(_: object) -> Iterator[None]:  # type: ignore[misc]
-    yield
-
-
 @pytest.fixture
 def publisher() -> FakePublisher:
     return FakePublisher()
@@ -50,10 +43,7 @@ def publisher() -> FakePublisher:
 
 @pytest.fixture
 def client(publisher: FakePublisher) -> Iterator[TestClient]:
-    settings = Settings(max_labels=8, _env_file=None)  # type: ignore[call-arg]
-    app = create_app(settings, parse_integrations(INTEGRATIONS), publisher)
-    app.router.lifespan_context = _no_lifespan
-    with TestClient(app, client=("127.0.0.1", 50000)) as c:
+    with gateway_client(INTEGRATIONS, publisher, max_labels=8) as c:
         yield c
 
 
