@@ -35,6 +35,8 @@ ROUTE_OF_SOURCE = {
     "cloudevents": "/v1/cloudevents",
     "alertmanager": "/v1/ingest/alertmanager",
     "pagerduty": "/v1/ingest/pagerduty",
+    "github": "/v1/ingest/github",
+    "gitlab": "/v1/ingest/gitlab",
 }
 """Each source's ingest route (the gateway's `ROUTES`; a unit test holds the two equal)."""
 
@@ -202,6 +204,12 @@ def cmd_token(args: argparse.Namespace) -> int:
       send_resolved: true
       http_config:
         authorization: {{type: Bearer, credentials: {token}}}""")
+    if source == "github":
+        print("GitHub webhook: Payload URL as above, content type application/json, events `Deployment statuses`")
+        print("  and `Pushes`; give it a secret and put the same one in the integration's hmac_secret.")
+    if source == "gitlab":
+        print("GitLab webhook (the token as its secret token, sent as X-Gitlab-Token, so it stays out of URLs):")
+        print(f"  URL: {base}{ROUTE_OF_SOURCE[source]}   Secret token: {token}   Trigger: Push events, Deployment events")
     return 0
 
 

@@ -27,6 +27,8 @@ SourceName = Literal[
     "cloudevents",
     "alertmanager",
     "pagerduty",
+    "github",
+    "gitlab",
 ]
 
 
@@ -134,6 +136,9 @@ class Integration(BaseModel):
     def _one_token(self) -> Integration:
         if (self.token is None) == (self.token_sha256 is None):
             raise ValueError("exactly one of `token_sha256` or `token` is required")
+        if self.source == "gitlab" and self.hmac_secret is not None:
+            raise ValueError("`hmac_secret` is not used by GitLab, which signs nothing: its secret token is the "
+                             "integration's token (X-Gitlab-Token)")  # fmt: skip
         return self
 
     @field_validator("allow_cidrs")

@@ -98,9 +98,20 @@ class Topics:
         return self._name("deployment-verdicts")
 
     @property
+    def lead(self) -> str:
+        """Internal: pushes and the change fold's lead time requests, keyed by repository."""
+        return self._name("lead-time")
+
+    @property
+    def lead_verdicts(self) -> str:
+        """Internal: the lead time join's verdicts, keyed by change_id (for the change fold)."""
+        return self._name("lead-verdicts")
+
+    @property
     def internal(self) -> tuple[str, ...]:
         """The topics between the worker's own stages; their records are packed (runtime/packed.py)."""
-        return (self.contributions, self.scope, self.suspects, self.verdicts, self.history, self.history_verdicts)
+        return (self.contributions, self.scope, self.suspects, self.verdicts, self.history, self.history_verdicts,
+                self.lead, self.lead_verdicts)  # fmt: skip
 
     def configs(self) -> dict[str, dict[str, str]]:
         """Every topic with its config: raw is kept forever, state topics are compacted, and the
@@ -123,6 +134,8 @@ class Topics:
             self.verdicts: between,
             self.history: between,
             self.history_verdicts: between,
+            self.lead: between,
+            self.lead_verdicts: between,
         }
 
 

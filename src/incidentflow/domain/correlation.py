@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from incidentflow.domain.events import ChangeEvent, UtcDatetime, content_id
 from incidentflow.domain.history import Deployment, Derived, HistoryFacts, HistoryVerdict, joined_history, series_of
 from incidentflow.domain.incident import Incident
+from incidentflow.domain.lead import LeadFacts, LeadRequest, LeadVerdict, joined_leads
 from incidentflow.domain.metrics import (
     NO_SEVERITY,
     ChangeMember,
@@ -118,13 +119,6 @@ class Change(_Value):
         kind = self.kind.value if self.kind is not None else "deployment"
         return Deployment(change_id=self.change_id, changed_at=self.changed_at, kind=kind,
                           version=self.version.value if self.version is not None else None)  # fmt: skip
-
-    @property
-    def lead_seconds(self) -> float | None:
-        """Lead time: change time - earliest commit time (0 for a commit stamped after the change)."""
-        if self.changed_at is None or self.committed_at is None:
-            return None
-        return max(0.0, (self.changed_at - self.committed_at).total_seconds())
 
 
 def change_of(event: ChangeEvent) -> Change:
@@ -399,6 +393,44 @@ class ChangeFacts(_Value):
         default=False,
         description="Whether a history ever said a rollback undid it (its recovery series then hears of it).",
     )
+    lead: dict[str, LeadFacts] = Field(
+        default_factory=dict, description="repository -> the lead time join's newest verdict on the change"
+    )
+
+    @property
+    def lead_request(self) -> tuple[str, LeadRequest] | None:
+        """What the change asks the lead time join, and where (its `repository` label): a counted change
+        with a version and no explicit commit time, once its deployment history has spoken (it names the
+        previous deployment's version, where the chain of pushes starts)."""
+        change = self.change
+        repository = change.flat_labels.get("repository")
+        if (not repository or change.version is None or change.committed_at is not None or not change.counted
+                or change.changed_at is None):  # fmt: skip
+            return None
+        facts = self.history.get(series_of(change.service, change.env))
+        if facts is None or facts.derived is None:
+            return None
+        derived = facts.derived
+        request = LeadRequest(change_id=change.change_id, sha=change.version.value, until=derived.previous,
+                              ships=not derived.rollback, changed_at=change.changed_at)  # fmt: skip
+        return repository, request
+
+    @property
+    def committed_at(self) -> datetime | None:
+        """The earliest commit the change ships: an event's explicit one wins, else the lead time join's."""
+        if self.change.committed_at is not None:
+            return self.change.committed_at
+        asked = self.lead_request
+        facts = self.lead.get(asked[0]) if asked is not None else None
+        return facts.lead.committed_at if facts is not None and facts.lead is not None else None
+
+    @property
+    def lead_seconds(self) -> float | None:
+        """Lead time: change time - earliest commit time (0 for a commit stamped after the change)."""
+        committed, changed = self.committed_at, self.change.changed_at
+        if changed is None or committed is None:
+            return None
+        return max(0.0, (changed - committed).total_seconds())
 
     @property
     def derived(self) -> Derived:
@@ -437,7 +469,7 @@ class ChangeFacts(_Value):
         here = self.change.counted and self.change.service == service and self.change.env == env
         derived = self.derived
         return ChangeMember(present=here, changed_at=self.change.changed_at if here else None,
-                            failed=here and self.failed, lead_seconds=self.change.lead_seconds if here else None,
+                            failed=here and self.failed, lead_seconds=self.lead_seconds if here else None,
                             rework=here and derived.rework, rollback=here and derived.rollback)  # fmt: skip
 
     def recovery(self, service: str, env: str) -> RecoveryMember:
@@ -456,7 +488,8 @@ class ChangeFacts(_Value):
         return ChangeFacts(change=join(self.change, other.change), verdicts=dict(sorted(verdicts.items())),
                            restored=_restored_join(self.restored, other.restored),
                            history=joined_history(self.history, other.history),
-                           ever_rolled_back=self.ever_rolled_back or other.ever_rolled_back)  # fmt: skip
+                           ever_rolled_back=self.ever_rolled_back or other.ever_rolled_back,
+                           lead=joined_leads(self.lead, other.lead))  # fmt: skip
 
 
 class ChangeContribution(_Value):
@@ -570,6 +603,16 @@ def with_history_verdict(record: ChangeRecord, verdict: HistoryVerdict) -> Chang
     )
     facts = record.facts.model_copy(update={"history": joined, "ever_rolled_back": rolled_back})
     return record.model_copy(update={"facts": facts})
+
+
+def with_lead_verdict(record: ChangeRecord, verdict: LeadVerdict) -> ChangeRecord:
+    """The lead time join's verdict (it answers the change fold's requests: the change is known)."""
+    if record.facts is None:
+        return record
+    joined = joined_leads(record.facts.lead, {verdict.repository: LeadFacts(seq=verdict.seq, lead=verdict.lead)})
+    if joined == record.facts.lead:
+        return record
+    return record.model_copy(update={"facts": record.facts.model_copy(update={"lead": joined})})
 
 
 def with_verdict(record: ChangeRecord, verdict: Verdict) -> ChangeRecord:

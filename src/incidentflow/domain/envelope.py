@@ -29,6 +29,7 @@ class RawEnvelope(BaseModel):
     max_labels: int | None = Field(default=None, description="Most labels per event when it was accepted.")
     headers: dict[str, str] = Field(
         default_factory=dict,
-        description="The request's CloudEvents headers (`ce-*` and `content-type`), on the CloudEvents route only.",
+        description="The request headers its source reads (lower case): CloudEvents' `ce-*` and `content-type`, "
+        "GitHub's `x-github-event` and `x-github-delivery`, GitLab's `x-gitlab-event`.",
     )
     body: str

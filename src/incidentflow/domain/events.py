@@ -133,6 +133,38 @@ class ChangeEvent(_Record):
         return self
 
 
+class Commit(_Record):
+    """A commit a push brought: its sha and its time."""
+
+    id: Key
+    timestamp: UtcDatetime
+
+
+class PushEvent(_Record):
+    """A push to a repository (GitHub, GitLab), or a merged change (CDEvents): a link of the chain of
+    pushes that leads to a deployed sha, with the commits it brought. Internal: it goes to the
+    lead time join (`<namespace>.lead-time`), keyed by repository, not to a canonical topic."""
+
+    event_id: Key
+    integration: Key
+    source: Key
+    repository: Key = Field(description="Where the shas live: the join's key (a deployment names the same).")
+    ref: str | None = None
+    before: str | None = Field(
+        default=None,
+        max_length=512,
+        description="The sha the ref pointed to before; null when the push starts a chain.",
+    )
+    after: Key = Field(description="The sha the ref points to after the push.")
+    commits: list[Commit] = Field(default_factory=list, max_length=10000)
+    received_at: UtcDatetime
+    request_id: str | None = None
+
+    @property
+    def earliest(self) -> datetime | None:
+        return min((c.timestamp for c in self.commits), default=None)
+
+
 def aggregate_id(integration: str, external_aggregate_key: str) -> str:
     """The identity of an incident: two integrations never share one."""
     return f"{integration}:{external_aggregate_key}"

@@ -85,6 +85,11 @@ class Derived(_Value):
     rework: bool = False
     rolled_back_at: UtcDatetime | None = Field(default=None, description="When the rollback that undoes it was made.")
     rolled_back_by: str | None = None
+    previous: str | None = Field(
+        default=None,
+        description="For a deployment with a version: the version of the last deployment before it that named one "
+        "(where the chain of pushes it ships starts).",
+    )
 
 
 class HistoryVerdict(_Value):
@@ -116,7 +121,7 @@ def derive(deployments: Iterable[Deployment], incidents: Iterable[Window]) -> di
     seen_versions: set[str] = set()
     last_version: str | None = None
     rolled_back: dict[str, tuple[datetime, str]] = {}
-    own: list[tuple[Deployment, bool]] = []
+    own: list[tuple[Deployment, bool, str | None]] = []
     for index, deployment in enumerate(ordered):
         version = deployment.version
         by_version = (
@@ -125,12 +130,12 @@ def derive(deployments: Iterable[Deployment], incidents: Iterable[Window]) -> di
         rollback = deployment.kind == "rollback" or by_version
         if rollback and index > 0:
             rolled_back[ordered[index - 1].change_id] = (deployment.changed_at, deployment.change_id)
+        own.append((deployment, rollback, last_version if version is not None else None))
         if version is not None:
             seen_versions.add(version)
             last_version = version
-        own.append((deployment, rollback))
     result = {}
-    for deployment, rollback in own:
+    for deployment, rollback, previous in own:
         at = deployment.changed_at
         rework = rollback or deployment.kind in UNPLANNED or any(e.holds(at) for e in episodes)
         undone = rolled_back.get(deployment.change_id)
@@ -139,6 +144,7 @@ def derive(deployments: Iterable[Deployment], incidents: Iterable[Window]) -> di
             rework=rework,
             rolled_back_at=undone[0] if undone else None,
             rolled_back_by=undone[1] if undone else None,
+            previous=previous,
         )
     return result
 
@@ -271,10 +277,18 @@ class Ledger:
         deployment = self.items[change_id]
         rollback = self._rollback(i)
         rework = rollback or deployment.kind in UNPLANNED or self.cover.get(change_id, 0) > 0
+        previous = self._previous_version(i) if deployment.version is not None else None
         if i + 1 < len(self.order) and self._rollback(i + 1):
             at, by = self.order[i + 1]
-            return Derived(rollback=rollback, rework=rework, rolled_back_at=at, rolled_back_by=by)
-        return Derived(rollback=rollback, rework=rework)
+            return Derived(rollback=rollback, rework=rework, rolled_back_at=at, rolled_back_by=by, previous=previous)
+        return Derived(rollback=rollback, rework=rework, previous=previous)
+
+    def _previous_version(self, i: int) -> str | None:
+        """The version of the last deployment before the i-th that named one."""
+        j = i - 1
+        while j >= 0 and self.items[self.order[j][1]].version is None:
+            j -= 1
+        return self.items[self.order[j][1]].version if j >= 0 else None
 
     def _rollback(self, i: int) -> bool:
         at, change_id = self.order[i]
@@ -284,10 +298,8 @@ class Ledger:
         version = deployment.version
         if version is None or self.versions[version][0] >= (at, change_id):
             return False  # no version, or the first deployment of its version
-        j = i - 1
-        while j >= 0 and self.items[self.order[j][1]].version is None:
-            j -= 1
-        return j >= 0 and self.items[self.order[j][1]].version != version
+        previous = self._previous_version(i)
+        return previous is not None and previous != version
 
     def _around(self, deployment: Deployment) -> set[str]:
         i = self._index(deployment)

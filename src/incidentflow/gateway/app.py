@@ -44,6 +44,8 @@ class Route:
     """More media types the route reads, with the JSON Schema of each (besides `application/json`)."""
     ignores: bool = False
     """Some valid webhooks of the source mean no event (event types the product does not read): 204."""
+    headers: dict[str, str] | None = None
+    """Request headers the route requires, with their description (the OpenAPI document)."""
 
 
 ROUTES = (
@@ -83,10 +85,25 @@ ROUTES = (
         "PagerDuty V3 webhook: incident.triggered, incident.resolved, incident.reopened (others: 204, nothing stored)",
         ignores=True,
     ),
+    Route(
+        "github",
+        "/v1/ingest/github",
+        sources.github.BODY_SCHEMA,
+        "GitHub webhook by X-GitHub-Event: deployment_status (a change), push (commits for lead time); others: 204",
+        ignores=True,
+        headers={sources.github.EVENT_HEADER: "The GitHub event type (deployment_status, push, ping, ...)"},
+    ),
+    Route(
+        "gitlab",
+        "/v1/ingest/gitlab",
+        sources.gitlab.BODY_SCHEMA,
+        "GitLab webhook: Deployment Hook (a change), Push Hook (commits for lead time); others: 204",
+        ignores=True,
+    ),
 )
 
 Verifier = Callable[[Mapping[str, str], bytes, str, float], bool]
-VERIFIERS: dict[str, Verifier] = {"pagerduty": sources.pagerduty.verify}
+VERIFIERS: dict[str, Verifier] = {"pagerduty": sources.pagerduty.verify, "github": sources.github.verify}
 """How an integration's `hmac_secret` signs a source's webhooks: the vendor's own scheme where it has one,
 else Standard Webhooks (`guards.verify`)."""
 
@@ -175,6 +192,8 @@ class Gateway:
         if token is None:
             scheme, _, value = request.headers.get("authorization", "").partition(" ")
             token = value.strip() if scheme.lower() == "bearer" else None
+            if token is None and source == "gitlab":  # GitLab sends the webhook's secret token this way
+                token = request.headers.get(sources.gitlab.TOKEN_HEADER, "").strip() or None
         integration = self.integrations.authenticate(token) if token else None
         if integration is None or integration.source != source:
             raise UNAUTHORIZED
@@ -222,9 +241,7 @@ class Gateway:
         except UnicodeDecodeError:
             raise Rejected(400, {"error": "malformed", "detail": "body is not UTF-8 JSON"}) from None
         key = request.headers.get("webhook-id") or request.headers.get("idempotency-key")
-        headers = {}
-        if source == "cloudevents":  # binary mode carries the CloudEvent's attributes in headers
-            headers = {k: v for k, v in request.headers.items() if k.startswith("ce-") or k == "content-type"}
+        headers = sources.kept_headers(source, request.headers)
         # Every field is the gateway's own or the validated integration's: built without validation.
         return RawEnvelope.model_construct(
             request_id=request_id,
@@ -256,7 +273,8 @@ class Gateway:
         if source == "alertmanager":
             self._truncated(envelope.integration, sources.alertmanager.truncated(payload))
         first = events[0]
-        identity = getattr(first, "aggregate_id", None) or getattr(first, "change_id", None) or envelope.request_id
+        identity = (getattr(first, "aggregate_id", None) or getattr(first, "change_id", None)
+                    or getattr(first, "repository", None) or envelope.request_id)  # fmt: skip
         return str(identity).encode()
 
     def _truncated(self, integration: str, count: int) -> None:
@@ -453,8 +471,10 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         return {"$ref": f"#/components/schemas/{model.__name__}"}
 
     media: dict[str, dict[str, Any]] = {}
+    headers: dict[str, dict[str, str]] = {}
     for route in ROUTES:
         media[route.source] = route.media or {}
+        headers[route.source] = route.headers or {}
         if isinstance(route.payload, dict):
             components[route.payload["title"]] = route.payload
             bodies[route.source] = {"$ref": f"#/components/schemas/{route.payload['title']}"}
@@ -471,5 +491,15 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
                 components[body_schema["title"]] = body_schema
                 content[media_type] = {"schema": {"$ref": f"#/components/schemas/{body_schema['title']}"}}
             post["requestBody"] = {"required": True, "content": content}
+            for name, description in headers[source].items():
+                post.setdefault("parameters", []).append(
+                    {
+                        "name": name,
+                        "in": "header",
+                        "required": True,
+                        "description": description,
+                        "schema": {"type": "string", "minLength": 1},
+                    }  # fmt: skip
+                )
     app.openapi_schema = schema
     return schema

@@ -6,7 +6,18 @@ import json
 from typing import Any
 
 from incidentflow.domain.envelope import RawEnvelope
-from incidentflow.sources import alertmanager, cdevents, elven, flashduty, native, pagerduty, sleuth, uptrends
+from incidentflow.sources import (
+    alertmanager,
+    cdevents,
+    elven,
+    flashduty,
+    github,
+    gitlab,
+    native,
+    pagerduty,
+    sleuth,
+    uptrends,
+)
 from incidentflow.sources.base import Adapter, Context, Event, FieldError, PayloadError
 
 ADAPTERS: dict[str, Adapter] = {
@@ -19,7 +30,25 @@ ADAPTERS: dict[str, Adapter] = {
     "cloudevents": cdevents.parse,
     "alertmanager": alertmanager.parse,
     "pagerduty": pagerduty.parse,
+    "github": github.parse,
+    "gitlab": gitlab.parse,
 }
+
+HEADERS: dict[str, tuple[str, ...]] = {
+    "cloudevents": ("ce-", "content-type"),
+    "github": (github.EVENT_HEADER, github.DELIVERY_HEADER),
+    "gitlab": (gitlab.EVENT_HEADER,),
+}
+"""Per source, the request headers (names or prefixes, lower case) its adapter reads; the gateway keeps
+them in the raw envelope so that the worker's normalization reads the same."""
+
+
+def kept_headers(source: str, headers: Any) -> dict[str, str]:
+    """The request headers a source's adapter reads (`HEADERS`), from a request's header items."""
+    wanted = HEADERS.get(source)
+    if not wanted:
+        return {}
+    return {k: v for k, v in headers.items() if k.startswith(wanted)}
 
 
 class MalformedBody(ValueError):
@@ -53,12 +82,14 @@ def parse_envelope(envelope: RawEnvelope, change_type_label: str = "change_type"
 
 __all__ = [
     "ADAPTERS",
+    "HEADERS",
     "Context",
     "Event",
     "FieldError",
     "MalformedBody",
     "PayloadError",
     "decode",
+    "kept_headers",
     "parse",
     "parse_envelope",
 ]

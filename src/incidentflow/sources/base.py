@@ -17,6 +17,8 @@ from incidentflow.domain.events import (
     ChangeEvent,
     ChangeKind,
     ChangeStatus,
+    Commit,
+    PushEvent,
     Severity,
     aggregate_id,
     content_id,
@@ -37,7 +39,8 @@ class Context:
     max_labels: int | None = None
     """Most labels an event may carry, static labels included; None: no bound (canonical records)."""
     headers: Mapping[str, str] = field(default_factory=dict)
-    """The request's CloudEvents headers (`ce-*` and `content-type`, lower case), for the CloudEvents route."""
+    """The request's headers a source reads (lower case): CloudEvents' `ce-*` and `content-type`, GitHub's
+    `x-github-event` and `x-github-delivery`, GitLab's `x-gitlab-event` (`sources.HEADERS`)."""
     checking: bool = False
     """True in the gateway, which only checks a payload: event ids are not needed there (`identify`)."""
     change_type_label: str = "change_type"
@@ -146,7 +149,7 @@ def identify(ctx: Context, *parts: object) -> str:
 
 M = TypeVar("M", bound=BaseModel)
 
-Event = AlertEvent | ChangeEvent
+Event = AlertEvent | ChangeEvent | PushEvent
 Adapter = Callable[[Any, Context], list[Event]]
 """parse(decoded JSON body, context) -> canonical events; raises PayloadError, nothing else."""
 
@@ -254,6 +257,39 @@ def change_event(
             committed_at=committed_at,
             kind=kind,
             version=version,
+        )
+    )
+
+
+NO_SHA = "0" * 40
+"""The `before` of a push that creates a ref, and the `after` of one that deletes it (GitHub, GitLab)."""
+
+
+def push_event(
+    ctx: Context,
+    *,
+    event_id: str,
+    source: str,
+    repository: str,
+    after: str,
+    before: str | None,
+    commits: list[tuple[str, datetime]],
+    ref: str | None = None,
+) -> PushEvent:
+    """A push of the context's integration: a link from `before` (None or all zeros: the start of a
+    chain) to `after`, with the commits it brought."""
+    return build_event(
+        lambda: PushEvent(
+            event_id=event_id,
+            integration=ctx.integration,
+            source=source,
+            repository=repository,
+            ref=ref,
+            before=None if before in (None, "", NO_SHA) else before,
+            after=after,
+            commits=[Commit(id=sha, timestamp=at) for sha, at in commits],
+            received_at=ctx.received_at,
+            request_id=ctx.request_id,
         )
     )
 

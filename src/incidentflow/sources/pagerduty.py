@@ -80,15 +80,15 @@ class PagerDutyWebhook(Payload):
     event: PagerDutyEvent
 
 
-def _inlined(schema: Any, defs: dict[str, Any]) -> Any:
+def inlined(schema: Any, defs: dict[str, Any]) -> Any:
     """A JSON Schema with its `$defs` references replaced by what they name."""
     if isinstance(schema, dict):
         ref = schema.get("$ref")
         if isinstance(ref, str) and ref.startswith("#/$defs/"):
-            return _inlined(defs[ref.removeprefix("#/$defs/")], defs)
-        return {k: _inlined(v, defs) for k, v in schema.items() if k != "$defs"}
+            return inlined(defs[ref.removeprefix("#/$defs/")], defs)
+        return {k: inlined(v, defs) for k, v in schema.items() if k != "$defs"}
     if isinstance(schema, list):
-        return [_inlined(item, defs) for item in schema]
+        return [inlined(item, defs) for item in schema]
     return schema
 
 
@@ -106,7 +106,7 @@ def _webhook_schema() -> dict[str, Any]:
                 "required": ["event_type"],
                 "properties": {"event_type": event["properties"]["event_type"]},
                 "if": {"properties": {"event_type": {"enum": sorted(ACTIONS)}}},
-                "then": _inlined(event, event.get("$defs", {})),
+                "then": inlined(event, event.get("$defs", {})),
             }
         },
     }

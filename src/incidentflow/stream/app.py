@@ -1,8 +1,10 @@
 """Builds the worker: the runtime with the product's stages, their tables and the series on /metrics.
 
 raw --normalize--> alerts --fold--> incidents, contributions, scope, suspects, history
-                   changes, verdicts, history verdicts --change fold--> contributions, scope, history
+                   changes, verdicts, history and lead verdicts --change fold--> contributions, scope, history, lead
+                   pushes to lead
                    history --deployment history--> history verdicts
+                   lead (pushes and requests) --lead time--> lead verdicts
                    scope --correlation scope--> suspects
                    suspects --correlation suspects--> correlations, verdicts
                    contributions --series--> metrics
@@ -20,13 +22,13 @@ from incidentflow.runtime.cloudevents import CloudEventHeaders
 from incidentflow.runtime.harness import Runtime
 from incidentflow.runtime.packed import partition_of
 from incidentflow.runtime.tables import Table
-from incidentflow.stream import changes, fold, history, scope, series, suspects
+from incidentflow.stream import changes, fold, history, lead, scope, series, suspects
 from incidentflow.stream.normalize import Normalize
 from incidentflow.stream.sides import Correlating
 from incidentflow.topics import Topics
 
 TABLES = ("positions", *fold.TABLES, *series.TABLES, *changes.TABLES, *scope.TABLES, *suspects.TABLES,
-          *history.TABLES)  # fmt: skip
+          *history.TABLES, *lead.TABLES)  # fmt: skip
 """Every table of the worker: their changelog topics are created before it starts (see `ensure_topics`)."""
 
 
@@ -50,6 +52,7 @@ def create_worker(settings: Settings, integrations: Integrations) -> Runtime:
     runtime.agent(suspects.Suspects(runtime, names, tables(suspects.TABLES), correlating))
     runtime.agent(changes.Changes(runtime, names, tables(changes.TABLES), correlating, horizon_days=horizon))
     runtime.agent(history.DeploymentHistory(runtime, names, tables(history.TABLES), horizon_days=horizon))
+    runtime.agent(lead.LeadTime(runtime, names, tables(lead.TABLES), horizon_days=horizon))
     _export_series(runtime, series_tables)
     if set(runtime.tables) != set(TABLES):
         raise RuntimeError(f"TABLES is out of date: the worker has {sorted(runtime.tables)}")

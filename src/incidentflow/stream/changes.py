@@ -1,5 +1,5 @@
-"""The change fold: change events, correlation and history verdicts, by change_id -> change state -> sides,
-deployments and change contributions.
+"""The change fold: change events, correlation, history and lead time verdicts, by change_id -> change state
+-> sides, deployments, lead time requests and change contributions.
 
 Every decision is made in `domain.correlation`; the design is described in docs/semantics.md.
 Past the state horizon (stream/horizon.py) a change is closed: its state goes, and the series and
@@ -14,6 +14,7 @@ from datetime import date
 
 from incidentflow.domain import correlation as corr
 from incidentflow.domain import history as hist
+from incidentflow.domain import lead as lt
 from incidentflow.domain.events import ChangeEvent
 from incidentflow.domain.series import closing_change
 from incidentflow.runtime.packed import Record
@@ -39,7 +40,7 @@ class Changes(PerRecord):
     topics: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        self.topics = (self.names.changes, self.names.verdicts, self.names.history_verdicts)
+        self.topics = (self.names.changes, self.names.verdicts, self.names.history_verdicts, self.names.lead_verdicts)
         self.changes = self.tables["changes"]
         self.horizon = Horizon(self.changes, self.horizon_days)
 
@@ -48,6 +49,8 @@ class Changes(PerRecord):
             return await self.on_verdict(message)
         if message.topic == self.names.history_verdicts:
             return await self.on_history_verdict(message)
+        if message.topic == self.names.lead_verdicts:
+            return await self.on_lead_verdict(message)
         return await self.on_change_event(message)
 
     async def on_change_event(self, message: Record) -> str:
@@ -68,6 +71,7 @@ class Changes(PerRecord):
                 await self.send_sides(before, before, record.facts.change)
             await self.contribute(corr.change_contributions(record)[1])
             await self.send_deployment(record)
+            await self.ask_lead(None, record)
             outcome = "duplicate"
         else:
             facts = updated.facts
@@ -78,6 +82,7 @@ class Changes(PerRecord):
             await self.contribute(contributions)
             if _deployment_of(updated) != _deployment_of(record):
                 await self.send_deployment(updated)
+            await self.ask_lead(record, updated)
             outcome = "applied"
         if clock is None or day > clock:
             await self.advance(day)
@@ -91,6 +96,10 @@ class Changes(PerRecord):
         verdict = parse(message, hist.HistoryVerdict, "a deployment history verdict")
         return await self.told(message, verdict.change_id, lambda record: corr.with_history_verdict(record, verdict))
 
+    async def on_lead_verdict(self, message: Record) -> str:
+        verdict = parse(message, lt.LeadVerdict, "a lead time verdict")
+        return await self.told(message, verdict.change_id, lambda record: corr.with_lead_verdict(record, verdict))
+
     async def told(self, message: Record, key: str, apply: Callable[[corr.ChangeRecord], corr.ChangeRecord]) -> str:
         """A verdict on the change `key` (from the suspects or a deployment history): applied to its
         record, which waits for the change's events when none came yet."""
@@ -101,13 +110,29 @@ class Changes(PerRecord):
         updated = apply(record)
         if updated == record:
             await self.contribute(corr.change_contributions(record)[1])
+            if message.topic == self.names.history_verdicts:
+                await self.ask_lead(None, record)
             return "duplicate"
         if updated.facts is None and updated.waiting_since is None:
             updated = updated.model_copy(update={"waiting_since": self.horizon.clock()})
         updated, contributions = corr.change_contributions(updated)
         self.save(key, record, updated)
         await self.contribute(contributions)
+        await self.ask_lead(record, updated)
         return "applied"
+
+    async def ask_lead(self, before: corr.ChangeRecord | None, after: corr.ChangeRecord) -> None:
+        """The change's lead time request to the join of its repository when it changed (`before` None:
+        sent again), and a withdrawal from the repository it asked before when that is another one."""
+        old = before.facts.lead_request if before is not None and before.facts is not None else None
+        new = after.facts.lead_request if after.facts is not None else None
+        if before is not None and old == new:
+            return
+        if old is not None and (new is None or new[0] != old[0]):
+            withdrawal = lt.LeadInput(change_id=old[1].change_id)
+            await self.context.send(self.names.lead, old[0], withdrawal.model_dump_json())
+        if new is not None:
+            await self.context.send(self.names.lead, new[0], lt.LeadInput(request=new[1]).model_dump_json())
 
     async def send_deployment(self, record: corr.ChangeRecord) -> None:
         """The change to the deployment history of its service and env while it counts there, and a

@@ -6,8 +6,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from incidentflow import sources
+from incidentflow.domain import lead
 from incidentflow.domain.envelope import RawEnvelope
-from incidentflow.domain.events import AlertEvent, Severity
+from incidentflow.domain.events import AlertEvent, ChangeEvent, Severity
 from incidentflow.runtime.packed import Record
 from incidentflow.runtime.tables import Context, DeadLetter, PerRecord, parse
 from incidentflow.sources import cdevents
@@ -16,7 +17,8 @@ from incidentflow.topics import Topics
 
 @dataclass
 class Normalize(PerRecord):
-    """Runs for every raw envelope and every record of the CDEvents topic; each yields one or more canonical events."""
+    """Runs for every raw envelope and every record of the CDEvents topic; each yields canonical events (and
+    pushes, for the lead time join)."""
 
     context: Context
     names: Topics
@@ -45,8 +47,11 @@ class Normalize(PerRecord):
         for item in canonical:
             if isinstance(item, AlertEvent):
                 await self.context.send(self.names.alerts, item.aggregate_id, item.model_dump_json())
-            else:
+            elif isinstance(item, ChangeEvent):
                 await self.context.send(self.names.changes, item.change_id, item.model_dump_json())
+            else:  # a push: to the lead time join of its repository
+                link = lead.LeadInput(link=lead.link_of(item))
+                await self.context.send(self.names.lead, item.repository, link.model_dump_json())
         return "normalized"
 
     def _cdevents(self, message: Record) -> list[sources.Event]:

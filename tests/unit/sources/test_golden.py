@@ -18,7 +18,8 @@ FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 RECEIVED = datetime(2026, 11, 1, 12, 0, 5, tzinfo=UTC)
 SOURCE_OF_DIR = {"elven": "elven", "native": "native", "sleuth": "sleuth", "uptrends": "uptrends",
                  "flashduty-alert": "flashduty-alert", "flashduty-change": "flashduty-change",
-                 "cloudevents": "cloudevents", "alertmanager": "alertmanager", "pagerduty": "pagerduty"}  # fmt: skip
+                 "cloudevents": "cloudevents", "alertmanager": "alertmanager", "pagerduty": "pagerduty",
+                 "github": "github", "gitlab": "gitlab"}  # fmt: skip
 
 BODIES = sorted(p for p in FIXTURES.glob("*/*.json") if not p.name.endswith((".golden.json", ".context.json")))
 
