@@ -210,10 +210,60 @@ def recompute_history(changes: list[dict[str, Any]], incidents: list[dict[str, A
                 "rollback": rollback,
                 "rework": rollback or change.get("kind") in ("hotfix", "revert") or during,
                 "rolled_back_at": None,
+                "previous": earlier[-1] if earlier and change.get("version") is not None else None,
             }
         for i, change in enumerate(line[1:], start=1):
             if result[change["change_id"]]["rollback"]:
                 result[line[i - 1]["change_id"]]["rolled_back_at"] = change["changed_at"]
+    return result
+
+
+def recompute_leads(
+    changes: list[dict[str, Any]], pushes: list[dict[str, Any]], history: dict[str, dict[str, Any]]
+) -> dict[str, datetime | None]:
+    """DESIGN.md's commit time per counted change_id: an event's explicit `committed_at`, else for a change
+    with a `repository` label and a version, the earliest commit of the pushes it ships.
+
+    `pushes` are dicts with `repository`, `before` (None at the start of a ref), `after` and `commits`
+    (their times). The shas a deployment ships are those reachable from its version through the pushes'
+    `after` -> `before` links, stopping at the version of the previous deployment of its service and
+    env (`history`'s `previous`); when a reachable sha other than that one has no push, the set is not
+    known yet and there is no commit time (unless the deployment is its series' first with a version).
+    A rollback ships nothing."""
+    links: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    seen_pushes = set()
+    for push in pushes:
+        ident = (push["repository"], push["before"], push["after"], tuple(push["commits"]))
+        if ident not in seen_pushes:
+            seen_pushes.add(ident)
+            links[(push["repository"], push["after"])].append(push)
+    result: dict[str, datetime | None] = {}
+    for change in changes:
+        if not change["counted"]:
+            continue
+        cid = change["change_id"]
+        if change.get("committed_at") is not None:
+            result[cid] = change["committed_at"]
+            continue
+        repository, version, h = change["labels"].get("repository"), change.get("version"), history.get(cid)
+        if not repository or version is None or h is None or h["rollback"]:
+            result[cid] = None
+            continue
+        until = h["previous"]
+        reachable, frontier, known = set(), [version], True
+        while frontier:
+            nxt = []
+            for sha in frontier:
+                if sha == until or sha in reachable:
+                    continue
+                reachable.add(sha)
+                found = links.get((repository, sha), [])
+                if not found and until is not None:
+                    known = False
+                nxt += [p["before"] for p in found if p["before"] is not None]
+            frontier = nxt
+        times = [t for sha in reachable for p in links.get((repository, sha), []) for t in p["commits"]]
+        result[cid] = min(times) if known and times else None
     return result
 
 

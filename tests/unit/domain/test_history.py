@@ -110,7 +110,7 @@ def oracle(deployments: list[hist.Deployment], incidents: list[hist.Window]) -> 
                        "episodes": [{"opened_at": e.opened_at, "resolved_at": e.resolved_at} for e in w.episodes]}
                       for w in incidents]  # fmt: skip
     found = recompute_history(changes, incident_dicts)
-    return {cid: (h["rollback"], h["rework"], h["rolled_back_at"]) for cid, h in found.items()}
+    return {cid: (h["rollback"], h["rework"], h["rolled_back_at"], h["previous"]) for cid, h in found.items()}
 
 
 @settings(max_examples=300, deadline=None)
@@ -118,7 +118,7 @@ def oracle(deployments: list[hist.Deployment], incidents: list[hist.Window]) -> 
 def test_derive_equals_the_batch_recomputation(case: tuple[list[hist.Deployment], list[hist.Window]]) -> None:
     deployments, incidents = case
     derived = hist.derive(deployments, incidents)
-    assert {cid: (d.rollback, d.rework, d.rolled_back_at) for cid, d in derived.items()} == oracle(*case)
+    assert {cid: (d.rollback, d.rework, d.rolled_back_at, d.previous) for cid, d in derived.items()} == oracle(*case)
 
 
 # -- the stage -------------------------------------------------------------------------------------
