@@ -209,7 +209,9 @@ def cmd_token(args: argparse.Namespace) -> int:
         print("  and `Pushes`; give it a secret and put the same one in the integration's hmac_secret.")
     if source == "gitlab":
         print("GitLab webhook (the token as its secret token, sent as X-Gitlab-Token, so it stays out of URLs):")
-        print(f"  URL: {base}{ROUTE_OF_SOURCE[source]}   Secret token: {token}   Trigger: Push events, Deployment events")
+        print(
+            f"  URL: {base}{ROUTE_OF_SOURCE[source]}   Secret token: {token}   Trigger: Push events, Deployment events"
+        )
     return 0
 
 
