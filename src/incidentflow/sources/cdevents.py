@@ -14,6 +14,10 @@ data must be the CDEvent of its type, valid against the CDEvents project's publi
   deployment event is a change of its own.
 - Labels: `env` from the environment's `id`, `service` from the service's `id` (the subject's for a
   service event), `artifact` from `artifactId`, over the integration's static labels.
+- `change.merged` gives a deployment its lead time: a `service.deployed` (or `upgraded`) whose
+  `artifactId` is a merged change's subject `id` (name the merge commit's sha, or the artifact built
+  from it) ships that change, merged at its `timestamp`. The join is per integration: both events
+  name the repository by the integration's static `repository` label, else the integration's name.
 - The event id is a hash of the CloudEvent's `source` and `id`, which name an event: a redelivery
   is the same event.
 """
@@ -44,13 +48,14 @@ from incidentflow.sources.base import (
     PayloadError,
     alert_event,
     change_event,
+    push_event,
 )
 
 STRUCTURED = "application/cloudevents+json"
 BATCH = "application/cloudevents-batch+json"
 SOURCE = "cloudevents"
 
-Kind = Literal["open", "resolve", "deployed"]
+Kind = Literal["open", "resolve", "deployed", "merged"]
 TYPES: dict[str, tuple[str, Kind]] = {
     "dev.cdevents.incident.detected.0.3.0": ("incidentdetected", "open"),
     "dev.cdevents.incident.reported.0.3.0": ("incidentreported", "open"),
@@ -58,6 +63,7 @@ TYPES: dict[str, tuple[str, Kind]] = {
     "dev.cdevents.service.deployed.0.3.0": ("servicedeployed", "deployed"),
     "dev.cdevents.service.upgraded.0.3.0": ("serviceupgraded", "deployed"),
     "dev.cdevents.service.rolledback.0.3.0": ("servicerolledback", "deployed"),
+    "dev.cdevents.change.merged.0.3.0": ("changemerged", "merged"),
 }
 """The CloudEvent types read, with the schema of each and what it means for an incident or a change."""
 
@@ -207,13 +213,17 @@ def _events(event: BaseCloudEvent, ctx: Context, prefix: str = "") -> list[Event
         raise PayloadError(errors)
     subject = data["subject"]
     content = subject["content"]
+    event_id = content_id(SOURCE, ctx.integration, ce_source, ce_id)  # also part of a change's key
+    repository = ctx.labels.get("repository") or ctx.integration
+    if kind == "merged":
+        return [push_event(ctx, event_id=event_id, source=SOURCE, repository=repository, after=subject["id"],
+                           before=None, commits=[(subject["id"], occurred)])]  # fmt: skip
     labels = {"env": content["environment"]["id"]}
     service = content.get("service", {}).get("id") if kind != "deployed" else subject["id"]
     if service:
         labels["service"] = service
     if content.get("artifactId"):
         labels["artifact"] = content["artifactId"]
-    event_id = content_id(SOURCE, ctx.integration, ce_source, ce_id)  # also part of a change's key
     verb = ce_type.split(".")[3]
     if kind == "deployed":
         return [
@@ -225,7 +235,7 @@ def _events(event: BaseCloudEvent, ctx: Context, prefix: str = "") -> list[Event
                 status="done",
                 occurred_at=occurred,
                 title=f"{subject['id']} {verb} ({content['artifactId']})",
-                labels=labels,
+                labels={**labels, "repository": repository},
                 labels_field=f"{prefix}data.subject.content",
                 kind="rollback" if verb == "rolledback" else None,
                 version=content.get("artifactId") or None,
