@@ -183,7 +183,7 @@ class Stack:
         which stage stopped (`raw 9000/9000, scope 1200/1264, ...`)."""
         names = Topics(self.namespace)
         topics = [names.raw, names.alerts, names.changes, names.verdicts, names.scope, names.suspects,
-                  names.contributions, names.history, names.history_verdicts]  # fmt: skip
+                  names.contributions, names.history, names.history_verdicts, names.lead, names.lead_verdicts]  # fmt: skip
         try:
             lag = asyncio.run(group_lag(self.bootstrap, f"{self.namespace}-app", topics))
         except Exception as error:  # noqa: BLE001  # a diagnostic: the failure it explains matters more
