@@ -43,7 +43,7 @@ sys.path.insert(0, str(REPO))
 from tests.trust.traffic import START, generate, integrations_yaml, span_days  # noqa: E402
 
 from incidentflow.config import Settings  # noqa: E402
-from incidentflow.domain.events import AlertEvent  # noqa: E402
+from incidentflow.domain.events import AlertEvent, ChangeEvent  # noqa: E402
 from incidentflow.domain.incident import project  # noqa: E402
 from incidentflow.runtime.progress import group_lag  # noqa: E402
 from incidentflow.stream.app import TABLES  # noqa: E402
@@ -74,7 +74,7 @@ class Year:
                 for event in webhook.events:
                     if isinstance(event, AlertEvent):
                         alerts.setdefault(event.aggregate_id, []).append(event)
-                    else:
+                    elif isinstance(event, ChangeEvent):
                         self.pending.append((event.occurred_at.timestamp(), "changes", event.change_id.encode(),
                                              event.model_dump_json().encode()))  # fmt: skip
             rnd = random.Random(self.seed)

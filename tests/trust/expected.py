@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from incidentflow.domain.events import AlertEvent, ChangeEvent
+from incidentflow.domain.events import AlertEvent, ChangeEvent, PushEvent
 from tests.oracle import (
     environment,
     recompute_change,
@@ -20,6 +20,7 @@ from tests.oracle import (
     recompute_correlations,
     recompute_history,
     recompute_incident,
+    recompute_leads,
     recompute_recovery,
 )
 from tests.trust.traffic import FLEET, Webhook, elven_events
@@ -45,22 +46,25 @@ class Expected:
     lead_rows: LeadRows
     """(service, env, day of change time) -> (changes with a commit time, sum and max of their lead time)."""
     events: int
-    """Distinct canonical events, alerts and changes."""
+    """Distinct canonical events: alerts and changes (pushes are not counted)."""
 
 
 def expect(webhooks: list[Webhook], elven_received: dict[str, datetime]) -> Expected:
     """The expectation from every distinct webhook (duplicates add nothing) and Elven's receive times."""
     alerts: dict[str, list[AlertEvent]] = defaultdict(list)
     changes: dict[str, list[ChangeEvent]] = defaultdict(list)
+    pushes: list[dict[str, Any]] = []
     # One event may stand behind several webhooks (Alertmanager's repeats, and its resolved
     # notification carrying the open): each counts once.
-    distinct = {(e.aggregate_id if isinstance(e, AlertEvent) else e.change_id, e.event_id): e
-                for w in webhooks for e in w.events}  # fmt: skip
+    distinct = {(_identity(e), e.event_id): e for w in webhooks for e in w.events}
     for e in distinct.values():
         if isinstance(e, AlertEvent):
             alerts[e.aggregate_id].append(e)
-        else:
+        elif isinstance(e, ChangeEvent):
             changes[e.change_id].append(e)
+        else:
+            pushes.append({"repository": e.repository, "before": e.before, "after": e.after,
+                           "commits": [c.timestamp for c in e.commits]})  # fmt: skip
     for e in elven_events(webhooks, elven_received):
         alerts[e.aggregate_id].append(e)
     incidents = [i for i in (recompute_incident(evs) for evs in alerts.values()) if i is not None]
@@ -68,15 +72,22 @@ def expect(webhooks: list[Webhook], elven_received: dict[str, datetime]) -> Expe
     windows = {name: i.window for name, i in FLEET.items()}
     correlations = recompute_correlations(incidents, folded, windows)
     history = recompute_history(folded, incidents)
+    leads = recompute_leads(folded, pushes, history)
     return Expected(
         incidents={i["aggregate_id"]: json.loads(json.dumps(i, default=_rfc3339)) for i in incidents},
         correlations=correlations,
         mttr_rows=mttr_rows(incidents),
         change_rows=recompute_change_failure(folded, correlations, history),
         recovery_rows=recovery_rows(incidents, folded, correlations, history),
-        lead_rows=lead_rows(folded),
+        lead_rows=lead_rows([{**c, "committed_at": leads.get(c["change_id"])} for c in folded]),
         events=sum(len(evs) for evs in alerts.values()) + sum(len(evs) for evs in changes.values()),
     )
+
+
+def _identity(event: AlertEvent | ChangeEvent | PushEvent) -> str:
+    if isinstance(event, AlertEvent):
+        return event.aggregate_id
+    return event.change_id if isinstance(event, ChangeEvent) else event.repository
 
 
 def mttr_rows(incidents: list[dict[str, Any]]) -> MttrRows:

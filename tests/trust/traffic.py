@@ -14,13 +14,14 @@ times from the raw topic afterwards (`elven_events`), one `webhook-id` per event
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from incidentflow.domain.events import AlertEvent, ChangeEvent
+from incidentflow.domain.events import AlertEvent, ChangeEvent, Commit, PushEvent
 
 START = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=40)
 """Where the traffic's event time starts: the UTC midnight 40 days before today, so that the traffic
@@ -65,6 +66,8 @@ FLEET = {
         Integration("elven", "elven", "/v1/ingest/elven", {"env": "prod"}, "moderate"),
         Integration("alertmanager", "alertmanager", "/v1/ingest/alertmanager", {"team": "sre"}, "low"),
         Integration("pagerduty", "pagerduty", "/v1/ingest/pagerduty", {"env": "prod"}, "moderate"),
+        Integration("github", "github", "/v1/ingest/github"),
+        Integration("gitlab", "gitlab", "/v1/ingest/gitlab"),
     )
 }
 
@@ -89,7 +92,7 @@ class Webhook:
 
     integration: str
     body: Any
-    events: tuple[AlertEvent | ChangeEvent, ...]
+    events: tuple[AlertEvent | ChangeEvent | PushEvent, ...]
     headers: tuple[tuple[str, str], ...] = ()
     elven_action: str | None = None  # Elven events are built once their receive time is known
 
@@ -374,6 +377,81 @@ class Generator:
             yield Webhook(integration, body, (_change(integration, key, status, at, n, sent, title=title,
                                                       committed_at=committed, kind=named, version=version),))  # fmt: skip
 
+    def repository(self, r: int, integration: str) -> Iterator[Webhook]:
+        """A repository of GitHub or GitLab: pushes one after another on main (the first creates it), now
+        and then a deployment of the latest sha to one env (in progress, then done or failed), and now and
+        then a push of an already pushed sha from another branch with older commits (a longer chain)."""
+        service, env = self.rnd.choice(SERVICES), self.rnd.choice(ENVS)
+        repo = f"acme-{self.seed}/{service}-{r}"
+        at, before, shas = self.moment(), None, []
+        for p in range(self.rnd.randint(2, 8)):
+            sha = hashlib.sha1(f"{self.seed}-{integration}-{r}-{p}".encode(), usedforsecurity=False).hexdigest()
+            commits = []
+            for _ in range(self.rnd.randint(1, 3)):
+                at += timedelta(seconds=self.rnd.randrange(60, 7200))
+                commits.append(at)
+            yield self.push(integration, repo, service, "refs/heads/main", before, sha, commits)
+            if shas and self.rnd.random() < 0.15:  # the same sha from another branch, with an older commit
+                older = [commits[0] - timedelta(hours=self.rnd.randint(1, 30))]
+                yield self.push(integration, repo, service, f"refs/heads/feature-{p}", shas[-1], sha, older)
+            shas.append(sha)
+            before = sha
+            if self.rnd.random() < 0.5 or p == 0:
+                at += timedelta(seconds=self.rnd.randrange(60, 3600))
+                yield from self.deployment(integration, repo, service, env, sha, at)
+
+    def push(self, integration: str, repo: str, service: str, ref: str, before: str | None, after: str,
+             commits: list[datetime]) -> Webhook:  # fmt: skip
+        n = self.next_id()
+        listed = [{"id": hashlib.sha1(f"{after}-{i}".encode(), usedforsecurity=False).hexdigest(), "timestamp": _iso(t), "message": "change"}
+                  for i, t in enumerate(commits)]  # fmt: skip
+        event = PushEvent(event_id=f"gen-{n}", integration=integration, source=integration, repository=repo, ref=ref,
+                          before=before, after=after, received_at=commits[-1],
+                          commits=[Commit(id=c["id"], timestamp=t) for c, t in zip(listed, commits, strict=True)])  # fmt: skip
+        zero = "0" * 40
+        if integration == "github":
+            body: dict[str, Any] = {"ref": ref, "before": before or zero, "after": after, "created": before is None,
+                                    "deleted": False, "commits": listed,
+                                    "repository": {"name": repo.split("/")[1], "full_name": repo}}  # fmt: skip
+            return Webhook(integration, body, (event,), headers=(("X-GitHub-Event", "push"),))
+        body = {"object_kind": "push", "ref": ref, "before": before or zero, "after": after, "commits": listed,
+                "project": {"name": service, "path_with_namespace": repo}}  # fmt: skip
+        return Webhook(integration, body, (event,), headers=(("X-Gitlab-Event", "Push Hook"),))
+
+    def deployment(self, integration: str, repo: str, service: str, env: str, sha: str,
+                   at: datetime) -> Iterator[Webhook]:  # fmt: skip
+        """A deployment of `sha`: in progress, then done (one in ten fails: it did not deploy)."""
+        deployment_id = self.next_id()
+        failed = self.rnd.random() < 0.1
+        labels = {"service": service, "env": env, "repository": repo}
+        states = [
+            ("processing", at),
+            ("canceled" if failed else "done", at + timedelta(seconds=self.rnd.randrange(30, 900))),
+        ]
+        for status, when in states:
+            n = self.next_id()
+            when = self.distinct(f"{integration}:{deployment_id}", when)
+            if integration == "github":
+                state = {"processing": "in_progress", "done": "success", "canceled": "failure"}[status]
+                body: dict[str, Any] = {
+                    "action": "created",
+                    "deployment_status": {"id": n, "state": state, "created_at": _iso(when)},
+                    "deployment": {"id": deployment_id, "sha": sha, "ref": "main", "environment": env,
+                                   "payload": {"service": service}},
+                    "repository": {"name": repo.split("/")[1], "full_name": repo},
+                }  # fmt: skip
+                headers: tuple[tuple[str, str], ...] = (("X-GitHub-Event", "deployment_status"),)
+                sent = {**labels, "ref": "main"}
+            else:
+                state = {"processing": "running", "done": "success", "canceled": "failed"}[status]
+                body = {"object_kind": "deployment", "status": state, "deployment_id": deployment_id,
+                        "status_changed_at": when.strftime("%Y-%m-%d %H:%M:%S +0000"), "environment": env,
+                        "project": {"name": service, "path_with_namespace": repo},
+                        "commit_url": f"https://gitlab.example/{repo}/-/commit/{sha}"}  # fmt: skip
+                headers, sent = (("X-Gitlab-Event", "Deployment Hook"),), labels
+            yield Webhook(integration, body, (_change(integration, str(deployment_id), status, when, n, sent,
+                                                      version=sha),), headers=headers)  # fmt: skip
+
 
 def _notification(status: str, alert: dict[str, Any]) -> dict[str, Any]:
     """An Alertmanager webhook (version 4) of one alert, as Alertmanager groups by `alertname`."""
@@ -400,9 +478,13 @@ def generate(seed: int, events: int, start: datetime = START) -> list[Webhook]:
               (gen.sleuth_incident, 1), (gen.elven_incident, 1), (gen.alertmanager_incident, 2),
               (gen.pagerduty_incident, 1)]  # fmt: skip
     webhooks: list[Webhook] = []
-    count = a = c = 0
+    count = a = c = r = 0
     while count < events:
-        if gen.rnd.random() < 0.45:
+        draw = gen.rnd.random()
+        if draw < 0.04:
+            made = list(gen.repository(r, gen.rnd.choice(["github", "gitlab"])))
+            r += 1
+        elif draw < 0.45:
             made = list(gen.change(c, gen.rnd.choice(["deploys", "fd-changes"])))
             c += 1
         else:
