@@ -42,6 +42,7 @@ wait_http "http://127.0.0.1:$INCIDENTFLOW_GATEWAY_PORT/readyz" gateway "${pids[1
 wait_http "http://127.0.0.1:$INCIDENTFLOW_WEB_PORT/metrics" worker "${pids[0]}"
 
 "$bin/incidentflow" demo --token demo-elven-token-0123456789 --native-token demo-native-token-0123456789 \
+  --github-token demo-github-token-0123456789 \
   --gateway-url "http://127.0.0.1:$INCIDENTFLOW_GATEWAY_PORT" --worker-url "http://127.0.0.1:$INCIDENTFLOW_WEB_PORT"
 
 cat <<MSG

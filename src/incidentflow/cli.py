@@ -251,7 +251,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     settings = _settings()
     _setup_logging("warning")
     return run_demo(settings, gateway_url=args.gateway_url, worker_url=args.worker_url, token=args.token,
-                    native_token=args.native_token)  # fmt: skip
+                    native_token=args.native_token, github_token=args.github_token)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -325,6 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--worker-url", default="http://127.0.0.1:6066")
     demo.add_argument("--token", required=True, help="token of the demo's Elven integration")
     demo.add_argument("--native-token", required=True, help="token of the demo's native integration (deploys)")
+    demo.add_argument("--github-token", required=True, help="token of the demo's GitHub integration")
     demo.set_defaults(func=cmd_demo)
     return parser
 

@@ -1,5 +1,5 @@
-"""`incidentflow demo`: post real-looking Elven webhooks and deploys (a rollback and a hotfix among them), and
-show incidents, correlations, MTTR and the five DORA keys."""
+"""`incidentflow demo`: post real-looking Elven webhooks and deploys (a rollback and a hotfix among them), a GitHub
+deployment and the push it ships, and show incidents, correlations, MTTR, lead time and the five DORA keys."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaConsumer
 
 from incidentflow.config import Settings
 from incidentflow.domain.metrics import report
+from incidentflow.sources.github import sign
 from incidentflow.tools.report import read_rows, render
 from incidentflow.topics import Topics
 
@@ -43,6 +44,43 @@ def _deploy(key: str, service: str, minutes_ago: float, status: str, version: st
     return body
 
 
+GITHUB_SECRET = "demo-github-webhook-secret"  # noqa: S105  # the local demo's, in its integrations file
+"""The demo GitHub integration's webhook secret (deploy/demo/integrations.yaml)."""
+
+
+def _iso_ago(minutes: float) -> str:
+    return (datetime.now(UTC) - timedelta(minutes=minutes)).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _github(run: str) -> list[tuple[str, dict[str, object]]]:
+    """GitHub webhooks of inventory's repository: main created 3 h ago and deployed, then a deployment of the
+    next sha whose push (commits 50 and 40 minutes ago) is posted after it, as webhooks may arrive."""
+    repository = {"name": "inventory", "full_name": f"acme/inventory-{run}"}
+    first, second = f"{run}a1" + "0" * 32, f"{run}b2" + "0" * 32
+
+    def push(before: str, after: str, *minutes: float) -> dict[str, object]:
+        commits = [
+            {"id": f"{after[:8]}{i}", "timestamp": _iso_ago(m), "message": "change"} for i, m in enumerate(minutes)
+        ]
+        return {
+            "ref": "refs/heads/main",
+            "before": before,
+            "after": after,
+            "commits": commits,
+            "repository": repository,
+        }
+
+    def status(number: int, sha: str, state: str, minutes: float) -> dict[str, object]:
+        return {"action": "created", "repository": repository,
+                "deployment": {"id": number, "sha": sha, "ref": "main", "environment": "demo", "payload": {}},
+                "deployment_status": {"id": number * 10 + len(state), "state": state, "created_at": _iso_ago(minutes)}}  # fmt: skip
+
+    number = int(run, 16)
+    return [("push", push("0" * 40, first, 180)), ("deployment_status", status(number, first, "success", 150)),
+            ("deployment_status", status(number + 1, second, "in_progress", 12)),
+            ("deployment_status", status(number + 1, second, "success", 10)), ("push", push(first, second, 50, 40))]  # fmt: skip
+
+
 def _show_correlation(record: dict[str, object]) -> str:
     state = "RETRACTED" if record["retracted"] else f"rank {record['rank']}"
     return (
@@ -61,7 +99,8 @@ def _show(incident: dict[str, object]) -> str:
     )
 
 
-async def _demo(settings: Settings, gateway_url: str, worker_url: str, token: str, native_token: str) -> int:
+async def _demo(settings: Settings, gateway_url: str, worker_url: str, token: str, native_token: str,
+                github_token: str) -> int:  # fmt: skip
     run = uuid.uuid4().hex[:6]
     checkout, payments = f"checkout-latency-{run}", f"payments-5xx-{run}"
     # checkout's deploy causes the latency incident; search deploys v88, then v89, then v88 again:
@@ -107,6 +146,16 @@ async def _demo(settings: Settings, gateway_url: str, worker_url: str, token: st
                 )
             response = await client.post(f"{gateway_url}/v1/events/{native_token}", json=hotfix)
             print(f"posting a hotfix while payments' incident is open -> {response.status_code} {response.text}")
+            print(f"posting GitHub webhooks to {gateway_url}/v1/ingest/github/<token> (signed; the second deployment"
+                  " before the push it ships):")  # fmt: skip
+            for event, payload in _github(run):
+                raw = json.dumps(payload).encode()
+                headers = {"X-GitHub-Event": event, "X-Hub-Signature-256": sign(GITHUB_SECRET, raw),
+                           "Content-Type": "application/json"}  # fmt: skip
+                response = await client.post(f"{gateway_url}/v1/ingest/github/{github_token}", content=raw,
+                                             headers=headers)  # fmt: skip
+                what = payload.get("deployment_status") or {"state": f"{len(payload['commits'])} commit(s)"}  # type: ignore[arg-type]
+                print(f"  {event:<18} {what['state']:<12} -> {response.status_code} {response.text}")  # type: ignore[index]
             print("incidents and suspect changes, from the incidents and correlations topics:")
             wanted = {f"demo-elven:{checkout}", f"demo-elven:{payments}"}
             latest: dict[str, dict[str, object]] = {}
@@ -157,6 +206,16 @@ async def _demo(settings: Settings, gateway_url: str, worker_url: str, token: st
             for line in lines:
                 print(f"  {line}")
             today = datetime.now(UTC).date()
+            # inventory's second deployment has its lead time once the push it ships is joined to it
+            for _ in range(60):
+                reports = report(await read_rows(settings), today - timedelta(days=1), today, service="inventory")
+                if reports and reports[0].lead_times == 2:
+                    break
+                await asyncio.sleep(0.5)
+            for found in reports:
+                print(f"lead time of inventory's {found.lead_times} GitHub deployments, from the pushes each one ships: "
+                      f"mean {found.lead_time_mean_seconds or 0:.0f}s, max {found.lead_time_max_seconds or 0:.0f}s "
+                      "(the second one's push came after it: joined when it arrived)")  # fmt: skip
             print("incidentflow report for today, from the daily rows of the metrics topic:")
             print(render(report(await read_rows(settings), today, today), today, today))
     finally:
@@ -169,5 +228,6 @@ def _settled(latest: dict[str, dict[str, object]], checkout: str) -> bool:
     return len(latest) == 2 and incident is not None and incident["status"] == "resolved"
 
 
-def run_demo(settings: Settings, gateway_url: str, worker_url: str, token: str, native_token: str) -> int:
-    return asyncio.run(_demo(settings, gateway_url, worker_url, token, native_token))
+def run_demo(settings: Settings, gateway_url: str, worker_url: str, token: str, native_token: str,
+             github_token: str) -> int:  # fmt: skip
+    return asyncio.run(_demo(settings, gateway_url, worker_url, token, native_token, github_token))
