@@ -29,7 +29,18 @@ expected-statuses = [400, 401, 403, 413, 422, 429]
 expected-statuses = ["2XX", 401, 403, 413, 429]
 """)
 schema = schemathesis.openapi.from_path(DOC, config=CONFIG)
-SOURCES = ["elven", "sleuth", "uptrends", "flashduty-alert", "flashduty-change", "native", "alertmanager", "pagerduty"]
+SOURCES = [
+    "elven",
+    "sleuth",
+    "uptrends",
+    "flashduty-alert",
+    "flashduty-change",
+    "native",
+    "alertmanager",
+    "pagerduty",
+    "github",
+    "gitlab",
+]
 TOKENS = {s: f"st-{s}-token-0123456789" for s in SOURCES}
 INTEGRATIONS = "integrations:\n" + "".join(
     f"  - {{name: st-{s}, source: {s}, token: {t}, rate_limit_per_minute: 1000000}}\n" for s, t in TOKENS.items()

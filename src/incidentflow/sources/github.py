@@ -129,8 +129,13 @@ def event_type(ctx: Context) -> str:
     return name
 
 
+class Delivery(Payload):
+    """Any delivery's body: a JSON object (the fields read depend on the event type)."""
+
+
 def parse(payload: Any, ctx: Context) -> list[Event]:
     name = event_type(ctx)
+    validate(Delivery, payload)
     if name == "deployment_status":
         return deployment(validate(DeploymentStatusEvent, payload), ctx)
     if name == "push":

@@ -142,7 +142,8 @@ BODY_SCHEMA = _body_schema()
 
 def parse(payload: Any, ctx: Context) -> list[Event]:
     header = ctx.headers.get(EVENT_HEADER)
-    kind = EVENTS.get(header) if header else validate(Kind, payload).object_kind
+    named = validate(Kind, payload).object_kind  # the body is an object whatever the event
+    kind = named if header is None else EVENTS.get(header)
     if kind == "deployment":
         return deployment(validate(DeploymentHook, payload), ctx)
     if kind == "push":
