@@ -10,6 +10,9 @@ TEST_KAFKA_HOME ?= $(CURDIR)/.kafka-test
 .DEFAULT_GOAL := help
 # uv installs the locked dependencies (requirements.lock, every version and hash) and refreshes the lock.
 UV_VERSION ?= 0.13.9
+# Test processes run side by side (pytest-xdist); TEST_JOBS=0 runs them one by one.
+TEST_JOBS ?= 2
+XDIST = $(if $(filter 0,$(TEST_JOBS)),,-n $(TEST_JOBS) --dist loadgroup)
 .PHONY: help venv lock lint unit integration test trust soak demo kafka-up kafka-down clean
 
 help: ## list the targets
@@ -36,7 +39,7 @@ lint: venv ## ruff (lint and format check) and mypy --strict on src/
 	$(BIN)/mypy
 
 unit: venv ## unit and property tests (no network, seconds)
-	$(BIN)/pytest tests/unit -q
+	$(BIN)/pytest tests/unit -q $(XDIST)
 
 # Runs a command with INCIDENTFLOW_KAFKA_BOOTSTRAP set: the given broker, else a local one started and stopped around it.
 with_kafka = if [ -z "$$INCIDENTFLOW_KAFKA_BOOTSTRAP" ] && command -v java >/dev/null && command -v mvn >/dev/null; then \
@@ -47,7 +50,7 @@ with_kafka = if [ -z "$$INCIDENTFLOW_KAFKA_BOOTSTRAP" ] && command -v java >/dev
 	fi; $(1)
 
 integration: venv ## integration tests and the short trust suite on a real Kafka: INCIDENTFLOW_KAFKA_BOOTSTRAP if set, else a local broker it starts and stops
-	@$(call with_kafka,$(BIN)/pytest tests/integration tests/trust -q)
+	@$(call with_kafka,$(BIN)/pytest tests/integration tests/trust -q $(XDIST))
 
 trust: venv ## the full trust suite: fault scenarios (100,000 events), the load search, then bench/TRUST.md (about an hour)
 	@$(call with_kafka,INCIDENTFLOW_TRUST=full INCIDENTFLOW_TRUST_RESULTS=bench/results $(BIN)/pytest tests/trust -q --timeout 3600; \

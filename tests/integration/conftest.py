@@ -34,6 +34,15 @@ REPO = Path(__file__).resolve().parents[2]
 KAFKA_SH = REPO / "deploy" / "kafka" / "kafka.sh"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Schemathesis gives every operation's test the same node id; pytest-xdist needs them distinct."""
+    for item in items:
+        label = getattr(item, "operation_label", None)
+        if label is not None and "[" not in item.nodeid:
+            # the id pytest and xdist report and schedule by (pytest 9 keeps it structured)
+            item._id = type(item._id).parse(f"{item.nodeid}[{label}]")  # noqa: SLF001
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

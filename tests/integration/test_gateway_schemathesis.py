@@ -18,7 +18,8 @@ from schemathesis.config import SchemathesisConfig
 
 from tests.integration.conftest import Stack
 
-pytestmark = pytest.mark.integration
+# One gateway for the module: its tests stay on one pytest-xdist worker (`--dist loadgroup`).
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("schemathesis")]
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
 # 413 is a rejection too: the body-size limit (512 KiB) is documented but not expressible in JSON Schema.

@@ -424,6 +424,7 @@ class Generator:
         deployment_id = self.next_id()
         failed = self.rnd.random() < 0.1
         labels = {"service": service, "env": env, "repository": repo}
+        title = f"Deploy {service} {sha[:7]}"
         states = [
             ("processing", at),
             ("canceled" if failed else "done", at + timedelta(seconds=self.rnd.randrange(30, 900))),
@@ -437,7 +438,7 @@ class Generator:
                     "action": "created",
                     "deployment_status": {"id": n, "state": state, "created_at": _iso(when)},
                     "deployment": {"id": deployment_id, "sha": sha, "ref": "main", "environment": env,
-                                   "payload": {"service": service}},
+                                   "payload": {"service": service}, "description": title},
                     "repository": {"name": repo.split("/")[1], "full_name": repo},
                 }  # fmt: skip
                 headers: tuple[tuple[str, str], ...] = (("X-GitHub-Event", "deployment_status"),)
@@ -447,10 +448,10 @@ class Generator:
                 body = {"object_kind": "deployment", "status": state, "deployment_id": deployment_id,
                         "status_changed_at": when.strftime("%Y-%m-%d %H:%M:%S +0000"), "environment": env,
                         "project": {"name": service, "path_with_namespace": repo},
-                        "commit_url": f"https://gitlab.example/{repo}/-/commit/{sha}"}  # fmt: skip
+                        "commit_url": f"https://gitlab.example/{repo}/-/commit/{sha}", "commit_title": title}  # fmt: skip
                 headers, sent = (("X-Gitlab-Event", "Deployment Hook"),), labels
             yield Webhook(integration, body, (_change(integration, str(deployment_id), status, when, n, sent,
-                                                      version=sha),), headers=headers)  # fmt: skip
+                                                      version=sha, title=title),), headers=headers)  # fmt: skip
 
 
 def _notification(status: str, alert: dict[str, Any]) -> dict[str, Any]:

@@ -123,6 +123,10 @@ class Runtime:
         self.tables[name] = table
         return FaustTable(table, self.changelog, self.current_partition)
 
+    def items(self, table: str) -> Iterator[tuple[bytes, bytes]]:
+        """Every key and value of `table` this worker holds, in any of its partitions (what a scrape exports)."""
+        return iter(self.tables[table].data.items())
+
     def agent(self, stage: Stage) -> None:
         """Runs `stage` as an agent over its topics: batches, positions, dead letters and commits are the runtime's."""
         if len(stage.topics) == 1:

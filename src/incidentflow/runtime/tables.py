@@ -184,6 +184,15 @@ class FaustTable:
         return items_with_prefix(self.faust, prefix, partition)
 
 
+async def rekeyed(context: Context, message: Record, key: str) -> bool:
+    """A stage's state lives in the partition of its key: a record keyed otherwise (a producer that
+    keyed it differently) is sent again to its own topic under `key`. True when it was."""
+    if message.key == key.encode():
+        return False
+    await context.send(message.topic, key, message.value or b"")
+    return True
+
+
 def load(table: Table, key: str, model: type[M]) -> M | None:
     """The value of `key` as `model` (None: no value)."""
     stored = table.get(key.encode())

@@ -71,7 +71,6 @@ def cloud_event_headers(names: Topics) -> CloudEventHeaders:
 def _export_series(runtime: Runtime, tables: dict[str, Table]) -> None:
     """The series on /metrics: each read, at scrape time, from the partition that owns it."""
     days, partitions = series.Days(tables["series-days"]), runtime.settings.partitions
-    index = runtime.tables["series-index"]
 
     def day(key: str, on: date) -> metrics.Day:
         partition = partition_of(key.encode(), partitions)
@@ -81,5 +80,5 @@ def _export_series(runtime: Runtime, tables: dict[str, Table]) -> None:
     def now() -> datetime:
         return datetime.now(UTC)
 
-    runtime.metrics.add_series(SeriesCollector(index=lambda: index.data.items(), day=day,
+    runtime.metrics.add_series(SeriesCollector(index=lambda: runtime.items("series-index"), day=day,
                                                owned=runtime_app.owner(runtime, "series-index"), now=now))  # fmt: skip

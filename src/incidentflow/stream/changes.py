@@ -2,7 +2,7 @@
 -> sides, deployments, lead time requests and change contributions.
 
 Every decision is made in `domain.correlation`; the design is described in docs/semantics.md.
-Past the state horizon (stream/horizon.py) a change is closed: its state goes, and the series and
+Past the state horizon (runtime/horizon.py) a change is closed: its state goes, and the series and
 scope stages are told to forget it (`close`); a later event of a day beyond the horizon is `too_late`.
 """
 
@@ -17,9 +17,9 @@ from incidentflow.domain import history as hist
 from incidentflow.domain import lead as lt
 from incidentflow.domain.events import ChangeEvent
 from incidentflow.domain.series import closing_change
+from incidentflow.runtime.horizon import Horizon
 from incidentflow.runtime.packed import Record
-from incidentflow.runtime.tables import Context, PerRecord, Table, TooLate, load, parse, store
-from incidentflow.stream.horizon import Horizon
+from incidentflow.runtime.tables import Context, PerRecord, Table, TooLate, load, parse, rekeyed, store
 from incidentflow.stream.sides import Correlating, send_sides
 from incidentflow.topics import Topics
 
@@ -56,8 +56,7 @@ class Changes(PerRecord):
     async def on_change_event(self, message: Record) -> str:
         event = parse(message, ChangeEvent, "a canonical change event")
         key = event.change_id
-        if message.key != key.encode():
-            await self.context.send(self.names.changes, key, message.value or b"")
+        if await rekeyed(self.context, message, key):
             return "rekeyed"
         record = load(self.changes, key, corr.ChangeRecord) or corr.ChangeRecord()
         day, clock = event.occurred_at.date(), self.horizon.clock()
@@ -103,8 +102,7 @@ class Changes(PerRecord):
     async def told(self, message: Record, key: str, apply: Callable[[corr.ChangeRecord], corr.ChangeRecord]) -> str:
         """A verdict on the change `key` (from the suspects or a deployment history): applied to its
         record, which waits for the change's events when none came yet."""
-        if message.key != key.encode():
-            await self.context.send(message.topic, key, message.value or b"")
+        if await rekeyed(self.context, message, key):
             return "rekeyed"
         record = load(self.changes, key, corr.ChangeRecord) or corr.ChangeRecord()
         updated = apply(record)

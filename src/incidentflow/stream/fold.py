@@ -7,7 +7,7 @@ then costs one write and one incident record per batch, not one per event, and e
 downstream (metric contributions, correlation sides) follows the same count. Consumers of
 `incidentflow.incidents` see the latest version of each batch; every version is a whole record.
 
-Past the state horizon (stream/horizon.py) a resolved aggregate is closed: its state is replaced
+Past the state horizon (runtime/horizon.py) a resolved aggregate is closed: its state is replaced
 by a marker that turns every later event away as `too_late`, and the series, scope and suspects
 stages are told to forget it (`close`).
 """
@@ -27,9 +27,9 @@ from incidentflow.domain import history as hist
 from incidentflow.domain.events import AlertEvent
 from incidentflow.domain.incident import Incident
 from incidentflow.domain.series import closing_incident
+from incidentflow.runtime.horizon import Horizon
 from incidentflow.runtime.packed import Record
-from incidentflow.runtime.tables import Context, DeadLetter, Table, TooLate, Where
-from incidentflow.stream.horizon import Horizon
+from incidentflow.runtime.tables import Context, DeadLetter, Table, TooLate, Where, rekeyed
 from incidentflow.stream.sides import Correlating, send_sides
 from incidentflow.topics import Topics
 
@@ -93,9 +93,7 @@ class Fold:
         except ValidationError as error:
             raise DeadLetter(f"not a canonical alert event: {error}") from None
         key = alert.aggregate_id.encode()
-        if message.key != key:
-            # State lives in the partition of the aggregate_id; a record keyed otherwise is re-keyed.
-            await self.context.send(self.names.alerts, alert.aggregate_id, message.value or b"")
+        if await rekeyed(self.context, message, alert.aggregate_id):
             return "rekeyed"
         pending = self.batch.get((message.partition, key))
         if pending is None:

@@ -19,7 +19,7 @@ from incidentflow.domain.metrics import IncidentContribution
 from incidentflow.domain.series import CONTRIBUTION, Closed
 from incidentflow.runtime.cache import BatchCache
 from incidentflow.runtime.packed import Record
-from incidentflow.runtime.tables import Context, DeadLetter, Table
+from incidentflow.runtime.tables import Context, DeadLetter, Table, rekeyed
 from incidentflow.topics import Topics
 
 TABLES = {
@@ -168,8 +168,7 @@ class Series:
         except ValidationError as error:
             raise DeadLetter(f"not a metric contribution: {error}") from None
         series = contribution.series
-        if message.key != series.encode():
-            await self.context.send(self.names.contributions, series, message.value or b"")
+        if await rekeyed(self.context, message, series):
             return "rekeyed"
         members = self._members(contribution.member_model())
         member_key = f"{series}|{contribution.item}".encode()

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from incidentflow.domain import correlation as corr
 from incidentflow.runtime.packed import Record
-from incidentflow.runtime.tables import Context, DeadLetter, PerRecord, Table, load, parse, store
+from incidentflow.runtime.tables import Context, DeadLetter, PerRecord, Table, load, parse, rekeyed, store
 from incidentflow.stream.sides import Correlating
 from incidentflow.topics import Topics
 
@@ -41,8 +41,7 @@ class Suspects(PerRecord):
             key = (message.key or b"").decode("utf-8", "replace")
         else:
             raise DeadLetter("a correlation side carries exactly one of `incident` and `change`")
-        if message.key != key.encode():
-            await self.context.send(self.names.suspects, key, message.value or b"")
+        if await rekeyed(self.context, message, key):
             return "rekeyed"
         if side.closed:  # the incident is past its state horizon: nothing of it changes any more
             if self.suspects.get(key.encode()) is None:

@@ -10,9 +10,9 @@ from __future__ import annotations
 from incidentflow.domain import aggregate, metrics
 from incidentflow.domain import correlation as corr
 from incidentflow.domain.series import CONTRIBUTION, Closed
+from incidentflow.runtime.horizon import CLOCK, DUE
 from incidentflow.runtime.packed import Record
 from incidentflow.stream import changes, fold, scope, series, suspects
-from incidentflow.stream.horizon import CLOCK, DUE
 from tests.factories import DictTable, FakeContext, alert, change, record
 from tests.unit.stream.test_stages import CORRELATING, NAMES, alerts, contribution, fold_incident, rows, run, tables
 
