@@ -138,12 +138,14 @@ def main() -> int:
         "",
         "Traffic: `tests/trust/traffic.py` (seeded), native alerts and changes, Sleuth, Uptrends, Flashduty "
         "alerts and changes, Elven, Prometheus Alertmanager (with its repeated notifications, lost firing "
-        "notifications and alerts that fire again) and PagerDuty (with redeliveries and event types answered "
-        "204), with reopens, heartbeats, late and out-of-order events, 10% duplicate "
+        "notifications and alerts that fire again), PagerDuty (with redeliveries and event types answered "
+        "204), and GitHub and GitLab repositories (pushes, deployments that do and do not deploy, a sha pushed "
+        "again from another branch), with reopens, heartbeats, late and out-of-order events, 10% duplicate "
         "deliveries in shuffled order, changes that do and do not correlate, changes with and without a "
         "commit time, and rollbacks (by kind and by version), hotfixes and reverts. Expectation: `tests/trust/expected.py` over `tests/oracle.py`, which shares no code with "
         "the streaming path: incidents, live correlations, and the metric rows of time to restore, changes, "
-        "failed, reworked and rolled-back changes, lead time and failed deployment recovery time.",
+        "failed, reworked and rolled-back changes, lead time (GitHub and GitLab deployments' joined with their "
+        "pushes) and failed deployment recovery time.",
         "",
         *faults(),
         *load_section(),

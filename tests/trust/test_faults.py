@@ -203,7 +203,7 @@ def test_gateway_sigkilled_mid_request_loses_nothing(stack_factory: Any) -> None
 
 POISON = [b"not json", b"\xff\xfe binary", b'{"json": "of the wrong shape"}', b"[1, 2, 3]", b""]
 INPUTS = ("raw", "alerts", "changes", "metric-contributions", "correlation-scope", "correlation-suspects",
-          "correlation-verdicts")  # fmt: skip
+          "correlation-verdicts", "deployment-history", "deployment-verdicts", "lead-time", "lead-verdicts")  # fmt: skip
 
 
 def test_poison_records_on_every_topic_are_dead_lettered_and_the_rest_processed(stack_factory: Any) -> None:
