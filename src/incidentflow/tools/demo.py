@@ -13,7 +13,7 @@ import httpx
 from aiokafka import AIOKafkaConsumer
 
 from incidentflow.config import Settings
-from incidentflow.domain.metrics import report
+from incidentflow.domain.report import report
 from incidentflow.sources.github import sign
 from incidentflow.tools.report import read_rows, render
 from incidentflow.topics import Topics

@@ -10,8 +10,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from incidentflow.config import Settings
 from incidentflow.domain import dora
-from incidentflow.domain.metrics import ServiceReport, report
 from incidentflow.domain.records import MetricRow
+from incidentflow.domain.report import ServiceReport, report
 from incidentflow.topics import Topics
 
 

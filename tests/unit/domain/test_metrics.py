@@ -16,6 +16,7 @@ from incidentflow.domain.aggregate import AggregateState, apply
 from incidentflow.domain.events import AlertEvent
 from incidentflow.domain.incident import project
 from incidentflow.domain.records import MetricRow
+from incidentflow.domain.report import report as report_of
 from incidentflow.runtime.packed import Record
 from incidentflow.stream import series as stream_series
 from incidentflow.stream.series import Days
@@ -264,7 +265,7 @@ def test_report_sums_daily_rows_per_service_and_env_within_the_range() -> None:
         mttr("empty", d),  # a day whose resolutions were all withdrawn
         mttr("checkout", d, 60.0, env="staging"),  # another environment: its own entry
     ]
-    found = {r.service: r for r in metrics.report(rows, d, d + timedelta(days=1)) if r.env == "prod"}
+    found = {r.service: r for r in report_of(rows, d, d + timedelta(days=1)) if r.env == "prod"}
     assert sorted(found) == ["checkout", "deploys-only", "search"]
     assert (found["checkout"].recoveries, found["checkout"].recovery_mean_seconds) == (2, 4500.0)
     assert found["checkout"].recovery_median_seconds == pytest.approx(1800.0, rel=0.01)
@@ -275,7 +276,7 @@ def test_report_sums_daily_rows_per_service_and_env_within_the_range() -> None:
               found["checkout"].change_failure_rate_level, found["checkout"].time_to_restore_level,
               found["checkout"].recovery_level]  # fmt: skip
     assert levels == ["elite", "elite", "high", "elite", "elite"]  # 25%: nearest 2024's high (20%)
-    old = {r.service: r for r in metrics.report(rows, d, d + timedelta(days=1), benchmark="2023") if r.env == "prod"}
+    old = {r.service: r for r in report_of(rows, d, d + timedelta(days=1), benchmark="2023") if r.env == "prod"}
     assert old["checkout"].change_failure_rate_level == "low" and old["checkout"].benchmark == "2023"
     assert found["search"].lead_time_level is None and found["search"].change_failure_rate_level == "elite"
     assert found["checkout"].incidents == 3
@@ -290,13 +291,13 @@ def test_report_sums_daily_rows_per_service_and_env_within_the_range() -> None:
     assert found["checkout"].lead_time_median_seconds == pytest.approx(60.0, rel=0.01)
     assert (found["checkout"].lead_time_mean_seconds, found["checkout"].lead_time_max_seconds) == (3630.0, 7200.0)
     # a quantile is never shown above the exact longest (a bucket's value may lie up to 1% above it)
-    [one] = metrics.report([changes("one", d, 1, 0, 5700.0)], d, d)  # its bucket's value: 5,739.85 s
+    [one] = report_of([changes("one", d, 1, 0, 5700.0)], d, d)  # its bucket's value: 5,739.85 s
     assert one.lead_time_median_seconds == one.lead_time_p90_seconds == one.lead_time_max_seconds == 5700.0
     assert found["search"].lead_times == 0 and found["search"].lead_time_median_seconds is None
     assert found["search"].incidents == 0 and found["search"].mttr_seconds is None
     assert found["search"].median_seconds is None and found["search"].change_failure_rate == 0.0
-    assert [r.service for r in metrics.report(rows, d, d + timedelta(days=1), service="search")] == ["search"]
-    [staging] = metrics.report(rows, d, d + timedelta(days=1), env="staging")
+    assert [r.service for r in report_of(rows, d, d + timedelta(days=1), service="search")] == ["search"]
+    [staging] = report_of(rows, d, d + timedelta(days=1), env="staging")
     assert (staging.service, staging.incidents, staging.mttr_seconds) == ("checkout", 1, 60.0)
 
 
@@ -341,7 +342,7 @@ def test_the_report_text_shows_the_five_keys_with_rework_and_rollbacks() -> None
     d = date(2026, 11, 2)
     row = MetricRow(metric="changes", service="search", env="prod", severity="-", day=d.isoformat(), changes=4,
                     failed_changes=1, reworked_changes=2, rollbacks=1)  # fmt: skip
-    text = render(metrics.report([row], d, d), d, d)
+    text = render(report_of([row], d, d), d, d)
     assert "levels: DORA 2024 clusters" in text
     for key in ("deployment frequency", "lead time for changes", "change failure rate", "deployment rework rate",
                 "time to restore", "failed deployment recovery"):  # fmt: skip
@@ -354,4 +355,4 @@ def test_the_report_text_shows_the_five_keys_with_rework_and_rollbacks() -> None
         "rollbacks",
         "1",
     ]
-    assert "levels: DORA 2023 clusters" in render(metrics.report([row], d, d, benchmark="2023"), d, d, "2023")
+    assert "levels: DORA 2023 clusters" in render(report_of([row], d, d, benchmark="2023"), d, d, "2023")
