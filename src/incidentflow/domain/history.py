@@ -23,6 +23,7 @@ from bisect import bisect_left, bisect_right, insort
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -366,11 +367,23 @@ class HistoryFacts(_Value):
     derived: Derived | None = None
 
 
-def joined_history(a: Mapping[str, HistoryFacts], b: Mapping[str, HistoryFacts]) -> dict[str, HistoryFacts]:
-    """Per history (`service|env`), the verdict with the larger sequence number."""
+class Sequenced(Protocol):
+    @property
+    def seq(self) -> int: ...
+
+
+S = TypeVar("S", bound=Sequenced)
+
+
+def newest(a: Mapping[str, S], b: Mapping[str, S]) -> dict[str, S]:
+    """Per key (a history's `service|env`, a lead time join's repository), the verdict with the larger
+    sequence number."""
     out = dict(a)
-    for series, facts in b.items():
-        known = out.get(series)
+    for key, facts in b.items():
+        known = out.get(key)
         if known is None or facts.seq > known.seq:
-            out[series] = facts
+            out[key] = facts
     return dict(sorted(out.items()))
+
+
+joined_history = newest

@@ -26,6 +26,7 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field
 
 from incidentflow.domain.events import PushEvent, UtcDatetime
+from incidentflow.domain.history import newest
 
 MAX_WALK = 5000
 """Most shas a chain is followed through; a longer one is incomplete."""
@@ -95,14 +96,8 @@ class LeadFacts(_Value):
     lead: Lead | None = None
 
 
-def joined_leads(a: Mapping[str, LeadFacts], b: Mapping[str, LeadFacts]) -> dict[str, LeadFacts]:
-    """Per repository, the verdict with the larger sequence number."""
-    out = dict(a)
-    for repository, facts in b.items():
-        known = out.get(repository)
-        if known is None or facts.seq > known.seq:
-            out[repository] = facts
-    return dict(sorted(out.items()))
+joined_leads = newest
+"""Per repository, the verdict with the larger sequence number."""
 
 
 def walk(links: Mapping[str, Mapping[str, Link]], request: LeadRequest) -> tuple[Lead, set[str]]:

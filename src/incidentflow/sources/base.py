@@ -310,3 +310,26 @@ def build_event(build: Callable[[], M]) -> M:
         return build()
     except ValidationError as error:
         raise PayloadError.from_validation(error) from None
+
+
+def inlined(schema: Any, defs: dict[str, Any]) -> Any:
+    """A JSON Schema with its `$defs` references replaced by what they name."""
+    if isinstance(schema, dict):
+        ref = schema.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            return inlined(defs[ref.removeprefix("#/$defs/")], defs)
+        return {k: inlined(v, defs) for k, v in schema.items() if k != "$defs"}
+    if isinstance(schema, list):
+        return [inlined(item, defs) for item in schema]
+    return schema
+
+
+def read_types_schema(title: str, description: str, *models: type[BaseModel]) -> dict[str, Any]:
+    """The documented body of a route whose header names the event type: one of the models read (their
+    `$defs` inlined), or any other JSON object (an event type answered 204)."""
+
+    def of(model: type[BaseModel]) -> Any:
+        schema = model.model_json_schema()
+        return inlined(schema, schema.get("$defs", {}))
+
+    return {"title": title, "description": description, "anyOf": [*map(of, models), {"type": "object"}]}

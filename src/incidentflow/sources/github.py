@@ -28,9 +28,9 @@ from incidentflow.sources.base import (
     change_event,
     identify,
     push_event,
+    read_types_schema,
     validate,
 )
-from incidentflow.sources.pagerduty import inlined
 
 SOURCE = "github"
 EVENT_HEADER = "x-github-event"
@@ -102,22 +102,14 @@ class PushEvent(Payload):
     repository: Repository
 
 
-def _body_schema() -> dict[str, Any]:
-    def of(model: type[Payload]) -> dict[str, Any]:
-        schema = model.model_json_schema()
-        body: dict[str, Any] = inlined(schema, schema.get("$defs", {}))
-        return body
-
-    return {
-        "title": "GitHubWebhook",
-        "description": "A GitHub webhook delivery; `X-GitHub-Event` says which. `deployment_status` and `push` "
-        "are read (their fields below); any other event type (`ping` when the webhook is created) is answered "
-        "204 and not stored.",
-        "anyOf": [of(DeploymentStatusEvent), of(PushEvent), {"type": "object"}],
-    }
-
-
-BODY_SCHEMA = _body_schema()
+BODY_SCHEMA = read_types_schema(
+    "GitHubWebhook",
+    "A GitHub webhook delivery; `X-GitHub-Event` says which. `deployment_status` and `push` "
+    "are read (their fields below); any other event type (`ping` when the webhook is created) is answered "
+    "204 and not stored.",
+    DeploymentStatusEvent,
+    PushEvent,
+)
 """The documented body (the gateway's OpenAPI document)."""
 
 

@@ -27,9 +27,9 @@ from incidentflow.sources.base import (
     change_event,
     identify,
     push_event,
+    read_types_schema,
     validate,
 )
-from incidentflow.sources.pagerduty import inlined
 
 SOURCE = "gitlab"
 EVENT_HEADER = "x-gitlab-event"
@@ -121,22 +121,14 @@ class Kind(Payload):
     object_kind: str | None = None
 
 
-def _body_schema() -> dict[str, Any]:
-    def of(model: type[Payload]) -> dict[str, Any]:
-        schema = model.model_json_schema()
-        body: dict[str, Any] = inlined(schema, schema.get("$defs", {}))
-        return body
-
-    return {
-        "title": "GitLabWebhook",
-        "description": "A GitLab webhook delivery; `X-Gitlab-Event` (else `object_kind`) says which. `Deployment Hook` and "
-        "`Push Hook` are read (their fields below); any other event type is answered "
-        "204 and not stored.",
-        "anyOf": [of(DeploymentHook), of(PushHook), {"type": "object"}],
-    }
-
-
-BODY_SCHEMA = _body_schema()
+BODY_SCHEMA = read_types_schema(
+    "GitLabWebhook",
+    "A GitLab webhook delivery; `X-Gitlab-Event` (else `object_kind`) says which. `Deployment Hook` and "
+    "`Push Hook` are read (their fields below); any other event type is answered "
+    "204 and not stored.",
+    DeploymentHook,
+    PushHook,
+)
 """The documented body (the gateway's OpenAPI document)."""
 
 

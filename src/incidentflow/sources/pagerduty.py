@@ -17,6 +17,7 @@ from incidentflow.sources.base import (
     Payload,
     alert_event,
     identify,
+    inlined,
     validate,
 )
 
@@ -78,18 +79,6 @@ class PagerDutyWebhook(Payload):
     """A V3 webhook delivery: one event."""
 
     event: PagerDutyEvent
-
-
-def inlined(schema: Any, defs: dict[str, Any]) -> Any:
-    """A JSON Schema with its `$defs` references replaced by what they name."""
-    if isinstance(schema, dict):
-        ref = schema.get("$ref")
-        if isinstance(ref, str) and ref.startswith("#/$defs/"):
-            return inlined(defs[ref.removeprefix("#/$defs/")], defs)
-        return {k: inlined(v, defs) for k, v in schema.items() if k != "$defs"}
-    if isinstance(schema, list):
-        return [inlined(item, defs) for item in schema]
-    return schema
 
 
 def _webhook_schema() -> dict[str, Any]:
