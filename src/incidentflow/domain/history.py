@@ -25,21 +25,17 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from incidentflow.domain.base import UNKNOWN, Value, env_of
 from incidentflow.domain.events import ChangeKind, UtcDatetime
 from incidentflow.domain.incident import Incident
-from incidentflow.domain.metrics import UNKNOWN, env_of
 
 UNPLANNED: tuple[ChangeKind, ...] = ("rollback", "hotfix", "revert")
 """Kinds of change that are rework by themselves."""
 
 
-class _Value(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class Deployment(_Value):
+class Deployment(Value):
     """What the history needs of a counted change."""
 
     change_id: str
@@ -52,7 +48,7 @@ class Deployment(_Value):
         return (self.changed_at, self.change_id)
 
 
-class Episode(_Value):
+class Episode(Value):
     opened_at: UtcDatetime
     resolved_at: UtcDatetime | None = None
 
@@ -61,7 +57,7 @@ class Episode(_Value):
         return self.opened_at < at and (self.resolved_at is None or at <= self.resolved_at)
 
 
-class Window(_Value):
+class Window(Value):
     """An incident of the service and env: its episodes, as of its version (the newer version wins)."""
 
     aggregate_id: str
@@ -69,7 +65,7 @@ class Window(_Value):
     episodes: tuple[Episode, ...]
 
 
-class HistoryInput(_Value):
+class HistoryInput(Value):
     """A record of the deployment history topic, keyed `service|env`: a deployment or an incident
     that belongs to the service and env (`member`), or that left it (moved, or no longer counted)."""
 
@@ -79,7 +75,7 @@ class HistoryInput(_Value):
     member: bool = True
 
 
-class Derived(_Value):
+class Derived(Value):
     """What the history says of one deployment."""
 
     rollback: bool = False
@@ -93,7 +89,7 @@ class Derived(_Value):
     )
 
 
-class HistoryVerdict(_Value):
+class HistoryVerdict(Value):
     """History -> change fold, keyed by change_id: the deployment's verdict in one service and env's
     history as of `seq` (the larger wins); `derived` null once it is no longer in that history."""
 
@@ -150,14 +146,14 @@ def derive(deployments: Iterable[Deployment], incidents: Iterable[Window]) -> di
     return result
 
 
-class Meta(_Value):
+class Meta(Value):
     """A history's counters: the sequence number of its verdicts, and the input that last changed it."""
 
     seq: int = 0
     position: int = Field(default=-1, description="Position of the last input that changed the history.")
 
 
-class Filed(_Value):
+class Filed(Value):
     """A deployment as its history keeps it: what it is, and what it was last told."""
 
     deployment: Deployment
@@ -360,7 +356,7 @@ def _holds(window: Window | None, at: datetime) -> int:
     return int(window is not None and any(e.holds(at) for e in window.episodes))
 
 
-class HistoryFacts(_Value):
+class HistoryFacts(Value):
     """What the change fold keeps of one history's verdicts for a change: the newest by `seq`."""
 
     seq: int

@@ -23,8 +23,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from incidentflow.domain.base import Value
 from incidentflow.domain.events import PushEvent, UtcDatetime
 from incidentflow.domain.history import newest
 
@@ -32,11 +33,7 @@ MAX_WALK = 5000
 """Most shas a chain is followed through; a longer one is incomplete."""
 
 
-class _Value(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class Link(_Value):
+class Link(Value):
     """A push as the join keeps it."""
 
     push_id: str
@@ -52,7 +49,7 @@ def link_of(push: PushEvent) -> Link:
                 at=max(times, default=push.received_at))  # fmt: skip
 
 
-class LeadRequest(_Value):
+class LeadRequest(Value):
     """A deployment asking for its lead time: it deployed `sha`; the previous deployment of its service
     and env deployed `until` (None: it is the first); `ships` false for a rollback."""
 
@@ -63,7 +60,7 @@ class LeadRequest(_Value):
     changed_at: UtcDatetime
 
 
-class LeadInput(_Value):
+class LeadInput(Value):
     """A record of the lead time topic, keyed by repository: a push, a deployment's request, or the
     withdrawal of one (`change_id` alone: the change no longer asks in this repository)."""
 
@@ -72,14 +69,14 @@ class LeadInput(_Value):
     change_id: str | None = None
 
 
-class Lead(_Value):
+class Lead(Value):
     """What the join says of a deployment: the earliest commit it ships, once its chain is complete."""
 
     committed_at: UtcDatetime | None = None
     complete: bool = False
 
 
-class LeadVerdict(_Value):
+class LeadVerdict(Value):
     """Lead time join -> change fold, keyed by change_id: the deployment's lead in one repository as of
     `seq` (the larger wins); `lead` null once the change no longer asks there."""
 
@@ -89,7 +86,7 @@ class LeadVerdict(_Value):
     lead: Lead | None = None
 
 
-class LeadFacts(_Value):
+class LeadFacts(Value):
     """What the change fold keeps of one repository's verdicts for a change: the newest by `seq`."""
 
     seq: int
@@ -136,7 +133,7 @@ def lead_of(links: Iterable[Link], request: LeadRequest) -> Lead:
     return walk(by_after, request)[0]
 
 
-class Meta(_Value):
+class Meta(Value):
     """A repository's counters: the sequence number of its verdicts, and the input that last changed it."""
 
     seq: int = 0
@@ -145,7 +142,7 @@ class Meta(_Value):
     pruned: UtcDatetime | None = Field(default=None, description="What was older than this is forgotten.")
 
 
-class Filed(_Value):
+class Filed(Value):
     """A request as the join keeps it: what it asks, and what it was last told."""
 
     request: LeadRequest

@@ -1,14 +1,14 @@
-"""Metric math: the series every metric is kept in, what an incident contributes to its series, and the sums.
+"""The series every metric is kept in, and the sums over its days.
 
 Every metric is a series per (metric, service, env, severity) of daily figures, fed by contributions
-(`SeriesContribution`): one item's part in one series (an incident's time to restore, a change).
-A series keeps one member per item, replaced by a newer contribution, so applying one is
-idempotent and a reopen, a late event or a severity change retracts the old part exactly. Each
-item's entry is filed under its series and UTC day, beside that day's running `DayFigures`, and the
-`SeriesIndex` counts open items: each contribution touches one member, at most two entries and
-days, and the index, whatever the size of the series or the day. Daily figures and trailing
-windows are sums over days, which is why they equal a batch recomputation over the final items.
-A new metric is a new contribution type here; the series stage (stream/series.py) stays as it is.
+(`SeriesContribution`, domain/contributions.py): one item's part in one series (an incident's time
+to restore, a change). A series keeps one member per item, replaced by a newer contribution, so
+applying one is idempotent and a reopen, a late event or a severity change retracts the old part
+exactly. Each item's entry is filed under its series and UTC day, beside that day's running
+`DayFigures`, and the `SeriesIndex` counts open items: each contribution touches one member, at most
+two entries and days, and the index, whatever the size of the series or the day. Daily figures and
+trailing windows are sums over days, which is why they equal a batch recomputation over the final
+items.
 """
 
 from __future__ import annotations
@@ -22,39 +22,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from incidentflow.domain import sketch
 from incidentflow.domain.events import UtcDatetime
-from incidentflow.domain.incident import Incident
 from incidentflow.domain.records import MetricRow
 
-UNKNOWN = "unknown"
 WINDOWS: dict[str, timedelta] = {
     "1d": timedelta(days=1),
     "7d": timedelta(days=7),
     "30d": timedelta(days=30),
     "90d": timedelta(days=90),
 }
-NO_SEVERITY = "-"
-ENV_LABELS = ("env", "environment", "deployment.environment.name")
-"""The labels that name an item's environment, the first one present winning."""
-
-
-def series_key(metric: str, service: str, env: str, severity: str) -> str:
-    """A series of a metric: one per (metric, service, env, severity); `-` where a metric has no severity."""
-    return f"{metric}|{service}|{env}|{severity}"
-
-
-def env_of(labels: Mapping[str, str]) -> str:
-    """The environment of an item: its `env`, `environment` or `deployment.environment.name` label
-    (the integration's static labels are among its labels), else `unknown`."""
-    for name in ENV_LABELS:
-        value = labels.get(name)
-        if value:
-            return value
-    return UNKNOWN
-
-
-def series_of(incident: Incident) -> tuple[str, str, str]:
-    """(service, env, peak severity) of an incident; `unknown` stands in for any that is absent."""
-    return incident.labels.get("service") or UNKNOWN, env_of(incident.labels), incident.severity or UNKNOWN
 
 
 Position = int
@@ -79,6 +54,8 @@ class Entry(BaseModel):
 
 
 DayEntry = tuple[date, Entry]
+
+
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -150,73 +127,11 @@ class Member(BaseModel):
         return self.resolved_at.date(), Entry(at=self.resolved_at, seconds=self.time_to_restore_seconds or 0.0)
 
 
-class IncidentContribution(BaseModel):
-    """One incident's part in one time-to-restore series: the member the series is to keep for it
-    (`member.present=False` withdraws it)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    metric: Literal["mttr"] = "mttr"
-    service: str
-    env: str
-    severity: str
-    aggregate_id: str
-    member: Member
-
-    @property
-    def series(self) -> str:
-        return series_key(self.metric, self.service, self.env, self.severity)
-
-    @property
-    def item(self) -> str:
-        return self.aggregate_id
-
-    def member_model(self) -> type[Member]:
-        return Member
-
-    def step(self, old: BaseModel | None) -> Step | None:
-        """None when the contribution is stale (an older version) or changes nothing."""
-        old, new = member_of(old, Member), self.member
-        if (old is not None and old.version > new.version) or old == new:
-            return None
-        return Step(member=new, leaving=old.entry() if old is not None else None, entering=new.entry(),
-                    open_delta=int(new.open) - int(old is not None and old.open))  # fmt: skip
-
-    def row(self, day: date, figures: DayFigures) -> MetricRow:
-        return MetricRow(metric="mttr", service=self.service, env=self.env, severity=self.severity, day=day.isoformat(),
-                         count=figures.count, sum_seconds=figures.sum_microseconds / 1e6,
-                         max_seconds=figures.max_seconds, sketch=figures.sketch)  # fmt: skip
-
-
 def member_of(stored: BaseModel | None, model: type[M]) -> M | None:
     """The member a series kept for an item, as the model its contribution type keeps."""
     if stored is not None and not isinstance(stored, model):
         raise TypeError(f"a series member is a {type(stored).__name__}, not a {model.__name__}")
     return stored
-
-
-def _view(incident: Incident) -> tuple[object, ...]:
-    return (*series_of(incident), incident.status, incident.resolved_at, incident.time_to_restore_seconds)
-
-
-def contributions(before: Incident | None, after: Incident) -> list[IncidentContribution]:
-    """Runs after every change of an incident: its contribution now, and a withdrawal if it moved series.
-
-    A change that leaves the metric view as it was (a heartbeat, a new title) contributes nothing.
-    """
-    if before is not None and _view(before) == _view(after):
-        return []
-    service, env, severity = series_of(after)
-    member = Member(version=after.version, present=True, status=after.status, resolved_at=after.resolved_at,
-                    time_to_restore_seconds=after.time_to_restore_seconds)  # fmt: skip
-    result = [IncidentContribution(service=service, env=env, severity=severity, aggregate_id=after.aggregate_id,
-                                   member=member)]  # fmt: skip
-    if before is not None and series_of(before) != (service, env, severity):
-        old_service, old_env, old_severity = series_of(before)
-        result.append(IncidentContribution(service=old_service, env=old_env, severity=old_severity,
-                                           aggregate_id=after.aggregate_id,
-                                           member=Member(version=after.version, present=False)))  # fmt: skip
-    return result
 
 
 class DayFigures(BaseModel):

@@ -6,19 +6,12 @@ from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from incidentflow.domain.correlation import ChangeContribution, ChangeFacts, ChangeRecord
+from incidentflow.domain.base import NO_SEVERITY, UNKNOWN, series_key
+from incidentflow.domain.change_fold import ChangeFacts, ChangeRecord
+from incidentflow.domain.contributions import ChangeContribution, IncidentContribution, series_of
 from incidentflow.domain.events import Severity
 from incidentflow.domain.incident import Incident
-from incidentflow.domain.metrics import (
-    NO_SEVERITY,
-    UNKNOWN,
-    DayEntry,
-    IncidentContribution,
-    Member,
-    member_of,
-    series_key,
-    series_of,
-)
+from incidentflow.domain.metrics import DayEntry, Member, member_of
 
 
 class Closed(BaseModel):

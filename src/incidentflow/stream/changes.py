@@ -1,7 +1,7 @@
 """The change fold: change events, correlation, history and lead time verdicts, by change_id -> change state
 -> sides, deployments, lead time requests and change contributions.
 
-Every decision is made in `domain.correlation`; the design is described in docs/semantics.md.
+Every decision is made in `domain.change_fold` (and `domain.changes`); the design is described in docs/semantics.md.
 Past the state horizon (runtime/horizon.py) a change is closed: its state goes, and the series and
 scope stages are told to forget it (`close`); a later event of a day beyond the horizon is `too_late`.
 """
@@ -12,6 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 
+from incidentflow.domain import change_fold as cf
+from incidentflow.domain import changes as chg
+from incidentflow.domain import contributions as contrib
 from incidentflow.domain import correlation as corr
 from incidentflow.domain import history as hist
 from incidentflow.domain import lead as lt
@@ -58,24 +61,24 @@ class Changes(PerRecord):
         key = event.change_id
         if await rekeyed(self.context, message, key):
             return "rekeyed"
-        record = load(self.changes, key, corr.ChangeRecord) or corr.ChangeRecord()
+        record = load(self.changes, key, cf.ChangeRecord) or cf.ChangeRecord()
         day, clock = event.occurred_at.date(), self.horizon.clock()
         if self.horizon.too_old(day, clock) or self.horizon.past(record.since, day):
             raise TooLate
         before = record.facts.change.flat_labels if record.facts else {}
-        updated = corr.with_change_event(record, event)
+        updated = cf.with_change_event(record, event)
         if updated == record:
             # A redelivery: what it led to is sent again, in case a crash lost it (all idempotent downstream).
             if record.facts is not None:
                 await self.send_sides(before, before, record.facts.change)
-            await self.contribute(corr.change_contributions(record)[1])
+            await self.contribute(contrib.change_contributions(record)[1])
             await self.send_deployment(record)
             await self.ask_lead(None, record)
             outcome = "duplicate"
         else:
             facts = updated.facts
             assert facts is not None  # noqa: S101  # an event always leaves facts; for the type checker
-            updated, contributions = corr.change_contributions(updated)
+            updated, contributions = contrib.change_contributions(updated)
             self.save(key, record, updated)
             await self.send_sides(before, facts.change.flat_labels, facts.change)
             await self.contribute(contributions)
@@ -89,37 +92,37 @@ class Changes(PerRecord):
 
     async def on_verdict(self, message: Record) -> str:
         verdict = parse(message, corr.Verdict, "a correlation verdict")
-        return await self.told(message, verdict.change_id, lambda record: corr.with_verdict(record, verdict))
+        return await self.told(message, verdict.change_id, lambda record: cf.with_verdict(record, verdict))
 
     async def on_history_verdict(self, message: Record) -> str:
         verdict = parse(message, hist.HistoryVerdict, "a deployment history verdict")
-        return await self.told(message, verdict.change_id, lambda record: corr.with_history_verdict(record, verdict))
+        return await self.told(message, verdict.change_id, lambda record: cf.with_history_verdict(record, verdict))
 
     async def on_lead_verdict(self, message: Record) -> str:
         verdict = parse(message, lt.LeadVerdict, "a lead time verdict")
-        return await self.told(message, verdict.change_id, lambda record: corr.with_lead_verdict(record, verdict))
+        return await self.told(message, verdict.change_id, lambda record: cf.with_lead_verdict(record, verdict))
 
-    async def told(self, message: Record, key: str, apply: Callable[[corr.ChangeRecord], corr.ChangeRecord]) -> str:
+    async def told(self, message: Record, key: str, apply: Callable[[cf.ChangeRecord], cf.ChangeRecord]) -> str:
         """A verdict on the change `key` (from the suspects or a deployment history): applied to its
         record, which waits for the change's events when none came yet."""
         if await rekeyed(self.context, message, key):
             return "rekeyed"
-        record = load(self.changes, key, corr.ChangeRecord) or corr.ChangeRecord()
+        record = load(self.changes, key, cf.ChangeRecord) or cf.ChangeRecord()
         updated = apply(record)
         if updated == record:
-            await self.contribute(corr.change_contributions(record)[1])
+            await self.contribute(contrib.change_contributions(record)[1])
             if message.topic == self.names.history_verdicts:
                 await self.ask_lead(None, record)
             return "duplicate"
         if updated.facts is None and updated.waiting_since is None:
             updated = updated.model_copy(update={"waiting_since": self.horizon.clock()})
-        updated, contributions = corr.change_contributions(updated)
+        updated, contributions = contrib.change_contributions(updated)
         self.save(key, record, updated)
         await self.contribute(contributions)
         await self.ask_lead(record, updated)
         return "applied"
 
-    async def ask_lead(self, before: corr.ChangeRecord | None, after: corr.ChangeRecord) -> None:
+    async def ask_lead(self, before: cf.ChangeRecord | None, after: cf.ChangeRecord) -> None:
         """The change's lead time request to the join of its repository when it changed (`before` None:
         sent again), and a withdrawal from the repository it asked before when that is another one."""
         old = before.facts.lead_request if before is not None and before.facts is not None else None
@@ -132,7 +135,7 @@ class Changes(PerRecord):
         if new is not None:
             await self.context.send(self.names.lead, new[0], lt.LeadInput(request=new[1]).model_dump_json())
 
-    async def send_deployment(self, record: corr.ChangeRecord) -> None:
+    async def send_deployment(self, record: cf.ChangeRecord) -> None:
         """The change to the deployment history of its service and env while it counts there, and a
         leave to every other one it counted in (the history forgets it there)."""
         if record.facts is None:
@@ -145,7 +148,7 @@ class Changes(PerRecord):
                 change_id=change.change_id, member=False)  # fmt: skip
             await self.context.send(self.names.history, hist.series_of(service, env), item.model_dump_json())
 
-    def save(self, key: str, before: corr.ChangeRecord, after: corr.ChangeRecord) -> None:
+    def save(self, key: str, before: cf.ChangeRecord, after: cf.ChangeRecord) -> None:
         store(self.changes, key, after)
         self.horizon.file(key, before.since, after.since)
 
@@ -157,7 +160,7 @@ class Changes(PerRecord):
 
     async def close(self, change_id: str, since: date) -> None:
         """Removes the change's state, and has the scope and series stages forget it (its figures stay)."""
-        record = load(self.changes, change_id, corr.ChangeRecord)
+        record = load(self.changes, change_id, cf.ChangeRecord)
         if record is not None and record.since == since:
             store(self.changes, change_id, None)
             for closed in closing_change(record):
@@ -169,14 +172,14 @@ class Changes(PerRecord):
                     await self.context.send(self.names.scope, bucket, message)
         self.horizon.file(change_id, since, None)
 
-    async def send_sides(self, before: dict[str, str], after: dict[str, str], change: corr.Change) -> None:
+    async def send_sides(self, before: dict[str, str], after: dict[str, str], change: chg.Change) -> None:
         await send_sides(self.context, self.names, self.correlating.rules, before, after, corr.Side(change=change))
 
-    async def contribute(self, contributions: list[corr.ChangeContribution]) -> None:
+    async def contribute(self, contributions: list[contrib.ChangeContribution]) -> None:
         for contribution in contributions:
             await self.context.send(self.names.contributions, contribution.series, contribution.model_dump_json())
 
 
-def _deployment_of(record: corr.ChangeRecord) -> tuple[hist.Deployment | None, tuple[tuple[str, str], ...]]:
+def _deployment_of(record: cf.ChangeRecord) -> tuple[hist.Deployment | None, tuple[tuple[str, str], ...]]:
     """What the deployment histories know of a change: it as a deployment, and the series it counted in."""
     return (record.facts.change.deployment if record.facts is not None else None), record.series

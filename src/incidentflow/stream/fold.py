@@ -21,7 +21,8 @@ from datetime import date
 
 from pydantic import ValidationError
 
-from incidentflow.domain import aggregate, metrics
+from incidentflow.domain import aggregate
+from incidentflow.domain import contributions as contrib
 from incidentflow.domain import correlation as corr
 from incidentflow.domain import history as hist
 from incidentflow.domain.events import AlertEvent
@@ -217,7 +218,7 @@ class Fold:
         """Publishes `after` (`record`: its JSON), its contributions and its correlation sides."""
         names, rules = self.names, self.correlating.rules
         await self.context.send(names.incidents, after.aggregate_id, record)
-        for contribution in metrics.contributions(None if republish else before, after):
+        for contribution in contrib.contributions(None if republish else before, after):
             await self.context.send(names.contributions, contribution.series, contribution.model_dump_json())
         await self.send_window(None if republish else before, after)
         if not rules.buckets(after.labels) and (before is None or not rules.buckets(before.labels)):

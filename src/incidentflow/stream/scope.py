@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+from incidentflow.domain import changes as chg
 from incidentflow.domain import correlation as corr
 from incidentflow.runtime.packed import Record
 from incidentflow.runtime.tables import Context, DeadLetter, PerRecord, Table, load, parse, store
@@ -58,7 +59,7 @@ class Scope(PerRecord):
             if old != new or not self.scope.has(key):  # every update of a known side: already filed
                 self.scope.set(key, b"")
 
-    async def forward(self, aggregate_id: str, change: corr.Change) -> None:
+    async def forward(self, aggregate_id: str, change: chg.Change) -> None:
         await self.context.send(self.names.suspects, aggregate_id, corr.Side(change=change).model_dump_json())
 
     async def file_incident(self, bucket: str, side: corr.IncidentSide, member: bool) -> str:
@@ -88,10 +89,10 @@ class Scope(PerRecord):
                     store(self.scope, f"{bucket}|c|{change_id}", filed.model_copy(update={"forwarded": forwarded}))
         return "applied"
 
-    async def file_change(self, bucket: str, change: corr.Change, member: bool, closed: bool = False) -> str:
+    async def file_change(self, bucket: str, change: chg.Change, member: bool, closed: bool = False) -> str:
         entry_key = f"{bucket}|c|{change.change_id}"
         filed = load(self.scope, entry_key, corr.ScopeChange)
-        merged = corr.join(filed.change if filed else None, change)
+        merged = chg.join(filed.change if filed else None, change)
         forwarded = set(filed.forwarded) if filed else set()
         old_slot = corr.slot_of(filed.change.changed_at) if filed and filed.change.changed_at else None
         if not member:

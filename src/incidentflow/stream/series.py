@@ -14,8 +14,7 @@ from datetime import date
 from pydantic import BaseModel, ValidationError
 
 from incidentflow.domain import metrics
-from incidentflow.domain.correlation import ChangeContribution
-from incidentflow.domain.metrics import IncidentContribution
+from incidentflow.domain.contributions import ChangeContribution, IncidentContribution
 from incidentflow.domain.series import CONTRIBUTION, Closed
 from incidentflow.runtime.cache import BatchCache
 from incidentflow.runtime.packed import Record

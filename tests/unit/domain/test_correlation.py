@@ -10,6 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from incidentflow.domain import change_fold as cf
+from incidentflow.domain import changes as chg
+from incidentflow.domain import contributions as contrib
 from incidentflow.domain import correlation as corr
 from incidentflow.domain.aggregate import AggregateState, apply
 from incidentflow.domain.events import AlertEvent, ChangeEvent
@@ -28,9 +31,9 @@ def side(
                              lookahead_seconds=ahead * 60)  # fmt: skip
 
 
-def done_at(seconds_before_open: float, labels: dict[str, str] | None = None, key: str = "deploy-1") -> corr.Change:
+def done_at(seconds_before_open: float, labels: dict[str, str] | None = None, key: str = "deploy-1") -> chg.Change:
     event = change("done", -seconds_before_open / 60, labels=LABELS if labels is None else labels, key=key)
-    return corr.change_of(event)
+    return chg.change_of(event)
 
 
 @pytest.mark.parametrize(
@@ -105,7 +108,7 @@ def test_configured_rules() -> None:
 )
 def test_statuses(statuses: list[str], counted: bool) -> None:
     events = [change(s, i, labels=LABELS) for i, s in enumerate(statuses)]  # type: ignore[arg-type]
-    folded = corr.fold_changes(events)
+    folded = chg.fold_changes(events)
     assert folded is not None
     assert folded.counted is counted
     assert (corr.match(side(minute=len(statuses)), folded, RULES) is not None) is counted
@@ -120,7 +123,7 @@ def test_change_time_is_the_first_processing_or_done_in_any_order() -> None:
     ]
     for _ in range(20):
         random.shuffle(events)
-        folded = corr.fold_changes(events + events[:2])
+        folded = chg.fold_changes(events + events[:2])
         assert folded is not None
         assert folded.changed_at == T0 + timedelta(minutes=-40)
         assert folded.status.value == "done"
@@ -180,32 +183,32 @@ def test_verdicts_apply_in_any_order_even_before_the_change() -> None:
     for _ in range(10):
         items: list[corr.Verdict | ChangeEvent] = [*verdicts, *verdicts, event]
         random.shuffle(items)
-        record = corr.ChangeRecord()
+        record = cf.ChangeRecord()
         for item in items:
             if isinstance(item, corr.Verdict):
-                record = corr.with_verdict(record, item)
+                record = cf.with_verdict(record, item)
             else:
-                record = corr.with_change_event(record, item)
+                record = cf.with_change_event(record, item)
         assert record.facts is not None
         assert record.facts.verdicts == {"acme:a": 4}
         assert not record.facts.failed
 
 
 def test_change_facts_go_to_every_service_they_were_in() -> None:
-    record = corr.with_change_event(corr.ChangeRecord(), change("done", 0, labels={"service": "a"}))
-    record, out = corr.change_contributions(record)
+    record = cf.with_change_event(cf.ChangeRecord(), change("done", 0, labels={"service": "a"}))
+    record, out = contrib.change_contributions(record)
     assert [(c.service, c.facts.member(c.service, c.env).present) for c in out] == [("a", True)]
-    record = corr.with_verdict(record, corr.Verdict(aggregate_id="x:1", change_id="ship:deploy-1", flips=1))
-    record, out = corr.change_contributions(record)
+    record = cf.with_verdict(record, corr.Verdict(aggregate_id="x:1", change_id="ship:deploy-1", flips=1))
+    record, out = contrib.change_contributions(record)
     # once correlated, the change also goes to its recovery series
     assert [(c.metric, c.service, c.facts.member(c.service, c.env).failed) for c in out] == [
         ("changes", "a", True), ("recovery", "a", True)]  # fmt: skip
-    record = corr.with_change_event(record, change("done", 5, labels={"service": "b"}))
-    record, out = corr.change_contributions(record)
+    record = cf.with_change_event(record, change("done", 5, labels={"service": "b"}))
+    record, out = contrib.change_contributions(record)
     assert [(c.metric, c.service, c.facts.member(c.service, c.env).present) for c in out] == [
         ("changes", "a", False), ("recovery", "a", False), ("changes", "b", True), ("recovery", "b", True)]  # fmt: skip
-    planned = corr.with_change_event(corr.ChangeRecord(), change("planned", 0, key="later"))
-    assert corr.change_contributions(planned)[1] == []
+    planned = cf.with_change_event(cf.ChangeRecord(), change("planned", 0, key="later"))
+    assert contrib.change_contributions(planned)[1] == []
 
 
 @settings(max_examples=200, deadline=None)
@@ -216,20 +219,18 @@ def test_a_series_member_is_the_same_whatever_order_and_repeats_its_facts_come_i
     """The change series keep the join of the facts they receive: replays after a crash cannot roll them back."""
     events = [change("planned", 0, labels={"service": "a"}), change("processing", 3, labels={"service": "a"}),
               change("done", 9, labels={"service": "b"}), change("canceled", 12, labels={"service": "b"})]  # fmt: skip
-    record = corr.ChangeRecord()
-    sent: list[corr.ChangeContribution] = []
+    record = cf.ChangeRecord()
+    sent: list[contrib.ChangeContribution] = []
     steps: list[corr.Verdict | ChangeEvent] = [*events, corr.Verdict(aggregate_id="x:1", change_id="ship:deploy-1", flips=1),
                                                corr.Verdict(aggregate_id="x:1", change_id="ship:deploy-1", flips=2)]  # fmt: skip
     for step in steps:
-        record = (
-            corr.with_verdict(record, step) if isinstance(step, corr.Verdict) else corr.with_change_event(record, step)
-        )
-        record, out = corr.change_contributions(record)
+        record = cf.with_verdict(record, step) if isinstance(step, corr.Verdict) else cf.with_change_event(record, step)
+        record, out = contrib.change_contributions(record)
         sent.extend(out)
     final = {c.service: c.facts for c in sent}
     shuffled = [sent[i % len(sent)] for i in order] + [sent[i % len(sent)] for i in repeats] + sent
     random.Random(len(order)).shuffle(shuffled)
-    joined: dict[str, corr.ChangeFacts] = {}
+    joined: dict[str, cf.ChangeFacts] = {}
     for c in shuffled:
         joined[c.service] = c.facts if c.service not in joined else joined[c.service].join(c.facts)
     assert {s: f.member(s, "unknown") for s, f in joined.items()} == {
@@ -279,15 +280,15 @@ def run_suspects(
     state in a random interleaving, with duplicates; returns the latest published record per pair
     (and collects the verdicts sent to the change fold into `verdicts`)."""
     states: dict[str, AggregateState] = {}
-    messages: list[tuple[str, corr.IncidentSide | corr.Change]] = []
+    messages: list[tuple[str, corr.IncidentSide | chg.Change]] = []
     for event in alerts:
         applied = apply(states.get(event.aggregate_id, AggregateState()), event)
         states[event.aggregate_id] = applied.state
         if applied.after is not None:
             messages.append((event.aggregate_id, corr.incident_side(applied.after, 3600, 300)))
-    snapshots: dict[str, corr.Change] = {}
+    snapshots: dict[str, chg.Change] = {}
     for event in changes:
-        snapshots[event.change_id] = corr.join(snapshots.get(event.change_id), corr.change_of(event))
+        snapshots[event.change_id] = chg.join(snapshots.get(event.change_id), chg.change_of(event))
         for aggregate_id in states:
             messages.append((aggregate_id, snapshots[event.change_id]))
     delivered = messages + [rnd.choice(messages) for _ in range(len(messages) // 3)]
@@ -348,13 +349,13 @@ def test_failed_deployment_recovery_equals_the_batch_recomputation(
     run_suspects(alerts, changes, rnd, verdicts)
     items: list[corr.Verdict | ChangeEvent] = [*verdicts, *changes, *(rnd.choice(verdicts) for _ in verdicts[:3])]
     rnd.shuffle(items)
-    records: dict[str, corr.ChangeRecord] = {}
+    records: dict[str, cf.ChangeRecord] = {}
     for item in items:
-        record = records.get(item.change_id, corr.ChangeRecord())
+        record = records.get(item.change_id, cf.ChangeRecord())
         if isinstance(item, corr.Verdict):
-            records[item.change_id] = corr.with_verdict(record, item)
+            records[item.change_id] = cf.with_verdict(record, item)
         else:
-            records[item.change_id] = corr.with_change_event(record, item)
+            records[item.change_id] = cf.with_change_event(record, item)
     got = {}
     for change_id, record in records.items():
         facts = record.facts
@@ -365,32 +366,32 @@ def test_failed_deployment_recovery_equals_the_batch_recomputation(
 
 
 def test_a_reopened_incident_withdraws_the_recovery_until_it_resolves_again() -> None:
-    record = corr.with_change_event(corr.ChangeRecord(), change("done", 0, labels={"service": "a"}))
+    record = cf.with_change_event(cf.ChangeRecord(), change("done", 0, labels={"service": "a"}))
     at = T0 + timedelta(minutes=30)
     for version, resolved_at, expected in ((2, at, 1800.0), (3, None, None), (4, at + timedelta(minutes=30), 3600.0)):
         restored = corr.Restored(version=version, resolved_at=resolved_at)
-        record = corr.with_verdict(record, corr.Verdict(aggregate_id="x:1", change_id="ship:deploy-1", flips=1,
+        record = cf.with_verdict(record, corr.Verdict(aggregate_id="x:1", change_id="ship:deploy-1", flips=1,
                                                         restored=restored))  # fmt: skip
         assert record.facts is not None and record.facts.recovery_seconds == expected
     # an older copy changes nothing; a retraction withdraws it
     stale = corr.Verdict(aggregate_id="x:1", change_id="ship:deploy-1", flips=1,
                          restored=corr.Restored(version=3, resolved_at=None))  # fmt: skip
-    assert corr.with_verdict(record, stale) == record
-    retracted = corr.with_verdict(record, corr.Verdict(aggregate_id="x:1", change_id="ship:deploy-1", flips=2))
+    assert cf.with_verdict(record, stale) == record
+    retracted = cf.with_verdict(record, corr.Verdict(aggregate_id="x:1", change_id="ship:deploy-1", flips=2))
     assert retracted.facts is not None and retracted.facts.recovered_at is None
     assert not retracted.facts.recovery("a", "unknown").present
 
 
 def test_lead_time_is_change_time_minus_the_earliest_commit_and_files_in_the_change_series() -> None:
-    record = corr.ChangeRecord()
+    record = cf.ChangeRecord()
     for event in (change("processing", 10, labels={"service": "a", "env": "prod"}, committed_minute=-20),
                   change("done", 30, labels={"service": "a", "env": "prod"}, committed_minute=-50),
                   change("planned", 0, labels={"service": "a", "env": "prod"})):  # fmt: skip
-        record = corr.with_change_event(record, event)
-    record, [contribution] = corr.change_contributions(record)
+        record = cf.with_change_event(record, event)
+    record, [contribution] = contrib.change_contributions(record)
     member = contribution.facts.member("a", "prod")
     assert member.lead_seconds == 60 * 60.0  # first processing (10) - earliest commit (-50)
     entry = member.entry()
     assert entry is not None and entry[1].seconds == 3600.0
-    plain = corr.with_change_event(corr.ChangeRecord(), change("done", 5, key="no-commit", labels={"service": "a"}))
-    assert corr.change_contributions(plain)[1][0].facts.member("a", "unknown").lead_seconds is None
+    plain = cf.with_change_event(cf.ChangeRecord(), change("done", 5, key="no-commit", labels={"service": "a"}))
+    assert contrib.change_contributions(plain)[1][0].facts.member("a", "unknown").lead_seconds is None

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from incidentflow.domain import correlation as corr
+from incidentflow.domain import change_fold as cf
 from incidentflow.domain import history as hist
 from incidentflow.stream.history import DeploymentHistory
 from incidentflow.topics import Topics
@@ -240,20 +240,20 @@ def test_the_ledger_judges_again_exactly_what_derive_says_after_every_change(ops
 def test_the_change_fold_counts_a_rolled_back_change_as_failed_until_its_rollback_moves_away() -> None:
     from tests.factories import change
 
-    record_ = corr.with_change_event(corr.ChangeRecord(), change("done", 0, labels={"service": "s", "env": "prod"}))
+    record_ = cf.with_change_event(cf.ChangeRecord(), change("done", 0, labels={"service": "s", "env": "prod"}))
     rolled = hist.Derived(rolled_back_at=at(30), rolled_back_by="ship:r")
-    told = corr.with_history_verdict(record_, hist.HistoryVerdict(change_id="ship:deploy-1", series="s|prod", seq=3,
+    told = cf.with_history_verdict(record_, hist.HistoryVerdict(change_id="ship:deploy-1", series="s|prod", seq=3,
                                                                   derived=rolled))  # fmt: skip
     assert told.facts is not None and told.facts.failed and told.facts.recovered_at == at(30)
     assert told.facts.recovery_seconds == 30 * 60
-    stale = corr.with_history_verdict(told, hist.HistoryVerdict(change_id="ship:deploy-1", series="s|prod", seq=2))
+    stale = cf.with_history_verdict(told, hist.HistoryVerdict(change_id="ship:deploy-1", series="s|prod", seq=2))
     assert stale == told  # an older verdict changes nothing
-    retracted = corr.with_history_verdict(told, hist.HistoryVerdict(change_id="ship:deploy-1", series="s|prod", seq=4,
+    retracted = cf.with_history_verdict(told, hist.HistoryVerdict(change_id="ship:deploy-1", series="s|prod", seq=4,
                                                                      derived=hist.Derived()))  # fmt: skip
     assert retracted.facts is not None and not retracted.facts.failed and retracted.facts.ever_rolled_back
     # a verdict before any event waits for it
-    waiting = corr.with_history_verdict(corr.ChangeRecord(), hist.HistoryVerdict(change_id="ship:deploy-1",
+    waiting = cf.with_history_verdict(cf.ChangeRecord(), hist.HistoryVerdict(change_id="ship:deploy-1",
                                                                                   series="s|prod", seq=1, derived=rolled))  # fmt: skip
-    joined = corr.with_change_event(waiting, change("done", 0, labels={"service": "s", "env": "prod"}))
+    joined = cf.with_change_event(waiting, change("done", 0, labels={"service": "s", "env": "prod"}))
     assert joined.facts is not None and joined.facts.failed
     assert json.loads(joined.model_dump_json())["facts"]["ever_rolled_back"] is True

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from incidentflow.domain import contributions as contrib
 from incidentflow.domain import metrics, sketch
 from incidentflow.domain.aggregate import AggregateState, apply
 from incidentflow.domain.events import AlertEvent
@@ -62,12 +63,12 @@ def run(deliveries: list[AlertEvent], rnd: random.Random) -> dict[str, Series]:
     """Fold deliveries per aggregate and feed every contribution (some twice, shuffled per series) to the
     series stage, in batches of any size."""
     states: dict[str, AggregateState] = {}
-    per_series: dict[str, list[metrics.IncidentContribution]] = {}
+    per_series: dict[str, list[contrib.IncidentContribution]] = {}
     for event in deliveries:
         applied = apply(states.get(event.aggregate_id, AggregateState()), event)
         states[event.aggregate_id] = applied.state
         if applied.changed and applied.after is not None:
-            for c in metrics.contributions(applied.before, applied.after):
+            for c in contrib.contributions(applied.before, applied.after):
                 per_series.setdefault(c.series, []).append(c)
     names = Topics("t")
     tables = {name: DictTable() for name in stream_series.TABLES}
@@ -216,7 +217,7 @@ def test_window_days_cover_the_trailing_window() -> None:
 
 def test_stale_or_repeated_contributions_change_nothing() -> None:
     member = metrics.Member(version=3, present=True, status="open")
-    c = metrics.IncidentContribution(service="a", env="prod", severity="b", aggregate_id="x", member=member)
+    c = contrib.IncidentContribution(service="a", env="prod", severity="b", aggregate_id="x", member=member)
     first = c.step(None)
     assert first is not None and first.open_delta == 1
     assert c.step(first.member) is None
@@ -228,7 +229,7 @@ def test_a_change_outside_the_metric_view_contributes_nothing() -> None:
     opened = project([alert("open", 0, severity="high", labels={"service": "api"})])
     beat = project([alert("open", 0, severity="high", labels={"service": "api"}), alert("heartbeat", 5, title="t")])
     assert opened is not None and beat is not None and opened != beat
-    assert metrics.contributions(opened, beat) == []
+    assert contrib.contributions(opened, beat) == []
 
 
 def test_report_sums_daily_rows_per_service_and_env_within_the_range() -> None:

@@ -7,7 +7,9 @@ than the clock is dead-lettered as `too_late`.
 
 from __future__ import annotations
 
-from incidentflow.domain import aggregate, metrics
+from incidentflow.domain import aggregate, events, incident, metrics
+from incidentflow.domain import changes as chg
+from incidentflow.domain import contributions as contrib
 from incidentflow.domain import correlation as corr
 from incidentflow.domain.series import CONTRIBUTION, Closed
 from incidentflow.runtime.horizon import CLOCK, DUE
@@ -64,7 +66,7 @@ def test_an_event_beyond_the_horizon_is_dead_lettered_as_too_late_and_one_just_i
     assert run(context, stage, alerts(*late, start=3)) == ["too_late", "too_late", "applied"]
     assert [reason for _, _, reason in context.dead] == ["too_late", "too_late"]
     assert [
-        i.aggregate_id for i in map(metrics.Incident.model_validate_json, (v for _, v in context.to(NAMES.incidents)))
+        i.aggregate_id for i in map(incident.Incident.model_validate_json, (v for _, v in context.to(NAMES.incidents)))
     ][-1] == "acme:inside"
 
 
@@ -86,7 +88,7 @@ def test_the_series_forget_a_closed_item_and_keep_its_days_figures() -> None:
     stage = series.Series(context, NAMES, tables(series.TABLES))  # type: ignore[arg-type]
     at = alert("resolve", 30).occurred_at
     member = metrics.Member(version=2, present=True, status="resolved", resolved_at=at, time_to_restore_seconds=1800.0)
-    filed = metrics.IncidentContribution(
+    filed = contrib.IncidentContribution(
         service="api", env="prod", severity="high", aggregate_id="acme:db-1", member=member
     )
     run(context, stage, [contribution(filed, 0)])
@@ -104,7 +106,7 @@ def test_the_series_forget_a_closed_item_and_keep_its_days_figures() -> None:
     assert (figures.count, figures.max_seconds) == (before.count, before.max_seconds) == (1, 1800.0)
 
 
-def change_records(*events: corr.ChangeEvent, start: int = 0) -> list[Record]:
+def change_records(*events: events.ChangeEvent, start: int = 0) -> list[Record]:
     return [record(NAMES.changes, e.change_id, e.model_dump_json(), offset=start + n) for n, e in enumerate(events)]
 
 
@@ -141,7 +143,7 @@ def test_scope_and_suspects_forget_a_closed_item_and_tell_no_one() -> None:
     scope_stage = scope.Scope(context, NAMES, tables(scope.TABLES), CORRELATING)  # type: ignore[arg-type]
     incident = fold_incident(alert("open", 10, labels={"service": "api"}), alert("resolve", 20))
     side = corr.Side(incident=corr.incident_side(incident, 3600.0, 300.0))
-    deployed = corr.Side(change=corr.change_of(change("done", 0, labels={"service": "api"})))
+    deployed = corr.Side(change=chg.change_of(change("done", 0, labels={"service": "api"})))
     run(
         context,
         scope_stage,

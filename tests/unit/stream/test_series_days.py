@@ -192,7 +192,7 @@ def _handle_batch(table: DictTable, batch: list[tuple[int, str, metrics.DayEntry
             old = members.get(f"member|{item}".encode())
             leaving = old.entry if old is not None else None
             if leaving == entering:
-                continue  # a duplicate: what `metrics.move` finds
+                continue  # a duplicate: what `Days.move` finds
             days.move("s", item, position, leaving, entering)
             members.set(f"member|{item}".encode(), Kept(entry=entering))
         figures.write_back()

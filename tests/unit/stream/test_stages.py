@@ -15,6 +15,9 @@ import pytest
 
 from incidentflow.config import Integrations, Settings
 from incidentflow.domain import aggregate, metrics
+from incidentflow.domain import change_fold as cf
+from incidentflow.domain import changes as chg
+from incidentflow.domain import contributions as contrib
 from incidentflow.domain import correlation as corr
 from incidentflow.domain.envelope import RawEnvelope
 from incidentflow.domain.events import AlertEvent, ChangeEvent
@@ -129,7 +132,7 @@ def test_the_fold_saves_and_publishes_each_aggregate_once_per_batch() -> None:
     assert published["acme:db-1"].status == "resolved"
     assert published["acme:db-1"].time_to_restore_seconds == 600.0
     assert {k for k in stage.states if not k.startswith(b"\x00")} == {b"acme:db-1", b"acme:db-2"}  # type: ignore[attr-defined]  # a DictTable
-    contributions = [metrics.IncidentContribution.model_validate_json(v) for _, v in context.to(NAMES.contributions)]
+    contributions = [contrib.IncidentContribution.model_validate_json(v) for _, v in context.to(NAMES.contributions)]
     assert {(c.series, c.member.status) for c in contributions} == {("mttr|api|unknown|unknown", "resolved"),
                                                              ("mttr|unknown|unknown|unknown", "open")}  # fmt: skip
     # Only the incident with a scope label goes toward correlation.
@@ -194,12 +197,12 @@ def test_a_failed_save_dead_letters_every_record_of_the_aggregate() -> None:
 # -- series ------------------------------------------------------------------------------------
 
 
-def contribution(c: metrics.IncidentContribution | corr.ChangeContribution, offset: int) -> Record:
+def contribution(c: contrib.IncidentContribution | contrib.ChangeContribution, offset: int) -> Record:
     return record(NAMES.contributions, c.series, c.model_dump_json(), offset=offset)
 
 
-def incident(aggregate_id: str, member: metrics.Member) -> metrics.IncidentContribution:
-    return metrics.IncidentContribution(
+def incident(aggregate_id: str, member: metrics.Member) -> contrib.IncidentContribution:
+    return contrib.IncidentContribution(
         service="api", env="unknown", severity="high", aggregate_id=aggregate_id, member=member
     )
 
@@ -217,10 +220,10 @@ def test_the_series_stage_files_incidents_and_changes_and_publishes_each_changed
     resolved = incident("a:1", metrics.Member(version=2, present=True, status="resolved", resolved_at=at,
                                               time_to_restore_seconds=600.0))  # fmt: skip
     other = incident("a:2", resolved.member.model_copy(update={"time_to_restore_seconds": 60.0}))
-    done = corr.change_of(change("done", 0, labels={"service": "api"}, committed_minute=-90))
-    deployed = corr.ChangeContribution(service="api", env="unknown", facts=corr.ChangeFacts(change=done))
-    plain = corr.change_of(change("done", 1, key="deploy-2", labels={"service": "api"}))
-    no_commit = corr.ChangeContribution(service="api", env="unknown", facts=corr.ChangeFacts(change=plain))
+    done = chg.change_of(change("done", 0, labels={"service": "api"}, committed_minute=-90))
+    deployed = contrib.ChangeContribution(service="api", env="unknown", facts=cf.ChangeFacts(change=done))
+    plain = chg.change_of(change("done", 1, key="deploy-2", labels={"service": "api"}))
+    no_commit = contrib.ChangeContribution(service="api", env="unknown", facts=cf.ChangeFacts(change=plain))
     batch = [contribution(c, n) for n, c in enumerate([opened, resolved, other, resolved, deployed, no_commit])]
     assert run(context, stage, batch) == ["applied", "applied", "applied", "duplicate", "applied", "applied"]
     found = rows(context)
@@ -282,7 +285,9 @@ def test_a_change_is_folded_filed_under_its_scope_and_contributed_to_its_service
              record(NAMES.changes, done.change_id, done.model_dump_json(), offset=1)]  # fmt: skip
     assert run(context, stage, batch) == ["applied", "duplicate"]
     assert [key for key, _ in context.to(NAMES.scope)] == ["service=api", "service=api"]
-    [contributed, again] = [corr.ChangeContribution.model_validate_json(v) for _, v in context.to(NAMES.contributions)]
+    [contributed, again] = [
+        contrib.ChangeContribution.model_validate_json(v) for _, v in context.to(NAMES.contributions)
+    ]
     assert contributed == again and contributed.series == "changes|api|prod|-"
     # A verdict makes the change failed: its series hears of it.
     verdict = corr.Verdict(aggregate_id="acme:db-1", change_id=done.change_id, flips=1)
@@ -290,7 +295,7 @@ def test_a_change_is_folded_filed_under_its_scope_and_contributed_to_its_service
     assert run(context, stage, [record(NAMES.verdicts, done.change_id, verdict.model_dump_json(), offset=2)]) == [
         "applied"
     ]
-    failed = [corr.ChangeContribution.model_validate_json(v) for _, v in context.to(NAMES.contributions)]
+    failed = [contrib.ChangeContribution.model_validate_json(v) for _, v in context.to(NAMES.contributions)]
     assert [(c.series, c.facts.failed) for c in failed] == [("changes|api|prod|-", True), ("recovery|api|prod|-", True)]
     assert failed[1].facts.recovered_at is None  # its incident is not known to be resolved yet
     # The incident resolves: the change has recovered, on that day.
@@ -300,7 +305,7 @@ def test_a_change_is_folded_filed_under_its_scope_and_contributed_to_its_service
     assert run(context, stage, [record(NAMES.verdicts, done.change_id, resolved.model_dump_json(), offset=3)]) == [
         "applied"
     ]
-    recovery = [corr.ChangeContribution.model_validate_json(v) for _, v in context.to(NAMES.contributions)][1]
+    recovery = [contrib.ChangeContribution.model_validate_json(v) for _, v in context.to(NAMES.contributions)][1]
     member = recovery.facts.recovery("api", "prod")
     assert member.present and member.recovered_at == resolved_at and member.seconds == 42 * 60.0
 
@@ -315,8 +320,8 @@ def test_scope_forwards_a_change_to_the_incident_it_matches_whichever_arrives_se
     stage = scope.Scope(context, NAMES, tables(scope.TABLES), CORRELATING)  # type: ignore[arg-type]
     incident = fold_incident(alert("open", 10, labels={"service": "api"}))
     incident_side = corr.Side(incident=corr.incident_side(incident, 3600.0, 300.0))
-    change_side = corr.Side(change=corr.change_of(change("done", 0, labels={"service": "api"})))
-    far = corr.Side(change=corr.change_of(change("done", -120, key="old", labels={"service": "api"})))
+    change_side = corr.Side(change=chg.change_of(change("done", 0, labels={"service": "api"})))
+    far = corr.Side(change=chg.change_of(change("done", -120, key="old", labels={"service": "api"})))
     sides = [change_side, far, incident_side] if change_first else [incident_side, change_side, far]
     batch = [side_record("service=api", side, n, NAMES.scope) for n, side in enumerate(sides)]
     assert run(context, stage, batch) == ["applied"] * 3
@@ -337,7 +342,7 @@ def test_suspects_publish_a_ranked_correlation_and_its_retraction_with_verdicts(
     stage = suspects.Suspects(context, NAMES, tables(suspects.TABLES), CORRELATING)  # type: ignore[arg-type]
     incident = fold_incident(alert("open", 10, labels={"service": "api"}))
     incident_side = corr.Side(incident=corr.incident_side(incident, 3600.0, 300.0))
-    deployed = corr.change_of(change("done", 0, labels={"service": "api"}))
+    deployed = chg.change_of(change("done", 0, labels={"service": "api"}))
     batch = [side_record("acme:db-1", incident_side, 0, NAMES.suspects),
              side_record("acme:db-1", corr.Side(change=deployed), 1, NAMES.suspects)]  # fmt: skip
     assert run(context, stage, batch) == ["applied", "applied"]
@@ -346,9 +351,9 @@ def test_suspects_publish_a_ranked_correlation_and_its_retraction_with_verdicts(
     assert (published.change_id, published.rank, published.retracted) == ("ship:deploy-1", 1, False)
     assert [corr.Verdict.model_validate_json(v).live for _, v in context.to(NAMES.verdicts)] == [True]
     # The change moves two hours earlier: out of the window, the pair is retracted.
-    moved = corr.change_of(change("done", -120, labels={"service": "api"}, event_id="moved"))
+    moved = chg.change_of(change("done", -120, labels={"service": "api"}, event_id="moved"))
     context.sent.clear()
-    run(context, stage, [side_record("acme:db-1", corr.Side(change=corr.join(deployed, moved)), 2, NAMES.suspects)])
+    run(context, stage, [side_record("acme:db-1", corr.Side(change=chg.join(deployed, moved)), 2, NAMES.suspects)])
     retracted = [Correlation.model_validate_json(v) for _, v in context.to(NAMES.correlations)]
     assert [(c.change_id, c.retracted) for c in retracted] == [("ship:deploy-1", True)]
     assert [corr.Verdict.model_validate_json(v).live for _, v in context.to(NAMES.verdicts)] == [False]
