@@ -13,7 +13,7 @@ UV_VERSION ?= 0.13.9
 # Test processes run side by side (pytest-xdist); TEST_JOBS=0 runs them one by one.
 TEST_JOBS ?= 2
 XDIST = $(if $(filter 0,$(TEST_JOBS)),,-n $(TEST_JOBS) --dist loadgroup)
-.PHONY: help venv lock lint unit integration test trust soak demo kafka-up kafka-down clean
+.PHONY: help venv lock lint unit integration test trust soak bench bench-report demo kafka-up kafka-down clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -54,12 +54,31 @@ integration: venv ## integration tests and the short trust suite on a real Kafka
 
 trust: venv ## the full trust suite: fault scenarios (100,000 events), the load search, then bench/TRUST.md (about an hour)
 	@$(call with_kafka,INCIDENTFLOW_TRUST=full INCIDENTFLOW_TRUST_RESULTS=bench/results $(BIN)/pytest tests/trust -q --timeout 3600; \
-	  status=$$?; $(BIN)/python -u bench/load.py --search && $(BIN)/python bench/trust_report.py && exit $$status)
+	  status=$$?; $(BIN)/python -u bench/load.py --search && $(BIN)/python bench/trust_report.py && \
+	  $(BIN)/python bench/bench_report.py && exit $$status)
 
 # The soak starts a broker of its own (its JVM heap resident from the start, so that the heap filling up is not taken for a
 # leak) unless INCIDENTFLOW_KAFKA_BOOTSTRAP is set.
 soak: venv ## 30 minutes at half the sustained rate (bench/results/load.json), memory and descriptors each minute; updates bench/TRUST.md
-	@$(BIN)/python -u bench/soak.py; status=$$?; $(BIN)/python bench/trust_report.py; exit $$status
+	@$(BIN)/python -u bench/soak.py; status=$$?; $(BIN)/python bench/trust_report.py; $(BIN)/python bench/bench_report.py; \
+	  exit $$status
+
+# Every benchmark of bench/README.md on the code as it is, one after the other, each starting a broker of its own unless
+# INCIDENTFLOW_KAFKA_BOOTSTRAP is set; each writes bench/results/<name>.json, and bench/README.md is rewritten from them.
+BENCHMARKS = gateway_throughput.py \
+	correlation.py \
+	startup.py \
+	"fold_throughput.py --events 50000 --aggregates 10000 --open-incidents 1000 --rounds 3" \
+	"fold_throughput.py --events 50000 --aggregates 10000 --open-incidents 1000 --rounds 3 --relabel --out bench/results/fold-relabel.json" \
+	"state_growth.py --events 300000" \
+	"load.py --search --rate 100"
+bench: venv ## every benchmark, then bench/README.md and bench/TRUST.md (about 90 minutes, the soak included)
+	@for b in $(BENCHMARKS); do echo "== bench/$$b"; $(BIN)/python -u bench/$$b || exit 1; done; \
+	  $(BIN)/python -u bench/soak.py; status=$$?; $(BIN)/python bench/bench_report.py && $(BIN)/python bench/trust_report.py && exit $$status
+
+bench-report: venv ## rewrite bench/README.md and bench/TRUST.md from bench/results/*.json
+	$(BIN)/python bench/bench_report.py
+	$(BIN)/python bench/trust_report.py
 
 test: lint unit integration ## everything CI runs: lint, unit, integration and the short trust suite (with its own Kafka)
 

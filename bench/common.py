@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+import json
 import os
+import platform
 import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -48,3 +53,30 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def machine() -> str:
+    """The machine a figure was measured on."""
+    return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def version() -> str:
+    """The product's version and, in a git checkout, the commit it was measured on (`+dirty` with local changes)."""
+    number = importlib.metadata.version("incidentflow")
+    described = subprocess.run(["git", "describe", "--always", "--dirty=+dirty", "--exclude", "*"], cwd=REPO,
+                               capture_output=True, text=True, check=False).stdout.strip()  # fmt: skip
+    return f"{number} ({described})" if described else number
+
+
+def write_result(name: str, figures: dict[str, Any], out: Path | None = None) -> Path:
+    """bench/results/<name>.json: the figures with the command that measured them, the date, the version and the
+    machine; bench/report.py writes bench/README.md's tables from these files."""
+    path = out or REPO / "bench/results" / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    script = Path(sys.argv[0]).resolve()
+    command = " ".join([str(script.relative_to(REPO)) if script.is_relative_to(REPO) else script.name, *sys.argv[1:]])
+    result = {"benchmark": name, "command": command, "date": datetime.now(UTC).isoformat(timespec="seconds"),
+              "version": version(), "machine": machine(), **figures}  # fmt: skip
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"figures written to {path.relative_to(REPO) if path.is_relative_to(REPO) else path}")
+    return path

@@ -33,7 +33,7 @@ from typing import Any
 import aiohttp
 import httpx
 from aiokafka import AIOKafkaConsumer
-from common import broker, free_port, product_env, spawn
+from common import broker, free_port, product_env, spawn, write_result
 
 from incidentflow.config import Settings
 from incidentflow.topics import ensure_topics
@@ -164,14 +164,16 @@ def main() -> int:
 def run(args: argparse.Namespace, work: Path, bootstrap: str) -> int:
     namespace = f"bench-{uuid.uuid4().hex[:6]}"
     (work / "integrations.yaml").write_text(INTEGRATIONS)
-    env = product_env(bootstrap, namespace, work, INCIDENTFLOW_WEB_PORT=str(free_port()), INCIDENTFLOW_GATEWAY_PORT="18098",
+    web_port, gateway_port = free_port(), free_port()
+    env = product_env(bootstrap, namespace, work, INCIDENTFLOW_WEB_PORT=str(web_port),
+                      INCIDENTFLOW_GATEWAY_PORT=str(gateway_port),
                       INCIDENTFLOW_INTEGRATIONS_FILE=str(work / "integrations.yaml"))  # fmt: skip
     asyncio.run(ensure_topics(Settings(kafka_bootstrap=bootstrap, topic_namespace=namespace, partitions=PARTITIONS)))
     processes = []
     try:
         processes = [spawn(command, env, work) for command in ("gateway", "worker")]
-        gateway = "http://127.0.0.1:18098"
-        for url in (f"{gateway}/healthz", "http://127.0.0.1:16098/metrics"):
+        gateway = f"http://127.0.0.1:{gateway_port}"
+        for url in (f"{gateway}/healthz", f"http://127.0.0.1:{web_port}/metrics"):
             for _ in range(300):
                 try:
                     if httpx.get(url, timeout=1).status_code == 200:
@@ -195,6 +197,10 @@ def run(args: argparse.Namespace, work: Path, bootstrap: str) -> int:
         print(f"delay from the second event's 202 to its correlation record at {args.rate:.0f} pairs/s "
               f"({len(found)} pairs): p50 {cuts[49] * 1000:.0f} ms, p99 {cuts[98] * 1000:.0f} ms, "
               f"max {max(found) * 1000:.0f} ms")  # fmt: skip
+        write_result("correlation", {"pairs": args.pairs, "rate": args.rate, "seconds": args.seconds,
+                                     "fold_rate": fold, "correlated_rate": correlated, "ratio": correlated / fold,
+                                     "delay_ms": {"p50": cuts[49] * 1000, "p99": cuts[98] * 1000,
+                                                  "max": max(found) * 1000, "pairs": len(found)}})  # fmt: skip
     finally:
         for process in processes:
             process.terminate()

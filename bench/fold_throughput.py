@@ -31,13 +31,13 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from common import broker, free_port, product_env, spawn
+from common import broker, free_port, product_env, spawn, write_result
 
 from incidentflow.config import Settings
 from incidentflow.runtime.progress import group_lag
@@ -250,6 +250,7 @@ def main() -> int:
         "--rounds", type=int, default=1,
         help="run the three consumers this many times, each over a topic of its own, and print the medians",
     )  # fmt: skip
+    parser.add_argument("--out", type=Path, help="where the figures go (default bench/results/fold.json)")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="incidentflow-bench-"))
@@ -263,19 +264,29 @@ def run(args: argparse.Namespace, work: Path, bootstrap: str) -> int:
         if args.rounds > 1:
             print(f"--- round {number} of {args.rounds}")
         rounds.append(one_round(args, work / f"round-{number}", bootstrap, last=number == args.rounds))
+    median = statistics.median
+    medians = {
+        "aiokafka_rate": median([r.base for r in rounds]),
+        "faust_rate": median([r.floor for r in rounds]),
+        "fold_rate": median([r.rate for r in rounds]),
+        "every_stage_rate": median([r.drained for r in rounds]),
+        "fold_ratio_to_faust": median([r.rate / r.floor for r in rounds]),
+        "every_stage_ratio_to_faust": median([r.drained / r.floor for r in rounds]),
+        "every_stage_ratio_to_aiokafka": median([r.drained / r.base for r in rounds]),
+        "cpu_us_per_record": median([r.cpu_per_record for r in rounds]) * 1e6,
+        "written_per_input": median([r.written_per_input for r in rounds]),
+    }
     if args.rounds > 1:
-
-        def median(values: list[float]) -> float:
-            return statistics.median(values)
-
-        drained = median([r.drained for r in rounds])
         print(f"--- median of {args.rounds} rounds (each ratio taken within its round)")
         print(
-            f"every stage of the worker done (series, correlation): {drained:9.0f} records/s   "
-            f"ratio {median([r.drained / r.base for r in rounds]):.2f} (aiokafka), "
-            f"{median([r.drained / r.floor for r in rounds]):.2f} (Faust)"
+            f"every stage of the worker done (series, correlation): {medians['every_stage_rate']:9.0f} records/s   "
+            f"ratio {medians['every_stage_ratio_to_aiokafka']:.2f} (aiokafka), "
+            f"{medians['every_stage_ratio_to_faust']:.2f} (Faust)"
         )
-        print(f"worker CPU per input record, every stage: {median([r.cpu_per_record for r in rounds]) * 1e6:.0f} µs")
+        print(f"worker CPU per input record, every stage: {medians['cpu_us_per_record']:.0f} µs")
+    name = "fold-relabel" if args.relabel else "fold"
+    write_result(name, {"events": args.events, "aggregates": args.aggregates, "rounds": [asdict(r) for r in rounds],
+                        "medians": medians, "memory": rounds[-1].memory}, args.out)  # fmt: skip
     return 0
 
 
@@ -286,6 +297,8 @@ class Round:
     rate: float
     drained: float
     cpu_per_record: float
+    written_per_input: float
+    memory: dict[str, float] | None = None
 
 
 def one_round(args: argparse.Namespace, work: Path, bootstrap: str, last: bool) -> Round:
@@ -326,6 +339,7 @@ def one_round(args: argparse.Namespace, work: Path, bootstrap: str, last: bool) 
         written = asyncio.run(records_written(bootstrap, namespace, {alerts, f"{namespace}.passthrough"}))
         print(f"records the worker wrote per input record: {written / folded:.1f} (the baseline writes 1.0)")
 
+        memory = None
         if last:
             idle = rss_kib(worker.pid)
             print(f"folding {args.open_incidents} incidents that stay open ...")
@@ -338,7 +352,9 @@ def one_round(args: argparse.Namespace, work: Path, bootstrap: str, last: bool) 
             print(
                 f"worker RSS: {idle / 1024:.0f} MiB before, {after / 1024:.0f} MiB after -> {per_100k:.0f} MiB per 100,000 open incidents"
             )
-        return Round(base, floor, rate, drained, cpu / folded)
+            memory = {"open_incidents": args.open_incidents, "rss_before_mib": idle / 1024, "rss_after_mib": after / 1024,
+                      "mib_per_100k_open": per_100k}  # fmt: skip
+        return Round(base, floor, rate, drained, cpu / folded, written / folded, memory)
     finally:
         if worker is not None:
             worker.terminate()

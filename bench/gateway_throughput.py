@@ -26,7 +26,7 @@ import uuid
 from pathlib import Path
 
 import aiohttp
-from common import broker
+from common import broker, write_result
 
 BODY = json.dumps(
     {
@@ -173,6 +173,9 @@ def run(args: argparse.Namespace, work: Path, bootstrap: str) -> int:
         p99 = statistics.median(g["p99_ms"] for _, g in rounds)
         print(f"median over {args.rounds} rounds: bare {best_bare:.0f} req/s, gateway {best_gateway:.0f} req/s "
               f"(p99 {p99:.1f} ms); ratio gateway/bare {median:.2f} (rounds: {', '.join(f'{r:.2f}' for r in ratios)})")  # fmt: skip
+        write_result("gateway", {"concurrency": args.concurrency, "seconds": args.seconds, "bare_rate": best_bare,
+                                 "gateway_rate": best_gateway, "gateway_p99_ms": p99, "ratio": median,
+                                 "ratios": ratios})  # fmt: skip
     finally:
         for p in processes:
             p.terminate()

@@ -28,9 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
-import os
-import platform
 import socket
 import statistics
 import sys
@@ -40,14 +37,14 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import httpx
 from aiokafka import AIOKafkaConsumer
-from common import REPO, broker, product_env, spawn
+from common import REPO, broker, product_env, spawn, write_result
 
 sys.path.insert(0, str(REPO))
 from tests.trust.harness import lag as workers_lag  # noqa: E402
@@ -305,10 +302,6 @@ def report(step: Step) -> None:
           f"{'SUSTAINED' if step.sustained else 'not sustained'}", flush=True)  # fmt: skip
 
 
-def machine() -> str:
-    return f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, Python {platform.python_version()}"
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--search", action="store_true", help="find the highest sustained rate")
@@ -333,12 +326,8 @@ def main() -> int:
             pipeline.stop()
     print(f"highest sustained rate: {best:.1f} requests/s (gateway p99 < {GATEWAY_P99_MS:.0f} ms, "
           f"202 -> incident p99 < {E2E_P99_MS:.0f} ms, every stage drained within {DRAIN_SECONDS:.0f} s)")  # fmt: skip
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({
-        "command": " ".join(["bench/load.py", *sys.argv[1:]]), "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": machine(), "workers": args.workers, "sustained_rate": best, "drain_bound_seconds": DRAIN_SECONDS,
-        "steps": [asdict(s) for s in steps],
-    }, indent=2))  # fmt: skip
+    write_result("load", {"workers": args.workers, "sustained_rate": best, "drain_bound_seconds": DRAIN_SECONDS,
+                          "steps": [asdict(s) for s in steps]}, args.out)  # fmt: skip
     return 0
 
 

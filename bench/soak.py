@@ -34,12 +34,11 @@ import os
 import sys
 import tempfile
 from dataclasses import asdict
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
-from common import REPO, broker
-from load import Pipeline, Step, machine, report, run_step
+from common import REPO, broker, write_result
+from load import Pipeline, Step, report, run_step
 
 WARM_UP_MINUTES = 5
 STEADY_MINUTES = 15
@@ -209,16 +208,14 @@ def main() -> int:
         print(f"{name}: {v}")
     print(f"soak {'PASSED' if passed else 'FAILED'}: {accepted}/{offered} accepted at {rate:.1f}/s for "
           f"{args.minutes} min; lag back to zero: {final.drained}")  # fmt: skip
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({
-        "command": " ".join(["bench/soak.py", *sys.argv[1:]]), "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": machine(), "rate": rate, "minutes": args.minutes, "store_mib": args.store_mib, "accepted": accepted, "offered": offered,
+    write_result("soak", {
+        "rate": rate, "minutes": args.minutes, "store_mib": args.store_mib, "accepted": accepted, "offered": offered,
         "drained": final.drained, "passed": passed, "processes": processes,
         "samples": {n: [{"rss_mib": round(m, 1), "fds": f, "cache_mib": round(c, 1)} for m, f, c in s]
                     for n, s in samples.items()},
         "store_by_minute": stores,
         "latency_ms_by_minute": [s.latency_ms for s in steps], "lag_by_minute": lags, "final": asdict(final),
-    }, indent=2))  # fmt: skip
+    }, args.out)  # fmt: skip
     return 0 if passed else 1
 
 

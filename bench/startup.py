@@ -25,7 +25,7 @@ from pathlib import Path
 import rocksdict
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from common import broker, free_port, product_env, spawn
+from common import broker, free_port, product_env, spawn, write_result
 
 from incidentflow.config import Settings
 from incidentflow.domain.aggregate import AggregateState, apply
@@ -137,12 +137,15 @@ def main() -> int:
             bootstrap, namespace, work, INCIDENTFLOW_WEB_PORT=str(free_port()), INCIDENTFLOW_LOG_LEVEL="info"
         )
         cold = time_to_ready(env, work, "cold")
+        kept = restored(work)
         print(
             f"worker start to ready, empty data directory (restore):   {cold:7.1f} s   "
-            f"({restored(work)} incidents in its store after it stopped)"
+            f"({kept} incidents in its store after it stopped)"
         )
         warm = time_to_ready(env, work, "warm")
         print(f"worker start to ready, its RocksDB store on disk:         {warm:7.1f} s")
+    write_result("startup", {"incidents": args.incidents, "aiokafka_read_seconds": seconds, "cold_start_seconds": cold,
+                             "restored_incidents": kept, "warm_start_seconds": warm})  # fmt: skip
     return 0
 
 

@@ -36,7 +36,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
-from common import REPO, broker, free_port, product_env, spawn
+from common import REPO, broker, free_port, product_env, spawn, write_result
 from startup import time_to_ready
 
 sys.path.insert(0, str(REPO))
@@ -220,6 +220,7 @@ def run(args: argparse.Namespace, work: Path, bootstrap: str) -> int:
     print(f"state horizon: {settings.state_horizon_days} days of event time")
     print("month  events so far  live keys  live MiB  RocksDB on disk  per table: live keys / MiB")
     totals: dict[int, tuple[int, int]] = {}
+    months: list[dict[str, object]] = []
     try:
         for month in range(1, 13):
             until = first + month * MONTH.total_seconds() if month < 12 else float("inf")
@@ -233,8 +234,11 @@ def run(args: argparse.Namespace, work: Path, bootstrap: str) -> int:
             keys, size = sum(k for k, _ in state.values()), sum(b for _, b in state.values())
             totals[month] = (keys, size)
             tables = ", ".join(f"{t} {state[t][0]} / {state[t][1] / 2**20:.1f}" for t in TABLES if state[t][0])
+            disk = disk_bytes(work / "data")
             print(f"{month:>5}  {traffic.made:>13}  {keys:>9}  {size / 2**20:>8.1f}  "
-                  f"{disk_bytes(work / 'data') / 2**20:>11.0f} MiB  {tables}")  # fmt: skip
+                  f"{disk / 2**20:>11.0f} MiB  {tables}")  # fmt: skip
+            months.append({"month": month, "events": traffic.made, "live_keys": keys, "live_bytes": size,
+                           "disk_bytes": disk, "tables": {t: list(state[t]) for t in TABLES}})  # fmt: skip
         (keys4, size4), (keys12, size12) = totals[4], totals[12]
         print(f"state after month 12 against month 4: {keys12 / keys4:.2f}x the keys, {size12 / size4:.2f}x the bytes")
         print(f"baseline: aiokafka reads every table's changelog to its end: {read:.1f} s")
@@ -246,6 +250,10 @@ def run(args: argparse.Namespace, work: Path, bootstrap: str) -> int:
         shutil.rmtree(work / "data")
         cold = time_to_ready(env, work, "cold")
         print(f"worker start to ready, empty data directory (restores every table): {cold:.1f} s")
+        write_result("state-growth-open" if args.leave_open else "state-growth",
+                     {"events": traffic.made, "days": args.days, "horizon_days": settings.state_horizon_days,
+                      "months": months, "keys_12_to_4": keys12 / keys4, "bytes_12_to_4": size12 / size4,
+                      "aiokafka_read_seconds": read, "cold_restore_seconds": cold, "rss_mib": resident})  # fmt: skip
     finally:
         if worker is not None:
             worker.terminate()
