@@ -28,6 +28,23 @@ CRITERIA = {
     "request answered 202 is on the raw topic; retried requests are deduplicated downstream.",
     "poison": "Five kinds of poison record on every partition of every input topic during ingest: each is "
     "dead-lettered with its reason and origin, everything else is processed.",
+    "worker-sigstop": "A worker is frozen (SIGSTOP) for 20 s, past its 6-second session, while the other takes its "
+    "partitions, then thawed with a batch in hand: the zombie writes nothing twice.",
+    "worker-store-deleted": "A worker is stopped, its RocksDB directory deleted, and started again: every table is "
+    "restored from its changelog.",
+    "worker-store-corrupted": "A worker is stopped and its RocksDB files damaged (half garbled whole, half inside "
+    "their data blocks): found on opening or at the first damaged read (the worker stops; started again by the test "
+    "as a supervisor would), set aside and restored from the changelogs.",
+    "cluster-leader-sigkill": "Three brokers (replication 3, min.insync.replicas 2): the broker leading most of the "
+    "raw topic's partitions is killed (SIGKILL) during ingest and started again 12 s later.",
+    "cluster-controller-sigkill": "Three brokers: the active controller is killed (SIGKILL) during ingest and "
+    "started again 12 s later.",
+    "cluster-rolling-restart": "Three brokers restarted one after the other during ingest (SIGTERM, start, every "
+    "replica back in sync before the next).",
+    "cluster-broker-sigstop": "Three brokers: the one leading most raw partitions is frozen (SIGSTOP) for 20 s, past "
+    "its session with the controllers and the workers' sessions, then thawed.",
+    "cluster-two-down": "Three brokers, two killed: fewer in-sync replicas than the minimum, so the gateway answers "
+    "503 (never 202) until one returns; every request answered 202 is on the raw topic.",
 }
 COMMON = ("Pass: the incidents, live correlations and metric rows on Kafka equal the independent batch "
           "recomputation (lost = 0, double-counted = 0, wrong = 0) and the workers' consumer lag returns to 0.")  # fmt: skip

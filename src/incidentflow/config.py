@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     """Read raw envelopes from this topic instead of `<namespace>.raw` (what `incidentflow replay` sets)."""
     partitions: int = Field(default=8, ge=1, le=1024)
     replication_factor: int = Field(default=1, ge=1)
+    """Replicas of every topic the product creates: 1 on a single broker, 3 on a cluster."""
+    min_insync_replicas: int | None = Field(default=None, ge=1)
+    """`min.insync.replicas` of every topic the product creates (2 on a cluster of three, so that an
+    acks=all write is on two brokers before it is acknowledged); unset keeps the broker's default."""
 
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8080

@@ -155,6 +155,9 @@ async def ensure_topics(settings: Settings, names: list[str] | None = None, tabl
     configs = topics.configs()
     for table in tables:
         configs[changelog_topic(settings, table)] = COMPACTED
+    if settings.min_insync_replicas is not None:
+        configs = {name: {**config, "min.insync.replicas": str(settings.min_insync_replicas)}
+                   for name, config in configs.items()}  # fmt: skip
     wanted = names or list(configs)
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10000)
     await admin.start()

@@ -9,6 +9,8 @@ it never skips Kafka silently.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import random
 import shutil
@@ -21,11 +23,12 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient
 
 from incidentflow.runtime.progress import group_lag
 from incidentflow.topics import Topics
@@ -49,20 +52,24 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def free_broker_port() -> int:
-    """A port for a local broker whose controller takes the next one: both free, and both below
-    Linux's range of ephemeral ports (32768 and up), so that no outgoing connection takes either
-    while the broker is down (a CI run lost a broker start to a client socket on port + 1)."""
+def free_broker_port(count: int = 2) -> int:
+    """The first of `count` free ports in a row for local brokers (each node's controller takes the port
+    after its client port), all below Linux's range of ephemeral ports (32768 and up), so that no
+    outgoing connection takes one while a node is down (a CI run lost a broker start to a client
+    socket on port + 1)."""
     for _ in range(200):
-        port = random.randrange(20000, 32000)
+        port = random.randrange(20000, 32000 - count)
+        sockets = [socket.socket() for _ in range(count)]
         try:
-            with socket.socket() as a, socket.socket() as b:
-                a.bind(("127.0.0.1", port))
-                b.bind(("127.0.0.1", port + 1))
+            for offset, s in enumerate(sockets):
+                s.bind(("127.0.0.1", port + offset))
         except OSError:
             continue
+        finally:
+            for s in sockets:
+                s.close()
         return port
-    raise RuntimeError("no two free ports in a row between 20000 and 32000")
+    raise RuntimeError(f"no {count} free ports in a row between 20000 and 32000")
 
 
 def _answers(bootstrap: str, timeout: float = 5.0) -> bool:
@@ -138,6 +145,8 @@ class Stack:
     integrations_file: Path
     partitions: int
     gateway_port: int = 0
+    settings: dict[str, str] = field(default_factory=dict)
+    """More INCIDENTFLOW_ settings of every process of the stack (a cluster's replication)."""
     processes: list[Process] = field(default_factory=list)
     worker_ports: list[int] = field(default_factory=list)
 
@@ -155,6 +164,7 @@ class Stack:
             "INCIDENTFLOW_APP_ID": f"{self.namespace}-app",
             "INCIDENTFLOW_SESSION_TIMEOUT_SECONDS": "6",
             "INCIDENTFLOW_LOG_LEVEL": "info",
+            **self.settings,
             **extra,
         }
 
@@ -186,6 +196,12 @@ class Stack:
         process = self._spawn(f"worker-{index}", "worker", env)
         wait_http(f"http://127.0.0.1:{port}/metrics", process, timeout=90)
         return process
+
+    def on(self, cluster: OwnCluster) -> Stack:
+        """The stack's processes use `cluster`, and every topic they create is replicated there."""
+        self.bootstrap = cluster.bootstrap
+        self.settings.update(cluster.SETTINGS)
+        return self
 
     def progress(self) -> str:
         """How far the workers' group has committed each input topic: for a failure message that says
@@ -284,7 +300,7 @@ class OwnBroker:
 
     def _run(self, action: str) -> None:
         env = {**os.environ, "INCIDENTFLOW_KAFKA_PORT": str(self.port), "INCIDENTFLOW_KAFKA_HOME": self.home,
-               "INCIDENTFLOW_KAFKA_KEEP": "1", "INCIDENTFLOW_KAFKA_HEAP": "512m"}  # fmt: skip
+               "INCIDENTFLOW_KAFKA_KEEP": "1", "INCIDENTFLOW_KAFKA_HEAP": "512m", "INCIDENTFLOW_KAFKA_NODES": "1"}  # fmt: skip
         subprocess.run([str(KAFKA_SH), action], env=env, check=True, capture_output=True)
 
     def start(self) -> None:
@@ -292,6 +308,101 @@ class OwnBroker:
 
     def stop(self) -> None:
         self._run("down")
+
+
+@dataclass
+class OwnCluster:
+    """Three KRaft nodes (broker and controller each) of deploy/kafka on this machine, for one test:
+    topics replicated three times with `min.insync.replicas=2`. Nodes are numbered 1 to 3."""
+
+    port: int
+    home: str
+    NODES = (1, 2, 3)
+    SETTINGS: ClassVar[dict[str, str]] = {
+        "INCIDENTFLOW_REPLICATION_FACTOR": "3",
+        "INCIDENTFLOW_MIN_INSYNC_REPLICAS": "2",
+    }
+    """What the gateway and workers on it are given: every topic they create has three replicas."""
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(f"127.0.0.1:{self.port + 2 * (node - 1)}" for node in self.NODES)
+
+    def run(self, *action: str) -> str:
+        """`deploy/kafka/kafka.sh <action>` on this cluster: up, down, start N, stop N, kill N, pause N, resume N."""
+        env = {**os.environ, "INCIDENTFLOW_KAFKA_PORT": str(self.port), "INCIDENTFLOW_KAFKA_HOME": self.home,
+               "INCIDENTFLOW_KAFKA_NODES": "3", "INCIDENTFLOW_KAFKA_KEEP": "1", "INCIDENTFLOW_KAFKA_HEAP": "384m"}  # fmt: skip
+        done = subprocess.run([str(KAFKA_SH), *action], env=env, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise AssertionError(f"kafka.sh {' '.join(action)} failed:\n{done.stderr[-3000:]}")
+        return done.stdout
+
+    def running(self) -> list[int]:
+        return [node for node in self.NODES if (Path(self.home) / f"node-{node}" / "kafka.pid").exists()]
+
+    def active_controller(self) -> int:
+        """The node that leads the controller quorum now, by the newest epoch any running node has seen."""
+        states = []
+        for node in self.running():
+            path = Path(self.home) / f"node-{node}" / "data" / "__cluster_metadata-0" / "quorum-state"
+            with contextlib.suppress(OSError, ValueError):
+                state = json.loads(path.read_text())
+                states.append((state["leaderEpoch"], state["leaderId"]))
+        epoch, leader = max(states)
+        assert leader in self.NODES, f"no controller leads the quorum (epoch {epoch})"
+        return int(leader)
+
+    def partitions(self, topic: str) -> list[tuple[int, int, list[int], list[int]]]:
+        """(partition, leader, replicas, in-sync replicas) of each partition of `topic`."""
+
+        async def describe() -> list[tuple[int, int, list[int], list[int]]]:
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=10000)
+            await admin.start()
+            try:
+                (found,) = await admin.describe_topics([topic])
+            finally:
+                await admin.close()
+            return sorted((p["partition"], p["leader"], p["replicas"], p["isr"]) for p in found["partitions"])
+
+        return asyncio.run(describe())
+
+    def topics(self, prefix: str) -> list[str]:
+        """The topics whose names start with `prefix`, and the group offsets topic."""
+
+        async def names() -> list[str]:
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=10000)
+            await admin.start()
+            try:
+                return sorted(n for n in await admin.list_topics() if n.startswith(prefix) or n == "__consumer_offsets")
+            finally:
+                await admin.close()
+
+        return asyncio.run(names())
+
+    def wait_in_sync(self, prefix: str, timeout: float = 180) -> None:
+        """Blocks until every partition of the topics named `prefix...` (and of the group offsets) has all
+        three replicas in sync: what a rolling restart waits for before it takes the next node down."""
+        deadline = time.monotonic() + timeout
+        while True:
+            behind = [(topic, p) for topic in self.topics(prefix) for p, _, replicas, isr in self.partitions(topic)
+                      if sorted(isr) != sorted(replicas)]  # fmt: skip
+            if not behind:
+                return
+            assert time.monotonic() < deadline, f"replicas still out of sync after {timeout} s: {behind[:10]}"
+            time.sleep(1)
+
+
+@pytest.fixture
+def own_cluster() -> Iterator[OwnCluster]:
+    if not (shutil.which("java") and shutil.which("mvn")):
+        pytest.fail("this test runs a cluster of three brokers: it needs Java 17+ and Maven", pytrace=False)
+    cluster = OwnCluster(free_broker_port(6), tempfile.mkdtemp(prefix="incidentflow-cluster-"))
+    cluster.run("up")
+    try:
+        yield cluster
+    finally:
+        cluster.run("down")
+        shutil.rmtree(cluster.home, ignore_errors=True)
 
 
 @pytest.fixture

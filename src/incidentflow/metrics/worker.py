@@ -8,7 +8,7 @@ from typing import Protocol
 
 import rocksdict
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from incidentflow.domain import metrics
@@ -185,10 +185,17 @@ class StoreCollector(Collector):
     MEMORY = {"memtables": "rocksdb.cur-size-all-mem-tables", "table_readers": "rocksdb.estimate-table-readers-mem"}
     LEVELS = 7
 
-    def __init__(self, databases: Callable[[], Iterable[Database]]) -> None:
+    def __init__(self, databases: Callable[[], Iterable[Database]], rebuilt: Callable[[], int] = lambda: 0) -> None:
         self._databases = databases
+        self._rebuilt = rebuilt
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        yield CounterMetricFamily(
+            "incidentflow_store_rebuilds",
+            "Table stores found corrupt on opening and set aside since the worker started (each restored from its "
+            "changelog).",
+            value=self._rebuilt(),
+        )
         memory = GaugeMetricFamily(
             "incidentflow_store_memory_bytes", "RocksDB memory of every open table store, by kind.", labels=["kind"]
         )

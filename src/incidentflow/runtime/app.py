@@ -13,7 +13,7 @@ from prometheus_client import generate_latest
 
 from incidentflow.config import Integrations, Settings
 from incidentflow.metrics.worker import Database, HeapCollector, LagCollector, StoreCollector, WorkerMetrics
-from incidentflow.runtime import heap, upstream
+from incidentflow.runtime import heap, store, upstream
 from incidentflow.runtime.harness import Runtime
 from incidentflow.runtime.install import install
 from incidentflow.runtime.packed import partition_of
@@ -158,7 +158,7 @@ def _add_metrics_page(runtime: Runtime) -> None:
 
     runtime.metrics.add_series(LagCollector(lags))
     runtime.metrics.add_series(HeapCollector(heap.figures))
-    runtime.metrics.add_series(StoreCollector(databases))
+    runtime.metrics.add_series(StoreCollector(databases, lambda: len(store.rebuilt)))
     runtime.metrics.watch_store(cache_usage, runtime.settings.store_memory_mib * 1024 * 1024)
 
     @app.page("/metrics")

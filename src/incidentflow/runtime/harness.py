@@ -25,6 +25,7 @@ from faust.types import EventT, Message, StreamT, TableT
 from incidentflow.config import Integrations, Settings
 from incidentflow.domain.records import DeadLetterRecord
 from incidentflow.metrics.worker import WorkerMetrics
+from incidentflow.runtime import store
 from incidentflow.runtime.batches import Handover, Item
 from incidentflow.runtime.changelog import Changelog, aiokafka_producer
 from incidentflow.runtime.cloudevents import CloudEventHeaders
@@ -323,6 +324,8 @@ class Runtime:
             await self.dead_letter(message, "invalid", error.reason)
             outcome = error.outcome
         except Exception as error:  # noqa: BLE001  # an agent must survive any record; the record is kept
+            if store.is_corruption(error):  # not the record's fault: the worker's own state cannot be read
+                store.fail_on_corruption(error)
             log.exception("unexpected error on %s[%d]@%d", message.topic, message.partition, message.offset)
             await self.dead_letter(message, "error", f"{type(error).__name__}: {error}")
             outcome = "error"

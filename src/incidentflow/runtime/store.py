@@ -16,21 +16,44 @@ topic, not the local log, is what a store is restored from: after a crash a stor
 memtables had flushed, which is every write up to some point, the changelog offset it noted
 included (it lives in the same database), and the restore reads the changelog on from there. A
 clean stop flushes the memtables, so a warm start loses nothing.
+
+A store that is corrupt (a disk that lost or garbled blocks) is never read as if it were whole.
+RocksDB checks every block it reads against its checksum: a read that finds one wrong fails, and
+the worker then marks its stores and exits (`fail_on_corruption`; the record in hand is not acked),
+so that its next start sets them aside. On opening, a store marked so, one whose SST files do not
+end in a table's magic number, or one RocksDB itself finds corrupt, is moved aside
+(`<store>.corrupt-<time>`, kept for inspection) and opened empty: the restore then rebuilds it from
+its changelog, as for a worker that lost its disk.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NoReturn
 
 import rocksdict
 from faust.stores.rocksdb import RocksDBOptions
 from faust.streams import current_event
 from faust.types import TableT
 
+log = logging.getLogger(__name__)
+
 MAX_OPEN_FILES = 32
 """Per database; RocksDB keeps 10 of them for its own files, and closes the least recently used SST files past that."""
+TABLE_MAGIC = (0x88E241B785F4CFF7).to_bytes(8, "little")
+"""The last eight bytes of every block-based SST file."""
+MARKER = ".corrupt"
+"""`<store>.corrupt` next to a store: a read found it corrupt; the next open sets it aside."""
+EXIT_STORE_CORRUPT = 74
+"""The worker's exit status when a read found a store corrupt (EX_IOERR): restart it, and it rebuilds."""
 
 _budget: dict[str, Any] = {}
+_opened: set[Path] = set()
+rebuilt: list[str] = []
+"""The stores set aside as corrupt since the worker started (each rebuilt from its changelog)."""
 _NO_WAL = rocksdict.WriteOptions()
 _NO_WAL.disable_wal = True  # type: ignore[method-assign,assignment]  # a property; rocksdict's stub declares a method
 
@@ -65,13 +88,66 @@ def share_one_memory_budget(megabytes: int) -> None:
     RocksDBOptions.as_options = as_options  # type: ignore[method-assign]
     original_open = RocksDBOptions.open
 
-    def open_without_wal(self: RocksDBOptions, path: Any, *, read_only: bool = False) -> Any:
-        db = original_open(self, path, read_only=read_only)
-        if self.use_rocksdict:
-            db.set_write_options(_NO_WAL)
+    def open_checked(self: RocksDBOptions, path: Any, *, read_only: bool = False) -> Any:
+        where = Path(path)
+        if read_only or not self.use_rocksdict:
+            return original_open(self, path, read_only=read_only)
+        reason = _why_corrupt(where)
+        if reason is not None:
+            _set_aside(where, reason)
+        try:
+            db = original_open(self, path, read_only=read_only)
+        except Exception as error:
+            if not is_corruption(error):
+                raise
+            _set_aside(where, str(error))
+            db = original_open(self, path, read_only=read_only)
+        db.set_write_options(_NO_WAL)
+        _opened.add(where)
         return db
 
-    RocksDBOptions.open = open_without_wal  # type: ignore[method-assign]
+    RocksDBOptions.open = open_checked  # type: ignore[method-assign]
+
+
+def is_corruption(error: BaseException) -> bool:
+    """Whether RocksDB said the data it read is not what it wrote (a checksum, a magic number, a manifest)."""
+    return "Corruption:" in str(error)
+
+
+def _why_corrupt(path: Path) -> str | None:
+    """Why the store at `path` is not to be opened as it is, or None: marked by a read, or an SST file
+    that does not end as a table does (garbled or cut short). Reads eight bytes per file."""
+    if path.with_name(path.name + MARKER).exists():
+        return "a read found it corrupt"
+    for sst in sorted(path.glob("*.sst")):
+        with sst.open("rb") as file:
+            size = file.seek(0, os.SEEK_END)
+            file.seek(max(0, size - len(TABLE_MAGIC)))
+            if size < len(TABLE_MAGIC) or file.read() != TABLE_MAGIC:
+                return f"{sst.name} does not end in a table's magic number"
+    return None
+
+
+def _set_aside(path: Path, reason: str) -> None:
+    aside = path.with_name(f"{path.name}.corrupt-{datetime.now(UTC):%Y%m%dT%H%M%S%f}")
+    if path.exists():
+        path.rename(aside)
+    path.with_name(path.name + MARKER).unlink(missing_ok=True)
+    rebuilt.append(str(path))
+    log.error("RocksDB store %s is corrupt (%s): set aside as %s, to be restored from its changelog", path, reason,
+              aside.name)  # fmt: skip
+
+
+def fail_on_corruption(error: BaseException) -> NoReturn:
+    """A read found a store corrupt: marks every store this worker opened (which one is not known) so
+    that the next start rebuilds them from their changelogs, and exits at once, the record in hand
+    unacked. Carrying on would fold events into state that is not what was written."""
+    for path in _opened:
+        path.with_name(path.name + MARKER).touch()
+    log.critical("a RocksDB store is corrupt (%s): the worker stops; started again, it rebuilds its stores from "
+                 "their changelogs", error)  # fmt: skip
+    logging.shutdown()
+    os._exit(EXIT_STORE_CORRUPT)
 
 
 def cache_usage() -> float:
@@ -116,4 +192,5 @@ def items_with_prefix(
             break
         found.append((key, cursor.value()))
         cursor.next()
+    cursor.status()  # an iteration that met a corrupt block ends early: this raises instead of cutting the list short
     return found

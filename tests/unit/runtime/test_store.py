@@ -6,6 +6,7 @@ import weakref
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
 import rocksdict
 from faust.stores.rocksdb import RocksDBOptions
 from faust.streams import _current_event
@@ -68,3 +69,67 @@ def test_items_with_prefix_read_one_partition_in_key_order(tmp_path: Path) -> No
 def test_items_with_prefix_scan_a_store_without_rocksdb() -> None:
     table = SimpleNamespace(data={b"s|2|x": b"", b"s|1|y": b"2", b"s|1|x": b"1", b"s|10|x": b""})
     assert store.items_with_prefix(table, b"s|1|") == [(b"s|1|x", b"1"), (b"s|1|y", b"2")]  # type: ignore[arg-type]
+
+
+def _filled(path: Path, keys: int = 20_000) -> None:
+    """A store of `keys` keys flushed to one SST file, closed."""
+    db = RocksDBOptions(write_buffer_size=8 * 1024 * 1024).open(path)
+    for i in range(keys):
+        db[b"k%06d" % i] = b"v" * 100
+    db.flush()
+    db.close()
+
+
+def _garble(sst: Path, offset: int, length: int) -> None:
+    with sst.open("r+b") as file:
+        file.seek(offset)
+        file.write(bytes(range(256)) * (length // 256 + 1))
+
+
+def test_a_store_whose_table_files_are_garbled_is_set_aside_and_opened_empty(tmp_path: Path) -> None:
+    store.share_one_memory_budget(16)
+    path = tmp_path / "aggregates-0.db"
+    _filled(path)
+    (sst,) = path.glob("*.sst")
+    _garble(sst, 0, sst.stat().st_size)
+    before = len(store.rebuilt)
+    db = RocksDBOptions().open(path)
+    assert db.get(b"k000001") is None  # empty: the restore fills it from the changelog
+    db.close()
+    assert store.rebuilt[before:] == [str(path)]
+    (aside,) = tmp_path.glob("aggregates-0.db.corrupt-*")
+    assert (aside / sst.name).exists()  # kept for inspection
+
+
+def test_a_corrupt_block_fails_reads_and_the_worker_stops_and_rebuilds_on_its_next_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.share_one_memory_budget(16)
+    path = tmp_path / "scope-0.db"
+    _filled(path)
+    (sst,) = path.glob("*.sst")
+    _garble(sst, 1000, 5000)  # inside the data blocks: the file still ends as a table does
+    db = RocksDBOptions().open(path)
+    assert db.get(b"k019999") == b"v" * 100  # blocks the damage missed read as written
+    with pytest.raises(Exception, match="Corruption") as read:
+        for i in range(20_000):
+            db.get(b"k%06d" % i)
+    assert store.is_corruption(read.value)
+    table = SimpleNamespace(data=SimpleNamespace(_dbs={0: db}))
+    with pytest.raises(Exception, match="Corruption"):  # never a list cut short at the damaged block
+        store.items_with_prefix(table, b"k", partition=0)  # type: ignore[arg-type]
+
+    def exit_(status: int) -> None:
+        raise SystemExit(status)
+
+    monkeypatch.setattr(store.os, "_exit", exit_)
+    with pytest.raises(SystemExit) as stopped:
+        store.fail_on_corruption(read.value)
+    assert stopped.value.code == store.EXIT_STORE_CORRUPT
+    db.close()
+    assert (tmp_path / "scope-0.db.corrupt").exists()
+    db = RocksDBOptions().open(path)  # the next start
+    assert db.get(b"k019999") is None
+    db.close()
+    assert not (tmp_path / "scope-0.db.corrupt").exists()
+    assert list(tmp_path.glob("scope-0.db.corrupt-*"))
