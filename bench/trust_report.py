@@ -35,6 +35,12 @@ CRITERIA = {
     "worker-store-corrupted": "A worker is stopped and its RocksDB files damaged (half garbled whole, half inside "
     "their data blocks): found on opening or at the first damaged read (the worker stops; started again by the test "
     "as a supervisor would), set aside and restored from the changelogs.",
+    "burst": "As many webhooks as ten times the sustained rate (bench/results/load.json) for a minute, sent by 128 "
+    "senders at once to one gateway and one worker: every answer 202/204, or 429/503 with Retry-After; every 202 "
+    "processed; the worker's and gateway's peak memory bounded.",
+    "upgrade": "Gateway and workers of the last release tag; halfway, each worker in turn is replaced by one of "
+    'this code on its data directory (CHANGELOG.md, "Upgrading"); then `incidentflow replay` into a new '
+    "namespace gives the same outputs.",
     "cluster-leader-sigkill": "Three brokers (replication 3, min.insync.replicas 2): the broker leading most of the "
     "raw topic's partitions is killed (SIGKILL) during ingest and started again 12 s later.",
     "cluster-controller-sigkill": "Three brokers: the active controller is killed (SIGKILL) during ingest and "

@@ -38,6 +38,8 @@ class Attempt:
     delivery: int
     status: int | str
     request_id: str | None
+    retry_after: str | None = None
+    at: float = 0.0
 
 
 @dataclass
@@ -91,17 +93,18 @@ class Sender:
             w = self.deliveries[i]
             for _ in range(GIVE_UP_AFTER):
                 status: int | str
-                request_id = None
+                request_id = retry_after = None
                 try:
                     async with session.post(self.url() + w.path, json=w.body, headers=dict(w.headers)) as response:
                         status = response.status
+                        retry_after = response.headers.get("Retry-After")
                         if status == 202 and not w.ignored:
                             request_id = (await response.json())["request_id"]
                         else:
                             await response.read()
                 except (TimeoutError, aiohttp.ClientError) as error:
                     status = type(error).__name__
-                self.attempts.append(Attempt(i, status, request_id))
+                self.attempts.append(Attempt(i, status, request_id, retry_after, time.monotonic()))
                 if status == (204 if w.ignored else 202):
                     self.accepted += 1
                     break

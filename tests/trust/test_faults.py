@@ -19,13 +19,14 @@ import signal
 import time
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
 
 from incidentflow.runtime.store import EXIT_STORE_CORRUPT
-from tests.integration.conftest import OwnBroker, Process, Stack
+from tests.integration.conftest import REPO, OwnBroker, Process, Stack
 from tests.scenario import deliveries
 from tests.trust.expected import Expected, expect
 from tests.trust.harness import (
@@ -287,6 +288,59 @@ def test_a_worker_whose_store_was_corrupted_rebuilds_it(stack_factory: Any) -> N
     assert set_aside > 0, "no store was found corrupt"
     run.check(sst_files=len(tables), garbled_whole=len(tables[::2]), garbled_inside=len(tables[1::2]),
               stores_set_aside=set_aside, restarts_after_a_damaged_read=restarts)  # fmt: skip
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def sustained_rate() -> float:
+    """The highest rate the pipeline sustained in the last load search (bench/results/load.json)."""
+    found = REPO / "bench/results/load.json"
+    if not found.exists():
+        pytest.fail("no bench/results/load.json: run bench/load.py --search first", pytrace=False)
+    return float(json.loads(found.read_text())["sustained_rate"])
+
+
+def test_a_burst_at_ten_times_the_sustained_rate(stack_factory: Any) -> None:
+    """For a minute, ten times the rate the pipeline sustains (as many webhooks as that, sent by 128
+    senders at once): every answer is 202 (or 204), or 429/503 with Retry-After; every 202 is processed;
+    memory stays bounded while the worker works off the backlog."""
+    only_in_full()
+    target = sustained_rate() * 10
+    stack: Stack = stack_factory(integrations_yaml(), partitions=PARTITIONS)
+    run = Run(stack, "burst", int(target * 60), seed=801)
+    run.sender.concurrency = 128
+    gateway = stack.start_gateway()
+    run.start_worker(0)
+    peaks = {"gateway": 0.0, "worker": 0.0}
+    sent_from = time.monotonic()
+    run.sender.start()
+
+    def sample() -> None:
+        peaks["gateway"] = max(peaks["gateway"], rss_mib(gateway.popen.pid))
+        peaks["worker"] = max(peaks["worker"], rss_mib(run.workers[0].popen.pid))
+
+    while run.sender.thread is not None and run.sender.thread.is_alive():
+        sample()
+        time.sleep(1)
+    sending = time.monotonic() - sent_from
+    busy = [a for a in run.sender.attempts if a.at - sent_from <= 60]
+    odd = Counter(str(a.status) for a in run.sender.attempts
+                  if a.status not in (202, 204) and not (a.status in (429, 503) and a.retry_after))  # fmt: skip
+    assert not odd, f"answers that are neither accepted nor 429/503 with Retry-After: {dict(odd)}"
+
+    def drained(_: Run) -> dict[str, Any]:
+        sample()
+        return {"worker_rss_peak_mib": round(peaks["worker"], 1), "gateway_rss_peak_mib": round(peaks["gateway"], 1)}
+
+    result = run.check(drained, target_rate=round(target, 1), first_minute_rate=round(len(busy) / 60, 1),
+                       sending_seconds=round(sending, 1), senders=128)  # fmt: skip
+    # Bounded: the worker's stores share one budget (256 MiB) and the gateway holds no backlog of its own.
+    assert result["worker_rss_peak_mib"] < 1024 and result["gateway_rss_peak_mib"] < 512, result
 
 
 POISON = [b"not json", b"\xff\xfe binary", b'{"json": "of the wrong shape"}', b"[1, 2, 3]", b""]
