@@ -10,6 +10,9 @@ TEST_KAFKA_HOME ?= $(CURDIR)/.kafka-test
 .DEFAULT_GOAL := help
 # uv installs the locked dependencies (requirements.lock, every version and hash) and refreshes the lock.
 UV_VERSION ?= 0.13.9
+# The test broker's JVM compiles with C1 only and collects with one thread: a broker that lives minutes spends less of
+# the machine's two cores on compiling and collecting (`make trust`'s broker keeps the defaults: the load search runs on it).
+TEST_KAFKA_JAVA_OPTS ?= -XX:TieredStopAtLevel=1 -XX:+UseSerialGC
 # Test processes run side by side (pytest-xdist); TEST_JOBS=0 runs them one by one.
 TEST_JOBS ?= 2
 XDIST = $(if $(filter 0,$(TEST_JOBS)),,-n $(TEST_JOBS) --dist loadgroup)
@@ -50,7 +53,8 @@ with_kafka = if [ -z "$$INCIDENTFLOW_KAFKA_BOOTSTRAP" ] && command -v java >/dev
 	fi; $(1)
 
 integration: venv ## integration tests and the short trust suite on a real Kafka: INCIDENTFLOW_KAFKA_BOOTSTRAP if set, else a local broker it starts and stops
-	@$(call with_kafka,$(BIN)/pytest tests/integration tests/trust -q $(XDIST))
+	@export INCIDENTFLOW_KAFKA_JAVA_OPTS="$(TEST_KAFKA_JAVA_OPTS)"; \
+	  $(call with_kafka,$(BIN)/pytest tests/integration tests/trust -q $(XDIST))
 
 trust: venv ## the full trust suite: fault scenarios (100,000 events), the load search, then bench/TRUST.md (about an hour)
 	@$(call with_kafka,INCIDENTFLOW_TRUST=full INCIDENTFLOW_TRUST_RESULTS=bench/results $(BIN)/pytest tests/trust -q --timeout 3600; \
