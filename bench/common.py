@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import os
 import platform
@@ -14,6 +13,8 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from incidentflow import __version__  # the code measured, not what the environment says is installed
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -62,10 +63,9 @@ def machine() -> str:
 
 def version() -> str:
     """The product's version and, in a git checkout, the commit it was measured on (`+dirty` with local changes)."""
-    number = importlib.metadata.version("incidentflow")
     described = subprocess.run(["git", "describe", "--always", "--dirty=+dirty", "--exclude", "*"], cwd=REPO,
                                capture_output=True, text=True, check=False).stdout.strip()  # fmt: skip
-    return f"{number} ({described})" if described else number
+    return f"{__version__} ({described})" if described else __version__
 
 
 def write_result(name: str, figures: dict[str, Any], out: Path | None = None) -> Path:
