@@ -80,12 +80,14 @@ bootstrap() {
 
 java_opts() {
   local dir; dir=$(node_home "$1")
-  opts=(-Xms256m "-Xmx$heap" -XX:+UseG1GC -Dkafka.logs.dir="$dir/logs"
-    -Dlog4j2.configurationFile="$here/log4j2.properties" -Djava.awt.headless=true)
-  # Extra JVM options, after ours so that they win (the soak pre-touches the whole heap).
+  # Extra JVM options, after ours so that they win (the soak pre-touches the whole heap); one that picks
+  # a garbage collector replaces G1 (the JVM refuses two).
   local extra
   read -r -a extra <<<"${INCIDENTFLOW_KAFKA_JAVA_OPTS:-}"
-  opts+=("${extra[@]}")
+  local gc=(-XX:+UseG1GC)
+  if [[ " ${extra[*]} " =~ \ -XX:\+Use[A-Za-z]+GC\  ]]; then gc=(); fi
+  opts=(-Xms256m "-Xmx$heap" "${gc[@]}" -Dkafka.logs.dir="$dir/logs"
+    -Dlog4j2.configurationFile="$here/log4j2.properties" -Djava.awt.headless=true "${extra[@]}")
 }
 
 write_properties() {
@@ -161,7 +163,8 @@ up() {
     write_properties "$i"
     if [ ! -f "$dir/data/meta.properties" ]; then
       java_opts "$i"
-      [ -n "$cluster_id" ] || cluster_id=$(java -cp "$cache/*" "${opts[@]}" kafka.tools.StorageTool random-uuid | tail -n 1)
+      [ -n "$cluster_id" ] || cluster_id=$(java -cp "$cache/*" "${opts[@]}" kafka.tools.StorageTool random-uuid 2>&1 | tail -n 1)
+      [[ "$cluster_id" =~ ^[A-Za-z0-9_-]{22}$ ]] || { log "the JVM did not give a cluster id: $cluster_id"; exit 1; }
       java -cp "$cache/*" "${opts[@]}" kafka.tools.StorageTool format \
         -t "$cluster_id" -c "$dir/server.properties" >"$dir/logs/format.log" 2>&1 \
         || { log "formatting node $i's log dir failed:"; cat "$dir/logs/format.log" >&2; exit 1; }
