@@ -34,9 +34,13 @@ def last_release() -> str:
                            capture_output=True, text=True, check=False)  # fmt: skip
     if found.returncode == 0:
         return found.stdout.strip()
-    named = re.search(r"^## \[\d[^\]]*\][^\n]*\n+[^\n]*commit ([0-9a-f]{7,40})", (REPO / "CHANGELOG.md").read_text(), re.M)
+    named = re.search(
+        r"^## \[\d[^\]]*\][^\n]*\n+[^\n]*commit ([0-9a-f]{7,40})", (REPO / "CHANGELOG.md").read_text(), re.M
+    )
     if named is None:
-        pytest.fail(f"no release tag to upgrade from ({found.stderr.strip()}) and none named in CHANGELOG.md", pytrace=False)
+        pytest.fail(
+            f"no release tag to upgrade from ({found.stderr.strip()}) and none named in CHANGELOG.md", pytrace=False
+        )
     return named.group(1)
 
 
