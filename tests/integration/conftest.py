@@ -126,13 +126,22 @@ class Process:
     log: Path
 
     def stop(self, sig: int = 15, timeout: float = 20.0) -> None:
-        if self.popen.poll() is None:
-            self.popen.send_signal(sig)
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
+        stop_all([self], sig, timeout)
+
+
+def stop_all(processes: list[Process], sig: int = 15, timeout: float = 20.0) -> None:
+    """Signals every process at once, then waits for each (killed after `timeout`): a test's workers leave
+    together instead of each waiting for the group to rebalance onto the ones still running."""
+    running = [p for p in processes if p.popen.poll() is None]
+    for process in running:
+        process.popen.send_signal(sig)
+    deadline = time.monotonic() + timeout
+    for process in running:
+        try:
+            process.popen.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.popen.kill()
+            process.popen.wait()
 
 
 @dataclass
@@ -248,9 +257,7 @@ def stack_factory(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Callable[...
         return stack
 
     yield make
-    for stack in stacks:
-        for process in reversed(stack.processes):
-            process.stop()
+    stop_all([process for stack in stacks for process in stack.processes])
 
 
 def read_topic(bootstrap: str, topic: str, until: Callable[[list[Any]], bool], timeout: float = 60.0) -> list[Any]:

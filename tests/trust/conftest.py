@@ -1,5 +1,5 @@
-"""The trust suite runs on the integration tests' brokers and stacks."""
+"""The trust suite runs on the integration tests' brokers, cluster and stacks."""
 
-from tests.integration.conftest import kafka_bootstrap, own_broker, stack_factory
+from tests.integration.conftest import kafka_bootstrap, own_broker, own_cluster, stack_factory
 
-__all__ = ["kafka_bootstrap", "own_broker", "stack_factory"]
+__all__ = ["kafka_bootstrap", "own_broker", "own_cluster", "stack_factory"]
