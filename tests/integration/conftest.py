@@ -178,11 +178,11 @@ class Stack:
         }
 
     def _spawn(self, name: str, command: str, env: dict[str, str]) -> Process:
-        log = self.workdir / f"{name}.log"
+        log = self.workdir / f"{name}.log"  # appended to: a process started again keeps its predecessors' lines
         popen = subprocess.Popen(
             [sys.executable, "-m", "incidentflow.cli", command],
             env=env,
-            stdout=log.open("wb"),
+            stdout=log.open("ab"),
             stderr=subprocess.STDOUT,
             cwd=self.workdir,
         )
