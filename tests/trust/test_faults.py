@@ -283,14 +283,23 @@ def test_a_worker_whose_store_was_corrupted_rebuilds_it(stack_factory: Any) -> N
 
     supervise()
     run.start_worker(0)
-    while run.sender.thread is not None and run.sender.thread.is_alive():
+
+    def set_aside() -> int:
+        return (stack.workdir / "worker-1.log").read_text(errors="replace").count("is corrupt (")
+
+    # The stores open once the group has given worker 1 its partitions: supervised until the sending ends
+    # and at least until a store was found corrupt (or two minutes passed).
+    deadline = time.monotonic() + 120
+    while (run.sender.thread is not None and run.sender.thread.is_alive()) or (
+        not set_aside() and time.monotonic() < deadline
+    ):
         supervise()
         time.sleep(1)
     supervise()
-    set_aside = (stack.workdir / "worker-1.log").read_text(errors="replace").count("is corrupt (")
-    assert set_aside > 0, "no store was found corrupt"
+    found = set_aside()
+    assert found > 0, "no store was found corrupt"
     run.check(sst_files=len(tables), garbled_whole=len(tables[::2]), garbled_inside=len(tables[1::2]),
-              stores_set_aside=set_aside, restarts_after_a_damaged_read=restarts)  # fmt: skip
+              stores_set_aside=found, restarts_after_a_damaged_read=restarts)  # fmt: skip
 
 
 def rss_mib(pid: int) -> float:
