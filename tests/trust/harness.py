@@ -328,15 +328,17 @@ def lag(ports: list[int]) -> float | None:
     return None if found is None else sum(found.values())
 
 
-def wait_lag_zero(ports: list[int], timeout: float = 120) -> tuple[bool, dict[str, float] | None]:
-    """Whether the lag returned to zero in time, and else the partitions still behind when it gave up."""
+def wait_lag_zero(ports: Callable[[], list[int]], timeout: float = 120) -> tuple[bool, dict[str, float] | None]:
+    """Whether the lag returned to zero in time, and else the partitions still behind when it gave up.
+
+    `ports` gives the live workers' ports at each look (a worker restarted meanwhile has a new one)."""
     deadline = time.monotonic() + timeout
-    found = lag_by_partition(ports)
+    found = lag_by_partition(ports())
     while found is None or any(found.values()):
         if time.monotonic() > deadline:
             return False, found if found is None else {k: v for k, v in found.items() if v}
         time.sleep(1)
-        found = lag_by_partition(ports)
+        found = lag_by_partition(ports())
     return True, {}
 
 
