@@ -65,6 +65,7 @@ def create(settings: Settings, integrations: Integrations) -> Runtime:
     app.incidentflow_runtime = runtime  # type: ignore[attr-defined]  # found by the patches of runtime/install.py
     _commit_and_watch(runtime)
     _stop_when_records_cannot_be_sent(runtime)
+    _stop_on_a_corrupt_store(app)
     _return_free_memory(runtime)
     _add_metrics_page(runtime)
     return runtime
@@ -106,6 +107,21 @@ def _commit_and_watch(runtime: Runtime) -> None:
     @app.on_before_shutdown.connect
     async def stop_offsets(app: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         await runtime.offsets.stop()
+
+
+def _stop_on_a_corrupt_store(app: faust.App) -> None:
+    """A store found corrupt outside a record's handler (the table recovery reads each store's last
+    offset when partitions are assigned) stops the worker as a damaged read in a handler does: its
+    stores marked, exit status 74, rebuilt from their changelogs at the next start. Any other crash
+    stays the app's."""
+    crash = app.crash
+
+    async def crash_unless_corrupt(reason: BaseException) -> None:
+        if store.is_corruption(reason):
+            store.fail_on_corruption(reason)
+        await crash(reason)
+
+    app.crash = crash_unless_corrupt  # type: ignore[method-assign]
 
 
 def _stop_when_records_cannot_be_sent(runtime: Runtime) -> None:

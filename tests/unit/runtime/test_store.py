@@ -133,3 +133,28 @@ def test_a_corrupt_block_fails_reads_and_the_worker_stops_and_rebuilds_on_its_ne
     db.close()
     assert not (tmp_path / "scope-0.db.corrupt").exists()
     assert list(tmp_path.glob("scope-0.db.corrupt-*"))
+
+
+def test_a_store_found_corrupt_outside_a_handler_stops_the_worker_as_a_damaged_read_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The table recovery reads each store's last offset when partitions are assigned: a corruption met
+    there crashes the app, and the crash marks the stores and exits 74 like a damaged read in a handler."""
+    import asyncio
+
+    from incidentflow.config import Integrations, Settings
+    from incidentflow.runtime.app import create
+
+    runtime = create(Settings(_env_file=None, data_dir=tmp_path), Integrations(by_name={}))  # type: ignore[call-arg]
+    marked = tmp_path / "scope-0.db"
+    monkeypatch.setattr(store, "_opened", {marked})
+
+    def exit_(status: int) -> None:
+        raise SystemExit(status)
+
+    monkeypatch.setattr(store.os, "_exit", exit_)
+    corrupt = Exception("Corruption: block checksum mismatch: stored = 1, computed = 2 in scope-0.db/000008.sst")
+    with pytest.raises(SystemExit) as stopped:
+        asyncio.run(runtime.app.crash(corrupt))
+    assert stopped.value.code == store.EXIT_STORE_CORRUPT
+    assert (tmp_path / "scope-0.db.corrupt").exists()
