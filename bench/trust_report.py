@@ -72,10 +72,12 @@ def faults() -> list[str]:
         if result is None:
             lines.append(f"| {name} | {criterion} | not run | | | | | | |")
             continue
-        statuses = ", ".join(f"{k}: {v}" for k, v in sorted(result["statuses"].items()))
+        # A result recorded from a run's end state after the test was stopped has no answers or duration.
+        statuses = ", ".join(f"{k}: {v}" for k, v in sorted(result.get("statuses", {}).items())) or "not recorded"
+        took = f" ({result['seconds']:.0f} s)" if "seconds" in result else ""
         lines.append(f"| {name} | {criterion} | {result['events']:,} | {statuses} | {result['lost']} | "
                      f"{result['double_counted']} | {result['wrong']} | {'yes' if result['lag_back_to_zero'] else 'NO'} | "
-                     f"{'pass' if result['passed'] else 'FAIL'} ({result['seconds']:.0f} s) |")  # fmt: skip
+                     f"{'pass' if result['passed'] else 'FAIL'}{took} |")  # fmt: skip
         extra = {k: v for k, v in result.items() if k not in {"scenario", "events", "statuses", "lost", "double_counted",
                                                                "wrong", "lag_back_to_zero", "passed", "seconds"}}  # fmt: skip
         details.append(f"- **{name}**: `{json.dumps(extra)}`")
