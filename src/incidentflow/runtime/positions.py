@@ -43,12 +43,15 @@ class Positions:
         known = self.expected.get(tp)
         if known is None or known[0] != app.consumer_generation_id:
             # After a rebalance the partition may have been elsewhere: its owner saved its position.
+            # When no worker ever recorded one, no record of the partition was handled yet: it is
+            # expected from its first offset (the gap reader starts at the oldest record the broker
+            # still has), for Faust can drop the first records it fetches there too.
             stored = self.table.get(f"{message.topic}:{message.partition}".encode())
             candidates = [int(stored)] if stored else []
-            expected = max([*candidates, *([known[1]] if known else [])], default=None)
+            expected = max([*candidates, *([known[1]] if known else [])], default=0)
         else:
             expected = known[1]
-        if expected is not None and message.offset > expected:
+        if message.offset > expected:
             return expected
         return None
 

@@ -170,6 +170,17 @@ def test_records_delivered_again_after_a_gap_are_handled_again_not_skipped() -> 
     assert broker.reads == [(2, 4)]
 
 
+def test_records_skipped_before_the_first_one_ever_handled_are_read_from_the_broker() -> None:
+    app, broker = App(), Broker(records=30)
+    consumer = Consumer(app, broker)
+    # No worker recorded a position for the partition yet, and Faust delivers offset 22 first
+    # (it dropped what it had fetched when it sought at the end of a rebalance).
+    consumer.deliver([22, 23])
+    assert consumer.handled == list(range(24))
+    assert broker.reads == [(0, 22)]
+    assert rewinds(consumer) == 1
+
+
 def test_a_new_owner_starts_from_the_position_the_last_owner_saved() -> None:
     app, broker = App(), Broker(records=30)
     first = Consumer(app, broker)
