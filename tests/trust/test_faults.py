@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from incidentflow.runtime.pauses import EXIT_PAUSED
 from incidentflow.runtime.store import EXIT_STORE_CORRUPT
 from tests.integration.conftest import REPO, OwnBroker, Process, Stack
 from tests.scenario import deliveries
@@ -215,12 +216,18 @@ def test_a_worker_paused_past_its_session_writes_nothing_twice(stack_factory: An
     run.sender.start()
     run.sender.wait_for(0.4)
     # Frozen with records in hand past its session (6 s): the group gives its partitions to worker 0, and
-    # when it thaws it still holds a batch it had begun, and tries to finish and commit it.
+    # when it thaws it still holds a batch it had begun. It must stop before it writes any of it (exit
+    # status 75), and is started again as its supervisor would.
     zombie = run.workers[1].popen
     zombie.send_signal(signal.SIGSTOP)
     time.sleep(20)
     zombie.send_signal(signal.SIGCONT)
-    run.check(paused_seconds=20, session_timeout_seconds=6)
+    status = zombie.wait(timeout=30)
+    assert status == EXIT_PAUSED, f"the thawed worker went on (exit status {status})"
+    run.workers.pop(1)
+    run.ports.pop(1)
+    run.start_worker(1)
+    run.check(paused_seconds=20, session_timeout_seconds=6, zombie_exit_status=status)
 
 
 def test_a_worker_whose_store_was_deleted_restores_it(stack_factory: Any) -> None:

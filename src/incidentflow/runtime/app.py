@@ -17,6 +17,7 @@ from incidentflow.runtime import heap, store, upstream
 from incidentflow.runtime.harness import Runtime
 from incidentflow.runtime.install import install
 from incidentflow.runtime.packed import partition_of
+from incidentflow.runtime.pauses import PauseWatch, pause_limit
 from incidentflow.runtime.stall import StallWatch, consumer_end_offset
 from incidentflow.runtime.store import cache_usage
 from incidentflow.topics import Topics
@@ -66,6 +67,7 @@ def create(settings: Settings, integrations: Integrations) -> Runtime:
     _commit_and_watch(runtime)
     _stop_when_records_cannot_be_sent(runtime)
     _stop_on_a_corrupt_store(app)
+    _stop_after_a_long_pause(runtime)
     _return_free_memory(runtime)
     _add_metrics_page(runtime)
     return runtime
@@ -122,6 +124,16 @@ def _stop_on_a_corrupt_store(app: faust.App) -> None:
         await crash(reason)
 
     app.crash = crash_unless_corrupt  # type: ignore[method-assign]
+
+
+def _stop_after_a_long_pause(runtime: Runtime) -> None:
+    """From the worker's start, a process that stood still past its session stops (runtime/pauses.py)."""
+    runtime.pauses = PauseWatch(pause_limit(runtime.settings.session_timeout_seconds))
+
+    @runtime.app.task  # type: ignore[untyped-decorator]  # faust declares no types for task
+    async def watch_pauses() -> None:
+        assert runtime.pauses is not None  # noqa: S101  # set just above; for the type checker
+        runtime.pauses.start()
 
 
 def _stop_when_records_cannot_be_sent(runtime: Runtime) -> None:

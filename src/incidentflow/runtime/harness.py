@@ -31,6 +31,7 @@ from incidentflow.runtime.changelog import Changelog, aiokafka_producer
 from incidentflow.runtime.cloudevents import CloudEventHeaders
 from incidentflow.runtime.commits import Commits
 from incidentflow.runtime.packed import NotPacked, Outbox, Record, partition_of, unpack
+from incidentflow.runtime.pauses import PauseWatch
 from incidentflow.runtime.positions import GapReader, GapUnreadable, Positions
 from incidentflow.runtime.recovery import BulkLoad
 from incidentflow.runtime.stall import BrokerOffsets
@@ -98,6 +99,8 @@ class Runtime:
     bulk_load: BulkLoad = field(init=False)
     headers: CloudEventHeaders = field(default_factory=lambda: CloudEventHeaders("/incidentflow", {}))
     """The CloudEvents headers of the records it sends to the topics they name."""
+    pauses: PauseWatch | None = None
+    """Stops the worker before a batch's writes when it stood still past its session (runtime/pauses.py)."""
 
     def __post_init__(self) -> None:
         self.positions = Positions(self.table("positions", "next offset expected by topic:partition"))
@@ -255,6 +258,8 @@ class Runtime:
                 done[(message.topic, message.partition)] = message.offset + 1
         if finish is not None:
             await finish()
+        if self.pauses is not None:
+            self.pauses.check()  # a worker that may have lost its partitions writes nothing of the batch
         await self.flush_outbox()
         await self.changelog.flush(self.app, self.handover)
         generation = self.app.consumer_generation_id
