@@ -7,7 +7,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import NoReturn
 
 log = logging.getLogger("incidentflow.worker")
@@ -46,31 +46,39 @@ class PauseWatch:
     worker does not use; so it stops instead, writing nothing more, and the records it had in hand
     are handled again from the committed offsets.
 
-    A thread notes the time every `tick` seconds; a gap longer than `limit` between two notes is a
-    pause. The thread may wake after the event loop's thread (which might flush first), so
-    `check`, called before every flush, also counts the time since the last note."""
+    A thread notes the time and the process's CPU time every `tick` seconds; a gap longer than
+    `limit` between two notes in which the process used less than half a core is a pause (a busy
+    process whose thread waited for the interpreter lock used about one core meanwhile). The thread
+    may wake after the event loop's thread (which might flush first), so `check`, called before
+    every flush, also counts the time since the last note."""
 
     limit: float
     tick: float = 0.1
     on_pause: Callable[[float], None] = _exit_paused
-    last: float = field(default_factory=time.monotonic)
+    clock: Callable[[], float] = time.monotonic
+    cpu: Callable[[], float] = time.process_time
+    last: tuple[float, float] = (0.0, 0.0)
+    """(time, process CPU time) at the last note."""
     _thread: threading.Thread | None = None
 
     def start(self) -> None:
-        self.last = time.monotonic()
+        self.note()
         self._thread = threading.Thread(target=self._run, name="incidentflow-pause-watch", daemon=True)
         self._thread.start()
+
+    def note(self) -> None:
+        self.last = (self.clock(), self.cpu())
 
     def check(self) -> None:
         """Stops the worker if the process stood still past the limit since the last note (once started)."""
         if self._thread is None:
             return
-        stood = time.monotonic() - self.last
-        if stood > self.limit:
+        stood = self.clock() - self.last[0]
+        if stood > self.limit and self.cpu() - self.last[1] < stood / 2:
             self.on_pause(stood)
 
     def _run(self) -> None:
         while True:
             time.sleep(self.tick)
             self.check()
-            self.last = time.monotonic()
+            self.note()

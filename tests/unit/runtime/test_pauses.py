@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import dataclass
 
 from incidentflow.runtime.pauses import EXIT_PAUSED, PauseWatch, pause_limit
 
@@ -18,17 +19,44 @@ def test_the_limit_leaves_two_heartbeats_of_the_session() -> None:
     assert pause_limit(6.0) < 6.0 - 6.0 / 5
 
 
+@dataclass
+class Clocks:
+    now: float = 100.0
+    cpu_seconds: float = 5.0
+
+    def pass_(self, seconds: float, cpu: float) -> None:
+        self.now += seconds
+        self.cpu_seconds += cpu
+
+
+def watch_with(clocks: Clocks, paused: list[float]) -> PauseWatch:
+    # the thread notes nothing in these tests (its tick is a minute): only the checks before flushes run
+    return PauseWatch(limit=0.5, tick=60.0, on_pause=paused.append, clock=lambda: clocks.now,
+                      cpu=lambda: clocks.cpu_seconds)  # fmt: skip
+
+
 def test_a_check_before_a_flush_counts_the_time_since_the_watch_last_noted_it() -> None:
-    paused: list[float] = []
-    watch = PauseWatch(limit=0.5, tick=60.0, on_pause=paused.append)  # the thread notes nothing in this test
+    clocks, paused = Clocks(), []
+    watch = watch_with(clocks, paused)
+    clocks.pass_(3.0, 0.0)
     watch.check()  # not started: the worker's start may take longer than the limit
     assert paused == []
     watch.start()
+    clocks.pass_(0.2, 0.0)
     watch.check()
     assert paused == []
-    watch.last -= 2.0  # the process stood still for 2 s and the watch's thread has not woken yet
+    clocks.pass_(1.8, 0.01)  # the process stood still and the watch's thread has not woken yet
     watch.check()
-    assert len(paused) == 1 and paused[0] >= 2.0
+    assert paused == [2.0]
+
+
+def test_a_process_busy_past_the_limit_is_not_taken_for_a_paused_one() -> None:
+    clocks, paused = Clocks(), []
+    watch = watch_with(clocks, paused)
+    watch.start()
+    clocks.pass_(2.0, 1.9)  # one long call held the interpreter lock, using a core all along
+    watch.check()
+    assert paused == []
 
 
 def test_a_process_stopped_past_the_limit_exits_with_its_status_when_continued() -> None:
