@@ -29,7 +29,8 @@ CRITERIA = {
     "poison": "Five kinds of poison record on every partition of every input topic during ingest: each is "
     "dead-lettered with its reason and origin, everything else is processed.",
     "worker-sigstop": "A worker is frozen (SIGSTOP) for 20 s, past its 6-second session, while the other takes its "
-    "partitions, then thawed with a batch in hand: the zombie writes nothing twice.",
+    "partitions, then thawed with a batch in hand: it stops (exit status 75) before it writes any of it, and is "
+    "started again as a supervisor would.",
     "worker-store-deleted": "A worker is stopped, its RocksDB directory deleted, and started again: every table is "
     "restored from its changelog.",
     "worker-store-corrupted": "A worker is stopped and its RocksDB files damaged (half garbled whole, half inside "
