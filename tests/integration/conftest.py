@@ -14,6 +14,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -257,7 +258,10 @@ def stack_factory(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Callable[...
         return stack
 
     yield make
-    stop_all([process for stack in stacks for process in stack.processes])
+    # The test is over: its processes are killed rather than stopped cleanly (each namespace is the
+    # test's own, so what a killed worker leaves behind concerns no other test), which saves the
+    # seconds a clean stop takes per process on a busy machine.
+    stop_all([process for stack in stacks for process in stack.processes], signal.SIGKILL)
 
 
 def read_topic(bootstrap: str, topic: str, until: Callable[[list[Any]], bool], timeout: float = 60.0) -> list[Any]:

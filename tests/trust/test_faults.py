@@ -172,7 +172,8 @@ def test_workers_scaled_one_to_three_to_one_lose_nothing(stack_factory: Any) -> 
     run.check(workers="1 -> 3 -> 1")
 
 
-def test_broker_restart_gateway_answers_503_and_loses_nothing(stack_factory: Any, own_broker: OwnBroker) -> None:
+def test_broker_restart_gateway_answers_503_and_loses_nothing(own_broker: OwnBroker, stack_factory: Any) -> None:
+    # own_broker first: torn down last, so the workers stop while their broker is still there
     stack: Stack = stack_factory(integrations_yaml(), partitions=PARTITIONS)
     stack.bootstrap = own_broker.bootstrap
     run = Run(stack, "broker-restart", size(20_000, 3000), seed=301)
