@@ -44,4 +44,3 @@ def test_sigterm_ends_a_worker_whose_broker_is_gone_within_ten_seconds(
         pytest.fail(f"the worker was still running 10 s after SIGTERM:\n{worker.log.read_text()[-3000:]}")
     took = time.monotonic() - started
     assert took <= 10, took
-    own_broker.start()  # the fixture stops it again
