@@ -38,32 +38,13 @@ REPO = Path(__file__).resolve().parents[2]
 KAFKA_SH = REPO / "deploy" / "kafka" / "kafka.sh"
 
 
-LONGEST_FIRST = (
-    "tests/trust/test_faults.py",
-    "tests/integration/test_correlation.py::test_live",
-    "tests/integration/test_scale_out.py",
-    "tests/integration/test_replay.py",
-    "tests/integration/test_gateway_durability.py",
-    "tests/integration/test_worker_stop.py",
-    "tests/integration/test_skipped_offsets.py",
-)
-"""Tests of half a minute and more, started first: pytest-xdist hands tests out in collection order,
-and one of them started last would leave the other processes idle at the end of the run."""
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Schemathesis gives every operation's test the same node id; pytest-xdist needs them distinct.
-    The longest tests go first (`LONGEST_FIRST`), the others keep their order."""
+    """Schemathesis gives every operation's test the same node id; pytest-xdist needs them distinct."""
     for item in items:
         label = getattr(item, "operation_label", None)
         if label is not None and "[" not in item.nodeid:
             # the id pytest and xdist report and schedule by (pytest 9 keeps it structured)
             item._id = type(item._id).parse(f"{item.nodeid}[{label}]")  # noqa: SLF001
-
-    def rank(item: pytest.Item) -> int:
-        return next((i for i, prefix in enumerate(LONGEST_FIRST) if item.nodeid.startswith(prefix)), len(LONGEST_FIRST))
-
-    items.sort(key=rank)  # stable: every process collects the same order, as pytest-xdist requires
 
 
 def free_port() -> int:
