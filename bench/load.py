@@ -7,8 +7,8 @@ Requests are sent at fixed times (i / rate), whatever the server does, so a slow
 hold the next request back and hide latency (no coordinated omission): a request's latency runs
 from the time it was due, not from when it left. Traffic is the trust suite's generator (native,
 Sleuth, Uptrends, Flashduty alerts and changes, Elven); one request in twenty is a probe, an open
-of an incident of its own, whose delay is measured from its 202 to the Kafka timestamp of its
-first record on `incidentflow.incidents`.
+of an incident of its own at the traffic's event time, whose delay is measured from its 202 to the
+Kafka timestamp of its first record on `incidentflow.incidents` (the request after it resolves it).
 
 A rate is sustained when every request got its answer (202, or 204 for a PagerDuty event type the
 product does not read), the gateway's p99 is under 100 ms,
@@ -101,8 +101,8 @@ def percentiles(values: list[float]) -> dict[str, float]:
 class Pipeline:
     """A gateway and worker(s) on a namespace of their own, and the traffic to send them."""
 
-    def __init__(self, bootstrap: str, work: Path, workers: int = 1) -> None:
-        self.bootstrap, self.work = bootstrap, work
+    def __init__(self, bootstrap: str, work: Path, workers: int = 1, horizon_days: int | None = 36500) -> None:
+        self.bootstrap, self.work, self.horizon_days = bootstrap, work, horizon_days
         self.namespace = f"load-{uuid.uuid4().hex[:6]}"
         (work / "integrations.yaml").write_text(integrations_yaml())
         self.gateway_port = free_port()
@@ -110,6 +110,8 @@ class Pipeline:
         self.worker_ports = [free_port() for _ in range(workers)]
         self.processes: dict[str, Any] = {}
         self.traffic: Iterator[Webhook] = self._traffic()
+        self.traffic_start = START
+        """Where the event time of the traffic being sent now starts: the probes take it."""
         self.sent = 0
 
     def _traffic(self) -> Iterator[Webhook]:
@@ -120,15 +122,19 @@ class Pipeline:
         that way, at a rate the 30-second load steps sustained."""
         seed = 0
         while True:
-            yield from generate(1000 + seed, CHUNK, start=START + timedelta(days=span_days(CHUNK) * seed))
+            self.traffic_start = START + timedelta(days=span_days(CHUNK) * seed)
+            yield from generate(1000 + seed, CHUNK, start=self.traffic_start)
             seed += 1
 
     def start(self) -> None:
         asyncio.run(ensure_topics(Settings(kafka_bootstrap=self.bootstrap, topic_namespace=self.namespace,
                                            partitions=8)))  # fmt: skip
         # The traffic's event time runs 22 days per 20,000 events, years in a run, while Elven's events
-        # take the gateway's now: under the default state horizon they would soon be too late.
-        base = product_env(self.bootstrap, self.namespace, self.work, INCIDENTFLOW_STATE_HORIZON_DAYS="36500",
+        # take the gateway's now: under the default state horizon they are too late once the traffic is
+        # 90 days past today. A load search keeps them all with a horizon of a century; the soak runs
+        # the product's horizon, for its state to reach a steady size.
+        horizon = {} if self.horizon_days is None else {"INCIDENTFLOW_STATE_HORIZON_DAYS": str(self.horizon_days)}
+        base = product_env(self.bootstrap, self.namespace, self.work, **horizon,
                            INCIDENTFLOW_INTEGRATIONS_FILE=str(self.work / "integrations.yaml"))  # fmt: skip
         self.processes["gateway"] = spawn(
             "gateway", {**base, "INCIDENTFLOW_GATEWAY_PORT": str(self.gateway_port)}, self.work
@@ -164,11 +170,15 @@ class Pipeline:
         for a webhook that means no event (a PagerDuty event type the product does not read)."""
         i = self.sent
         self.sent += 1
-        if i % PROBE_EVERY == 0:
-            key = f"probe-{self.namespace}-{i}"
-            body = {"external_aggregate_key": key, "action": "open", "occurred_at": "2026-11-01T00:00:00Z",
-                    "labels": {"team": "probe"}}  # fmt: skip
-            return f"/v1/events/{FLEET['native'].token}", body, {}, f"native:{key}", 202
+        if i % PROBE_EVERY in (0, 1):
+            # A probe opens an incident of its own at the traffic's event time; the next request
+            # resolves it, so that probes leave no open incident behind (state that never goes).
+            key = f"probe-{self.namespace}-{i - i % PROBE_EVERY}"
+            at = self.traffic_start + timedelta(minutes=i % PROBE_EVERY)
+            body = {"external_aggregate_key": key, "action": "resolve" if i % PROBE_EVERY else "open",
+                    "occurred_at": at.strftime("%Y-%m-%dT%H:%M:%SZ"), "labels": {"team": "probe"}}  # fmt: skip
+            probe = None if i % PROBE_EVERY else f"native:{key}"
+            return f"/v1/events/{FLEET['native'].token}", body, {}, probe, 202
         w = next(self.traffic)
         return w.path, w.body, dict(w.headers), None, 204 if w.ignored else 202
 

@@ -9,6 +9,14 @@ descriptors of the gateway, the worker and the broker are read from /proc, and t
 shared RocksDB cache (`incidentflow_store_cache_bytes`, memtables included) and its consumer lag
 summed over every input partition from its /metrics.
 
+The worker runs with the product's state horizon (90 days). The traffic's event time runs about
+22 days per 20,000 events, so from about the seventh minute on the horizon forgets as much state as
+the traffic brings, and what the worker keeps in memory for its histories (each service and env's
+deployments and incidents, each repository's pushes, within the horizon) reaches its steady size;
+under a horizon longer than the run's event time that state, and the memory, would grow for the
+whole run by design. Elven's events take the gateway's receive time: once the traffic is past the
+horizon from today they are dead-lettered as too late, which the soak does not count against it.
+
 Two processes hold memory that fills up to a bound by design: the worker's RocksDB cache (its
 `STORE_MEMORY_MIB`) and the broker's JVM heap (`-Xmx`). Growth up to those bounds is not a leak,
 so it is kept out of the trend: the broker's heap is resident from the start (`-Xms` = `-Xmx` and
@@ -17,7 +25,8 @@ The worker runs with a 128 MiB budget (`--store-mib`), which fills within the fi
 this rate; the default 256 MiB takes about 23 of them (bench/README.md has that run too).
 
 Pass means: every request answered as it should (202, or 204 for an event type the product does not read); for every process, at least 15 minutes of steady state (after
-the first 5 minutes of warm-up and, for a worker, once its cache is full) in which the
+the warm-up — 5 minutes, or as long as the traffic takes to run one state horizon and a minute
+more, 7 at 237 requests/s — and, for a worker, once its cache is full) in which the
 least-squares slopes of resident memory and of open descriptors each project less than 10%
 growth over an hour (or less than 5 MiB and 10 descriptors an hour: noise); the cache within its
 budget; and consumer lag back to zero after the run.
@@ -30,6 +39,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import sys
 import tempfile
@@ -38,9 +48,13 @@ from pathlib import Path
 
 import httpx
 from common import REPO, broker, write_result
-from load import Pipeline, Step, report, run_step
+from load import CHUNK, Pipeline, Step, report, run_step, span_days
+
+from incidentflow.config import Settings
 
 WARM_UP_MINUTES = 5
+"""At least this warm-up, and as long as the traffic takes to run one state horizon (`warm_up`)."""
+HORIZON_DAYS = Settings.model_fields["state_horizon_days"].default
 STEADY_MINUTES = 15
 """At least this many minutes of steady state for a verdict."""
 GROWTH_LIMIT = 0.10
@@ -110,12 +124,19 @@ def cache_mib(figures: dict[str, float]) -> tuple[float, float]:
     return figures.get("incidentflow_store_cache_bytes", 0.0), figures.get("incidentflow_store_cache_budget_bytes", 0.0)
 
 
-def steady_from(caches: list[float], budget: float) -> int:
+def warm_up(rate: float) -> int:
+    """Minutes of warm-up at this rate: five, or until the traffic's event time has run one state
+    horizon and a minute more (from then on the worker's histories forget as much as comes in)."""
+    days_per_minute = span_days(CHUNK) / CHUNK * rate * 60
+    return max(WARM_UP_MINUTES, math.ceil(HORIZON_DAYS / days_per_minute) + 1)
+
+
+def steady_from(caches: list[float], budget: float, warm: int) -> int:
     """The first minute of steady state: after the warm-up and, where there is a cache, once it is full."""
     if not budget:
-        return WARM_UP_MINUTES
+        return warm
     full = next((i for i, c in enumerate(caches) if c >= FULL * budget), len(caches))
-    return max(WARM_UP_MINUTES, full)
+    return max(warm, full)
 
 
 def growth_per_hour(values: list[float]) -> float:
@@ -129,12 +150,12 @@ def flat(values: list[float], noise: float) -> bool:
 
 
 def verdict(
-    samples: dict[str, list[tuple[float, int, float]]], budgets: dict[str, float]
+    samples: dict[str, list[tuple[float, int, float]]], budgets: dict[str, float], warm: int
 ) -> dict[str, dict[str, float | bool]]:
     out: dict[str, dict[str, float | bool]] = {}
     for name, series in samples.items():
         caches = [c for _, _, c in series]
-        start = steady_from(caches, budgets.get(name, 0.0))
+        start = steady_from(caches, budgets.get(name, 0.0), warm)
         memory = [m for m, _, _ in series][start:]
         descriptors = [float(f) for _, f, _ in series][start:]
         memory_growth, fd_growth = growth_per_hour(memory), growth_per_hour(descriptors)
@@ -170,7 +191,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="incidentflow-soak-"))
     os.environ["INCIDENTFLOW_STORE_MEMORY_MIB"] = str(args.store_mib)  # the workers' environment starts from ours
     with broker(work, port=39292, java_opts=BROKER_JAVA_OPTS) as bootstrap:
-        pipeline = Pipeline(bootstrap, work)
+        pipeline = Pipeline(bootstrap, work, horizon_days=None)  # the product's state horizon
         pipeline.start()
         pids = {name: p.pid for name, p in pipeline.processes.items()}
         kafka = broker_pid(bootstrap)
@@ -200,7 +221,8 @@ def main() -> int:
             report(final)
         finally:
             pipeline.stop()
-    processes = verdict(samples, budgets)
+    warm = warm_up(rate)
+    processes = verdict(samples, budgets, warm)
     accepted = sum(s.answered for s in [*steps, final])
     offered = sum(s.requests for s in [*steps, final])
     passed = all(bool(v["pass"]) for v in processes.values()) and final.drained and accepted == offered
@@ -209,7 +231,8 @@ def main() -> int:
     print(f"soak {'PASSED' if passed else 'FAILED'}: {accepted}/{offered} accepted at {rate:.1f}/s for "
           f"{args.minutes} min; lag back to zero: {final.drained}")  # fmt: skip
     write_result("soak", {
-        "rate": rate, "minutes": args.minutes, "store_mib": args.store_mib, "accepted": accepted, "offered": offered,
+        "rate": rate, "minutes": args.minutes, "warm_up_minutes": warm, "store_mib": args.store_mib,
+        "accepted": accepted, "offered": offered,
         "drained": final.drained, "passed": passed, "processes": processes,
         "samples": {n: [{"rss_mib": round(m, 1), "fds": f, "cache_mib": round(c, 1)} for m, f, c in s]
                     for n, s in samples.items()},

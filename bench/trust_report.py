@@ -132,8 +132,8 @@ def soak_section() -> list[str]:
               f"{result['offered']:,} requests accepted; lag back to zero after the run: "
               f"{'yes' if result['drained'] else 'NO'}; result: **{'pass' if result['passed'] else 'FAIL'}**.", "",
               "Pass: no upward trend — memory that fills up to a bound by design (the worker's RocksDB cache, at "
-              f"{result.get('store_mib', 256)} MiB; the broker's JVM heap, resident from the start) is kept out: after 5 minutes "
-              "of warm-up and once a worker's cache is full, at least 15 minutes of steady state in which the "
+              f"{result.get('store_mib', 256)} MiB; the broker's JVM heap, resident from the start) is kept out: after "
+              f"{result.get('warm_up_minutes', 5)} minutes of warm-up (until the traffic has run one state horizon) and once a worker's cache is full, at least 15 minutes of steady state in which the "
               "least-squares slopes of resident memory and of open descriptors each project less than 10% growth "
               "per hour (or less than 5 MiB and 10 descriptors an hour: noise), and the cache within its budget.", "",
               "| process | RSS first / last MiB | RocksDB cache last / budget MiB | steady from minute (minutes) | RSS slope MiB/h (growth/h) | fds first / last | fds slope /h (growth/h) | result |",

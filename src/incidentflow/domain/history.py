@@ -147,10 +147,25 @@ def derive(deployments: Iterable[Deployment], incidents: Iterable[Window]) -> di
 
 
 class Meta(Value):
-    """A history's counters: the sequence number of its verdicts, and the input that last changed it."""
+    """A history's counters: the sequence number of its verdicts, the input that last changed it,
+    and its clock for the state horizon."""
 
     seq: int = 0
     position: int = Field(default=-1, description="Position of the last input that changed the history.")
+    clock: UtcDatetime | None = Field(
+        default=None, description="The latest time seen: a deployment's change time, an episode's open or resolution."
+    )
+    pruned: UtcDatetime | None = Field(default=None, description="Resolved incidents older than this are forgotten.")
+
+
+def latest_time(item: HistoryInput) -> datetime | None:
+    """The latest time an input of the history names (what moves its clock)."""
+    if item.deployment is not None:
+        return item.deployment.changed_at
+    if item.incident is not None:
+        times = [t for e in item.incident.episodes for t in (e.opened_at, e.resolved_at) if t is not None]
+        return max(times, default=None)
+    return None
 
 
 class Filed(Value):
@@ -245,15 +260,23 @@ class Ledger:
     def prune(self, before: datetime) -> tuple[list[str], list[str]]:
         """Forgets deployments made before `before` and incidents resolved before it, judging nothing
         again: what they were told stands. Returns the change_ids and aggregate_ids forgotten."""
-        gone = [cid for at, cid in self.order if at < before]
+        return self.forget_deployments(before), self.forget_incidents(before)
+
+    def forget_deployments(self, before: datetime) -> list[str]:
+        """Forgets deployments made before `before` (what they were told stands); their change_ids."""
+        gone = [cid for at, cid in self.order[: bisect_left(self.order, (before, ""))]]
         for change_id in gone:
             self._remove(self.items[change_id])
             self.told.pop(change_id, None)
+        return gone
+
+    def forget_incidents(self, before: datetime) -> list[str]:
+        """Forgets incidents whose every episode was resolved before `before`; their aggregate_ids."""
         closed = [aid for aid, w in self.incidents.items()
                   if all(e.resolved_at is not None and e.resolved_at < before for e in w.episodes)]  # fmt: skip
         for aggregate_id in closed:
             del self.incidents[aggregate_id]
-        return gone, closed
+        return closed
 
     # -- judging -----------------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ whose verdict moved. Each deployment and incident is stored under a key of its o
 writes a few small values whatever the size of the history; the history itself is read once per
 consumer generation and kept in memory (`Ledger`) while no other worker can write it. Its state is
 bounded by the state horizon: deployments and resolved incidents more than the horizon before the
-latest deployment of the service and env are forgotten.
+latest time the history has seen (a deployment, an incident's open or resolution) are forgotten.
 """
 
 from __future__ import annotations
@@ -77,7 +77,11 @@ class DeploymentHistory(PerRecord):
             # have moved are sent again, in case the crash lost them. The change fold keeps the newest.
             await self.replay(series, ledger, item)
             return "replayed"
-        ledger.meta = hist.Meta(seq=ledger.meta.seq + (1 if moved else 0), position=message.position)
+        at, clock = hist.latest_time(item), ledger.meta.clock
+        ledger.meta = ledger.meta.model_copy(update={
+            "seq": ledger.meta.seq + (1 if moved else 0), "position": message.position,
+            "clock": clock if at is None or (clock is not None and clock >= at) else at,
+        })  # fmt: skip
         self.save(series, ledger, [*touched, *(f"d|{cid}" for cid in moved)])
         self.prune(series, ledger)
         for change_id, derived in moved.items():
@@ -108,17 +112,22 @@ class DeploymentHistory(PerRecord):
         store(self.table, _key(series, "m"), ledger.meta)
 
     def prune(self, series: str, ledger: hist.Ledger) -> None:
-        """Forgets what lies more than the horizon before the latest deployment."""
-        if not ledger.order:
+        """Forgets deployments made more than the horizon before the latest time the history has
+        seen (a deployment, an incident's open or resolution), and, once a day, incidents resolved
+        before that: a service whose incidents come with no deployment forgets them too."""
+        clock = ledger.meta.clock or (ledger.order[-1][0] if ledger.order else None)
+        if clock is None:
             return
-        before = ledger.order[-1][0] - timedelta(days=self.horizon_days)
-        if ledger.order[0][0] >= before:
-            return
-        gone, closed = ledger.prune(before)
-        for change_id in gone:
-            store(self.table, _key(series, f"d|{change_id}"), None)
-        for aggregate_id in closed:
-            store(self.table, _key(series, f"i|{aggregate_id}"), None)
+        before = clock - timedelta(days=self.horizon_days)
+        if ledger.order and ledger.order[0][0] < before:
+            for change_id in ledger.forget_deployments(before):
+                store(self.table, _key(series, f"d|{change_id}"), None)
+        pruned = ledger.meta.pruned
+        if pruned is None or before - pruned >= timedelta(days=1):
+            for aggregate_id in ledger.forget_incidents(before):
+                store(self.table, _key(series, f"i|{aggregate_id}"), None)
+            ledger.meta = ledger.meta.model_copy(update={"pruned": before})
+            store(self.table, _key(series, "m"), ledger.meta)
 
     async def replay(self, series: str, ledger: hist.Ledger, item: hist.HistoryInput) -> None:
         if item.incident is not None:

@@ -190,6 +190,22 @@ def test_history_past_the_horizon_is_forgotten_without_moving_any_verdict() -> N
     assert set(ledger.items) == {"new"} and ledger.told == {"new": told} and not ledger.incidents
 
 
+def test_a_history_of_incidents_alone_forgets_the_resolved_ones_past_the_horizon() -> None:
+    """A service whose incidents come without deployments: its history's clock is the incidents' times."""
+    context, table = FakeContext(), DictTable()
+    stage = DeploymentHistory(context, NAMES, {"deployment-history": table}, horizon_days=90)  # type: ignore[arg-type]
+    day = 24 * 60
+    inputs = [hist.HistoryInput(incident=window("old", (0, 60))), hist.HistoryInput(incident=window("open", (10, None))),
+              hist.HistoryInput(incident=window("recent", (80 * day, 80 * day + 5))),
+              hist.HistoryInput(incident=window("new", (91 * day, 91 * day + 30)))]  # fmt: skip
+    messages = [record(NAMES.history, "s|prod", item.model_dump_json(), i) for i, item in enumerate(inputs)]
+    assert asyncio.run(context.run(stage, messages)) == ["applied"] * 4
+    assert set(stage.ledger("s|prod").incidents) == {"open", "recent", "new"}
+    assert not any(b"|i|old" in key for key in table.data)
+    stage.ledgers.clear()  # read again from the table: the same
+    assert set(stage.ledger("s|prod").incidents) == {"open", "recent", "new"}
+
+
 @st.composite
 def operations(draw: st.DrawFn) -> list[tuple[str, Any]]:
     """Deployments put, moved, changed and removed, and incidents opened, resolved, reopened and moved away."""
