@@ -101,8 +101,9 @@ def percentiles(values: list[float]) -> dict[str, float]:
 class Pipeline:
     """A gateway and worker(s) on a namespace of their own, and the traffic to send them."""
 
-    def __init__(self, bootstrap: str, work: Path, workers: int = 1, horizon_days: int | None = 36500) -> None:
-        self.bootstrap, self.work, self.horizon_days = bootstrap, work, horizon_days
+    def __init__(self, bootstrap: str, work: Path, workers: int = 1, horizon_days: int | None = 36500,
+                 settle: bool = False) -> None:  # fmt: skip
+        self.bootstrap, self.work, self.horizon_days, self.settle = bootstrap, work, horizon_days, settle
         self.namespace = f"load-{uuid.uuid4().hex[:6]}"
         (work / "integrations.yaml").write_text(integrations_yaml())
         self.gateway_port = free_port()
@@ -123,7 +124,7 @@ class Pipeline:
         seed = 0
         while True:
             self.traffic_start = START + timedelta(days=span_days(CHUNK) * seed)
-            yield from generate(1000 + seed, CHUNK, start=self.traffic_start)
+            yield from generate(1000 + seed, CHUNK, start=self.traffic_start, settle=self.settle)
             seed += 1
 
     def start(self) -> None:

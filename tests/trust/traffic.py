@@ -137,6 +137,8 @@ class Generator:
     seed: int
     days: int
     start: datetime = START
+    settle: bool = False
+    """Every incident resolves in the end (a soak's traffic: state that only grows would hide a leak)."""
     rnd: random.Random = field(init=False)
     n: int = 0
     used: set[tuple[str, datetime]] = field(default_factory=set)
@@ -175,6 +177,8 @@ class Generator:
             else:
                 choices = ["resolve", "resolve", "open"] + (["heartbeat"] if heartbeats else [])
                 steps.append(self.rnd.choice(choices))
+        if self.settle and steps[-1] != "resolve":
+            steps.append("resolve")
         return steps
 
     def times(self, key: str, count: int) -> list[datetime]:
@@ -183,8 +187,9 @@ class Generator:
         for _ in range(count):
             out.append(self.distinct(key, at))
             at += timedelta(seconds=self.rnd.randrange(60, 5400))
-        if self.rnd.random() < 0.2 and count > 1:  # a sender's clock or queue puts one event before its predecessor
-            i = self.rnd.randrange(1, count)
+        last = count - 1 if self.settle else count  # settled: the last event stays the last
+        if self.rnd.random() < 0.2 and last > 1:  # a sender's clock or queue puts one event before its predecessor
+            i = self.rnd.randrange(1, last)
             out[i] = self.distinct(key, out[i - 1] - timedelta(seconds=self.rnd.randrange(1, 900)))
         return out
 
@@ -284,7 +289,7 @@ class Generator:
         times = [t + timedelta(milliseconds=self.rnd.randrange(1000)) for t in times]
         for e in range(episodes):
             starts, ends = times[2 * e], times[2 * e + 1]
-            still_firing = e == episodes - 1 and self.rnd.random() < 0.25
+            still_firing = e == episodes - 1 and self.rnd.random() < 0.25 and not self.settle
             alert = {"labels": labels, "annotations": annotations, "startsAt": _iso(starts),
                      "generatorURL": fields["url"], "fingerprint": fingerprint}  # fmt: skip
             opened = _alert("alertmanager", fingerprint, "open", starts, self.next_id(), labels=labels,
@@ -467,14 +472,14 @@ def span_days(events: int) -> int:
     return max(3, events // 900)
 
 
-def generate(seed: int, events: int, start: datetime = START) -> list[Webhook]:
+def generate(seed: int, events: int, start: datetime = START, settle: bool = False) -> list[Webhook]:
     """About `events` canonical events over all sources: about 45% change events, the rest alerts,
-    from `start` on over `span_days(events)`.
+    from `start` on over `span_days(events)`; with `settle`, every incident resolves in the end.
 
     The span grows with the size so that correlations stay about as dense at any size; traffic
     longer than one call continues from where the last span ended (`start`), as time does.
     """
-    gen = Generator(seed, days=span_days(events), start=start)
+    gen = Generator(seed, days=span_days(events), start=start, settle=settle)
     makers = [(gen.native_incident, 5), (gen.flashduty_incident, 3), (gen.uptrends_incident, 2),
               (gen.sleuth_incident, 1), (gen.elven_incident, 1), (gen.alertmanager_incident, 2),
               (gen.pagerduty_incident, 1)]  # fmt: skip

@@ -12,6 +12,7 @@ keys out of the cache.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -20,6 +21,7 @@ from pydantic import BaseModel
 from incidentflow.runtime.tables import Context, Table, Where
 
 M = TypeVar("M", bound=BaseModel)
+V = TypeVar("V")
 
 
 @dataclass
@@ -69,3 +71,34 @@ class BatchCache(Generic[M]):
                     self.table.pop(key)
                 else:
                     self.table.set(key, entry.value.model_dump_json().encode())
+
+
+@dataclass
+class Recent(Generic[V]):
+    """The values last used, at most `size` of them: using one more forgets the one used longest ago.
+
+    For state a stage reads whole from its table and keeps between records (a history, a
+    repository's pushes): what is forgotten is read again from the table when it is used again, so
+    the memory stays bounded whatever the number of keys, and a key that gets no more input (a
+    service retired, a repository archived) does not hold memory for the rest of the generation."""
+
+    size: int
+    values: OrderedDict[str, V] = field(default_factory=OrderedDict)
+
+    def get(self, key: str) -> V | None:
+        found = self.values.get(key)
+        if found is not None:
+            self.values.move_to_end(key)
+        return found
+
+    def put(self, key: str, value: V) -> None:
+        self.values[key] = value
+        self.values.move_to_end(key)
+        while len(self.values) > self.size:
+            self.values.popitem(last=False)
+
+    def pop(self, key: str) -> None:
+        self.values.pop(key, None)
+
+    def clear(self) -> None:
+        self.values.clear()

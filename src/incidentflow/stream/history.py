@@ -5,7 +5,8 @@ that counts (and a leave when it stops counting there), the incident fold (strea
 incident's episodes, and this stage tells the change fold what the history says of each change
 whose verdict moved. Each deployment and incident is stored under a key of its own, so an input
 writes a few small values whatever the size of the history; the history itself is read once per
-consumer generation and kept in memory (`Ledger`) while no other worker can write it. Its state is
+consumer generation and kept in memory (`Ledger`) while no other worker can write it, the `KEPT`
+histories used last (another one is read again when it is used again). Its state is
 bounded by the state horizon: deployments and resolved incidents more than the horizon before the
 latest time the history has seen (a deployment, an incident's open or resolution) are forgotten.
 """
@@ -16,9 +17,13 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from incidentflow.domain import history as hist
+from incidentflow.runtime.cache import Recent
 from incidentflow.runtime.packed import Record
 from incidentflow.runtime.tables import Context, PerRecord, Table, load, parse, store
 from incidentflow.topics import Topics
+
+KEPT = 256
+"""At most this many histories are kept in memory between records (the ones used last)."""
 
 TABLES = {"deployment-history": "per service|env: its deployments (with their last verdict), incidents and counters"}
 
@@ -34,7 +39,7 @@ class DeploymentHistory(PerRecord):
     horizon_days: int = 90
     name: str = "deployment-history"
     topics: tuple[str, ...] = ()
-    ledgers: dict[str, hist.Ledger] = field(default_factory=dict)
+    ledgers: Recent[hist.Ledger] = field(default_factory=lambda: Recent(KEPT))
     """The histories read so far, while the consumer generation stays `kept_in`."""
     kept_in: int | None = None
 
@@ -53,7 +58,7 @@ class DeploymentHistory(PerRecord):
         try:
             return await self.apply(message, series, item)
         except Exception:
-            self.ledgers.pop(series, None)  # what it holds may be ahead of the table now: read it again
+            self.ledgers.pop(series)  # what it holds may be ahead of the table now: read it again
             raise
 
     async def apply(self, message: Record, series: str, item: hist.HistoryInput) -> str:
@@ -96,7 +101,7 @@ class DeploymentHistory(PerRecord):
             filed = [hist.Filed.model_validate_json(v) for _, v in self.table.prefixed(f"{prefix}d|".encode())]
             incidents = [hist.Window.model_validate_json(v) for _, v in self.table.prefixed(f"{prefix}i|".encode())]
             found = hist.Ledger.of(filed, incidents, load(self.table, _key(series, "m"), hist.Meta))
-            self.ledgers[series] = found
+            self.ledgers.put(series, found)
         return found
 
     def save(self, series: str, ledger: hist.Ledger, keys: list[str]) -> None:

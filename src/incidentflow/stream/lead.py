@@ -2,7 +2,8 @@
 deployment whose chain of pushes moved, to the change fold (`domain/lead.py` has the rule).
 
 The pushes and requests of a repository are read from its table keys the first time in a consumer
-generation and kept in memory (`Chains`); each input judges again only the requests whose chain it
+generation and kept in memory (`Chains`), for the `KEPT` repositories used last; each input judges
+again only the requests whose chain it
 can move. Past the state horizon (counted from the latest push or deployment of the repository)
 pushes and requests are forgotten: what they were told stands.
 """
@@ -13,9 +14,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from incidentflow.domain import lead as lt
+from incidentflow.runtime.cache import Recent
 from incidentflow.runtime.packed import Record
 from incidentflow.runtime.tables import Context, PerRecord, Table, load, parse, store
 from incidentflow.topics import Topics
+
+KEPT = 256
+"""At most this many repositories are kept in memory between records (the ones used last)."""
 
 TABLES = {"lead-time": "per repository: its pushes, the lead time requests (with their last verdict) and counters"}
 
@@ -31,7 +36,7 @@ class LeadTime(PerRecord):
     horizon_days: int = 90
     name: str = "lead-time"
     topics: tuple[str, ...] = ()
-    chains: dict[str, lt.Chains] = field(default_factory=dict)
+    chains: Recent[lt.Chains] = field(default_factory=lambda: Recent(KEPT))
     """The repositories read so far, while the consumer generation stays `kept_in`."""
     kept_in: int | None = None
 
@@ -50,7 +55,7 @@ class LeadTime(PerRecord):
         try:
             return await self.apply(message, repository, item)
         except Exception:
-            self.chains.pop(repository, None)  # what it holds may be ahead of the table now: read it again
+            self.chains.pop(repository)  # what it holds may be ahead of the table now: read it again
             raise
 
     async def apply(self, message: Record, repository: str, item: lt.LeadInput) -> str:
@@ -95,7 +100,7 @@ class LeadTime(PerRecord):
             links = [lt.Link.model_validate_json(v) for _, v in self.table.prefixed(f"{prefix}l|".encode())]
             filed = [lt.Filed.model_validate_json(v) for _, v in self.table.prefixed(f"{prefix}r|".encode())]
             found = lt.Chains.of(links, filed, load(self.table, _key(repository, "m"), lt.Meta))
-            self.chains[repository] = found
+            self.chains.put(repository, found)
         return found
 
     def save(self, repository: str, chains: lt.Chains, keys: list[str]) -> None:

@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 
 from incidentflow.domain import change_fold as cf
 from incidentflow.domain import history as hist
-from incidentflow.stream.history import DeploymentHistory
+from incidentflow.runtime.cache import Recent
+from incidentflow.stream.history import KEPT, DeploymentHistory
 from incidentflow.topics import Topics
 from tests.factories import T0, DictTable, FakeContext, record
 from tests.oracle import recompute_history
@@ -124,10 +125,13 @@ def test_derive_equals_the_batch_recomputation(case: tuple[list[hist.Deployment]
 # -- the stage -------------------------------------------------------------------------------------
 
 
-def run_stage(inputs: list[tuple[str, hist.HistoryInput]]) -> tuple[DictTable, dict[tuple[str, str], Any]]:
-    """Every input through the history stage, one batch each; the newest verdict per (change, series)."""
+def run_stage(
+    inputs: list[tuple[str, hist.HistoryInput]], kept: int = KEPT
+) -> tuple[DictTable, dict[tuple[str, str], Any]]:
+    """Every input through the history stage, one batch each (`kept` histories in memory); the newest
+    verdict per (change, series)."""
     context, table = FakeContext(), DictTable()
-    stage = DeploymentHistory(context, NAMES, {"deployment-history": table})  # type: ignore[arg-type]
+    stage = DeploymentHistory(context, NAMES, {"deployment-history": table}, ledgers=Recent(kept))  # type: ignore[arg-type]
     for offset, (series, item) in enumerate(inputs):
         asyncio.run(context.run(stage, [record(NAMES.history, series, item.model_dump_json(), offset=offset)]))
     newest: dict[tuple[str, str], hist.HistoryVerdict] = {}
@@ -159,10 +163,12 @@ def test_the_stage_tells_every_change_its_final_verdict_in_any_order_and_with_du
     inputs += [inputs[rnd.randrange(len(inputs))] for _ in range(len(inputs) // 4)] if inputs else []
     rnd.shuffle(inputs)
     inputs += [("other|prod", hist.HistoryInput(change_id=d.change_id, member=False)) for d in moved]
-    _, told = run_stage(inputs)
     final = hist.derive(deployments, [w.model_copy(update={"version": 2}) for w in incidents])
-    assert {cid: d for (cid, series), d in told.items() if series == "s|prod"} == final
-    assert all(d is None for (_, series), d in told.items() if series == "other|prod")
+    # with every history kept in memory, and with one only: each input of the other series reads its history again
+    for kept in (KEPT, 1):
+        _, told = run_stage(inputs, kept)
+        assert {cid: d for (cid, series), d in told.items() if series == "s|prod"} == final
+        assert all(d is None for (_, series), d in told.items() if series == "other|prod")
 
 
 def test_a_replayed_input_sends_every_verdict_again_and_a_redelivered_one_nothing() -> None:

@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from incidentflow.domain import lead as lt
-from incidentflow.stream.lead import LeadTime
+from incidentflow.runtime.cache import Recent
+from incidentflow.stream.lead import KEPT, LeadTime
 from incidentflow.topics import Topics
 from tests.factories import T0, DictTable, FakeContext, record
 from tests.oracle import recompute_leads
@@ -137,10 +138,13 @@ def test_the_chains_judge_again_exactly_what_the_one_pass_rule_says_after_every_
 # -- the stage -------------------------------------------------------------------------------------
 
 
-def run_stage(inputs: list[tuple[str, lt.LeadInput]], table: DictTable | None = None) -> dict[str, lt.Lead | None]:
-    """Every input through the lead time stage, one batch each; the newest verdict per change."""
+def run_stage(
+    inputs: list[tuple[str, lt.LeadInput]], table: DictTable | None = None, kept: int = KEPT
+) -> dict[str, lt.Lead | None]:
+    """Every input through the lead time stage, one batch each (`kept` repositories in memory); the
+    newest verdict per change."""
     context, table = FakeContext(), table if table is not None else DictTable()
-    stage = LeadTime(context, NAMES, {"lead-time": table})  # type: ignore[arg-type]
+    stage = LeadTime(context, NAMES, {"lead-time": table}, chains=Recent(kept))  # type: ignore[arg-type]
     for offset, (repository, item) in enumerate(inputs):
         asyncio.run(context.run(stage, [record(NAMES.lead, repository, item.model_dump_json(), offset=offset)]))
     newest: dict[str, lt.LeadVerdict] = {}
@@ -162,8 +166,11 @@ def test_the_stage_tells_every_deployment_its_final_lead_in_any_order_and_with_d
     inputs = [("r", lt.LeadInput(link=link)) for link in links] + [("r", lt.LeadInput(request=r)) for r in requests]
     inputs += [inputs[rnd.randrange(len(inputs))] for _ in range(len(inputs) // 3)] if inputs else []
     rnd.shuffle(inputs)
-    told = run_stage(inputs)
-    assert told == {r.change_id: lt.lead_of(links, r) for r in requests}
+    assert run_stage(inputs) == {r.change_id: lt.lead_of(links, r) for r in requests}
+    # one repository in memory, another one's pushes in between: "r" is read again from its table
+    other = [("q", lt.LeadInput(link=push(f"o{i}", f"p{i}", i))) for i in range(len(inputs))]
+    mixed = [item for pair in zip(inputs, other, strict=True) for item in pair]
+    assert run_stage(mixed, kept=1) == {r.change_id: lt.lead_of(links, r) for r in requests}
 
 
 def test_a_replayed_input_sends_its_verdicts_again_and_a_redelivered_one_nothing() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from incidentflow.domain import metrics
-from incidentflow.runtime.cache import BatchCache
+from incidentflow.runtime.cache import BatchCache, Recent
 from tests.factories import At, DictTable, FakeContext
 
 CONTEXT = FakeContext()
@@ -64,3 +64,15 @@ def test_what_a_batch_cut_short_kept_is_never_written() -> None:
     with CONTEXT.acting_for(At(3)):
         cache.write_back()
     assert table.writes == []
+
+
+def test_recent_values_forget_the_one_used_longest_ago() -> None:
+    recent: Recent[int] = Recent(2)
+    recent.put("a", 1)
+    recent.put("b", 2)
+    assert recent.get("a") == 1  # "a" used last now: "b" goes first
+    recent.put("c", 3)
+    assert (recent.get("a"), recent.get("b"), recent.get("c")) == (1, None, 3)
+    recent.pop("a")
+    recent.pop("missing")
+    assert list(recent.values) == ["c"]
