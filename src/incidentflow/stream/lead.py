@@ -3,9 +3,8 @@ deployment whose chain of pushes moved, to the change fold (`domain/lead.py` has
 
 The pushes and requests of a repository are read from its table keys the first time in a consumer
 generation and kept in memory (`Chains`), for the `KEPT` repositories used last; each input judges
-again only the requests whose chain it
-can move. Past the state horizon (counted from the latest push or deployment of the repository)
-pushes and requests are forgotten: what they were told stands.
+again only the requests whose chain it can move. Past the state horizon (counted from the latest
+push or deployment of the repository) pushes and requests are forgotten: what they were told stands.
 """
 
 from __future__ import annotations
