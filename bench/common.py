@@ -43,10 +43,10 @@ def product_env(bootstrap: str, namespace: str, work: Path, **extra: str) -> dic
             "INCIDENTFLOW_DATA_DIR": str(work / "data"), "INCIDENTFLOW_LOG_LEVEL": "warning", **extra}  # fmt: skip
 
 
-def spawn(command: str, env: dict[str, str], work: Path) -> subprocess.Popen[bytes]:
-    """`incidentflow <command>` in the background, its output in <work>/<command>.log."""
-    with (work / f"{command}.log").open("wb") as log:
-        return subprocess.Popen([sys.executable, "-m", "incidentflow.cli", command], env=env, stdout=log, stderr=log)
+def spawn(command: str, env: dict[str, str], work: Path, log: str | None = None) -> subprocess.Popen[bytes]:
+    """`incidentflow <command>` in the background, its output in <work>/<log or command>.log."""
+    with (work / f"{log or command}.log").open("wb") as out:
+        return subprocess.Popen([sys.executable, "-m", "incidentflow.cli", command], env=env, stdout=out, stderr=out)
 
 
 def free_port() -> int:

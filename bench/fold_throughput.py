@@ -250,6 +250,11 @@ def main() -> int:
         "--rounds", type=int, default=1,
         help="run the three consumers this many times, each over a topic of its own, and print the medians",
     )  # fmt: skip
+    parser.add_argument(
+        "--against", type=Path, metavar="SRC",
+        help="another version's source tree (a worktree's src/): in each round its worker folds the same "
+             "records after or before this one, and both are compared with the same Faust pass-through",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, help="where the figures go (default bench/results/fold.json)")
     args = parser.parse_args()
 
@@ -263,7 +268,7 @@ def run(args: argparse.Namespace, work: Path, bootstrap: str) -> int:
     for number in range(1, args.rounds + 1):
         if args.rounds > 1:
             print(f"--- round {number} of {args.rounds}")
-        rounds.append(one_round(args, work / f"round-{number}", bootstrap, last=number == args.rounds))
+        rounds.append(one_round(args, work / f"round-{number}", bootstrap, number, last=number == args.rounds))
     median = statistics.median
     medians = {
         "aiokafka_rate": median([r.base for r in rounds]),
@@ -276,6 +281,13 @@ def run(args: argparse.Namespace, work: Path, bootstrap: str) -> int:
         "cpu_us_per_record": median([r.cpu_per_record for r in rounds]) * 1e6,
         "written_per_input": median([r.written_per_input for r in rounds]),
     }
+    against = [r.against for r in rounds if r.against is not None]
+    if against:
+        medians["against_every_stage_rate"] = median([a["drained"] for a in against])
+        medians["against_every_stage_ratio_to_faust"] = median(
+            [r.against["drained"] / r.floor for r in rounds if r.against is not None]
+        )
+        medians["against_cpu_us_per_record"] = median([a["cpu_per_record"] for a in against]) * 1e6
     if args.rounds > 1:
         print(f"--- median of {args.rounds} rounds (each ratio taken within its round)")
         print(
@@ -284,9 +296,14 @@ def run(args: argparse.Namespace, work: Path, bootstrap: str) -> int:
             f"{medians['every_stage_ratio_to_faust']:.2f} (Faust)"
         )
         print(f"worker CPU per input record, every stage: {medians['cpu_us_per_record']:.0f} µs")
+        if against:
+            print(f"the worker of {args.against}: every stage {medians['against_every_stage_rate']:.0f} records/s, "
+                  f"ratio {medians['against_every_stage_ratio_to_faust']:.2f} (Faust), "
+                  f"{medians['against_cpu_us_per_record']:.0f} µs per input record")  # fmt: skip
     name = "fold-relabel" if args.relabel else "fold"
     write_result(name, {"events": args.events, "aggregates": args.aggregates, "rounds": [asdict(r) for r in rounds],
-                        "medians": medians, "memory": rounds[-1].memory}, args.out)  # fmt: skip
+                        "medians": medians, "memory": rounds[-1].memory,
+                        "against": str(args.against) if args.against else None}, args.out)  # fmt: skip
     return 0
 
 
@@ -299,10 +316,50 @@ class Round:
     cpu_per_record: float
     written_per_input: float
     memory: dict[str, float] | None = None
+    against: dict[str, float] | None = None
+    """The worker of `--against` in the same round: its every-stage rate and CPU per input record."""
 
 
-def one_round(args: argparse.Namespace, work: Path, bootstrap: str, last: bool) -> Round:
-    """The three consumers over a topic of their own; with `last`, the worker's memory after."""
+def other_worker(
+    args: argparse.Namespace, work: Path, bootstrap: str, records: list[tuple[bytes, bytes]]
+) -> dict[str, float]:
+    """The worker of another version's source tree (`--against`) over the same records, on a namespace of its own."""
+    namespace = f"bench-{uuid.uuid4().hex[:6]}"
+    settings = Settings(kafka_bootstrap=bootstrap, topic_namespace=namespace, partitions=PARTITIONS)
+    asyncio.run(ensure_topics(settings))
+    alerts = f"{namespace}.alerts"
+    asyncio.run(produce(bootstrap, alerts, records))
+    env = product_env(bootstrap, namespace, work, INCIDENTFLOW_WEB_PORT=str(free_port()), PYTHONPATH=str(args.against),
+                      INCIDENTFLOW_DATA_DIR=str(work / "data-against"))  # fmt: skip
+    worker = spawn("worker", env, work, log="worker-against")
+    try:
+        _, folded, drained, cpu = asyncio.run(
+            wait_folded(bootstrap, f"{namespace}-app", alerts, stage_topics(settings), worker)
+        )
+    finally:
+        stop(worker)
+    return {"drained": drained, "cpu_per_record": cpu / folded}
+
+
+def stage_topics(settings: Settings) -> list[str]:
+    """The topics the worker's later stages read (what the fold and they write)."""
+    names = Topics.of(settings)
+    return [names.contributions, names.scope, names.suspects, names.changes, names.verdicts, names.history,
+            names.history_verdicts]  # fmt: skip
+
+
+def stop(worker: subprocess.Popen[bytes]) -> None:
+    worker.terminate()
+    try:
+        worker.wait(timeout=60)
+    except subprocess.TimeoutExpired:  # a worker that cannot stop cleanly (its broker gone) is not left behind
+        worker.kill()
+        worker.wait()
+
+
+def one_round(args: argparse.Namespace, work: Path, bootstrap: str, number: int, last: bool) -> Round:
+    """The three consumers over a topic of their own (and the worker of `--against`); with `last`,
+    the worker's memory after."""
     work.mkdir(parents=True)
     namespace = f"bench-{uuid.uuid4().hex[:6]}"
     settings = Settings(kafka_bootstrap=bootstrap, topic_namespace=namespace, partitions=PARTITIONS)
@@ -319,11 +376,12 @@ def one_round(args: argparse.Namespace, work: Path, bootstrap: str, last: bool) 
         floor = faust_passthrough(bootstrap, alerts, f"{namespace}.floor", work)
         print(f"baseline Faust agent forwarding each record:   {floor:9.0f} records/s   (Faust's own cost per record)")
 
+        against = None
+        if args.against and number % 2 == 0:  # every other round first, so that neither always runs later
+            against = other_worker(args, work, bootstrap, records)
         worker = spawn("worker", product_env(bootstrap, namespace, work, INCIDENTFLOW_WEB_PORT=str(free_port())), work)
         profiler = profile(worker.pid, args.profile) if args.profile and last else None
-        names = Topics.of(settings)
-        stages = [names.contributions, names.scope, names.suspects, names.changes, names.verdicts, names.history,
-                  names.history_verdicts]  # fmt: skip
+        stages = stage_topics(settings)
         rate, folded, drained, cpu = asyncio.run(wait_folded(bootstrap, f"{namespace}-app", alerts, stages, worker))
         if profiler is not None:
             profiler.send_signal(signal.SIGINT)
@@ -354,15 +412,15 @@ def one_round(args: argparse.Namespace, work: Path, bootstrap: str, last: bool) 
             )
             memory = {"open_incidents": args.open_incidents, "rss_before_mib": idle / 1024, "rss_after_mib": after / 1024,
                       "mib_per_100k_open": per_100k}  # fmt: skip
-        return Round(base, floor, rate, drained, cpu / folded, written / folded, memory)
+        if args.against and against is None:
+            against = other_worker(args, work, bootstrap, records)
+        if against is not None:
+            print(f"the worker of {args.against}: every stage {against['drained']:9.0f} records/s   "
+                  f"ratio {against['drained'] / floor:.2f} (Faust), {against['cpu_per_record'] * 1e6:.0f} µs per input record")  # fmt: skip
+        return Round(base, floor, rate, drained, cpu / folded, written / folded, memory, against)
     finally:
         if worker is not None:
-            worker.terminate()
-            try:
-                worker.wait(timeout=60)
-            except subprocess.TimeoutExpired:  # a worker that cannot stop cleanly (its broker gone) is not left behind
-                worker.kill()
-                worker.wait()
+            stop(worker)
 
 
 if __name__ == "__main__":

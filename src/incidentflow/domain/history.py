@@ -103,12 +103,16 @@ def series_of(service: str, env: str) -> str:
     return f"{service}|{env}"
 
 
+def history_of(incident: Incident) -> str:
+    """The history (`service|env`) an incident belongs to."""
+    return series_of(incident.labels.get("service") or UNKNOWN, env_of(incident.labels))
+
+
 def window_of(incident: Incident) -> tuple[str, Window]:
     """The history (`service|env`) an incident belongs to, and its episodes as that history keeps them."""
-    service, env = incident.labels.get("service") or UNKNOWN, env_of(incident.labels)
     episodes = tuple(Episode(opened_at=e.opened_at, resolved_at=e.resolved_at) for e in incident.episodes)
-    return series_of(service, env), Window(aggregate_id=incident.aggregate_id, version=incident.version,
-                                           episodes=episodes)  # fmt: skip
+    return history_of(incident), Window(aggregate_id=incident.aggregate_id, version=incident.version,
+                                        episodes=episodes)  # fmt: skip
 
 
 def derive(deployments: Iterable[Deployment], incidents: Iterable[Window]) -> dict[str, Derived]:

@@ -204,14 +204,13 @@ class Fold:
     async def send_window(self, before: Incident | None, after: Incident) -> None:
         """The incident's episodes to the deployment history of its service and env (deployments made
         while it was open are rework), and a leave to the one it moved from."""
+        old_series = hist.history_of(before) if before is not None else None
+        if before is not None and old_series == hist.history_of(after) and before.episodes == after.episodes:
+            return  # nothing the history reads moved
         series, window = hist.window_of(after)
-        if before is not None:
-            old_series, old_window = hist.window_of(before)
-            if old_series != series:
-                leave = hist.HistoryInput(incident=window, member=False).model_dump_json()
-                await self.context.send(self.names.history, old_series, leave)
-            elif old_window.episodes == window.episodes:
-                return  # nothing the history reads moved
+        if old_series is not None and old_series != series:
+            leave = hist.HistoryInput(incident=window, member=False).model_dump_json()
+            await self.context.send(self.names.history, old_series, leave)
         await self.context.send(self.names.history, series, hist.HistoryInput(incident=window).model_dump_json())
 
     async def publish(self, before: Incident | None, after: Incident, record: bytes, republish: bool) -> None:
