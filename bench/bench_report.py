@@ -67,6 +67,25 @@ def fold(result: Result | None, name: str = "fold") -> dict[str, str]:
             "cpu": f"{m['cpu_us_per_record']:.0f} µs", "memory": said}  # fmt: skip
 
 
+def against(result: Result | None) -> dict[str, str]:
+    """The fold benchmark with `--against`: this version and another one over the same records, round by round."""
+    header = ["against", "every stage (this, other)", "ratio to Faust (this, other)", "CPU per input record (this, other)",
+              "rounds: ratio this / other"]  # fmt: skip
+    if result is None:
+        return {"table": table(header, None, "fold_throughput.py --against"), "this": "(not run)",
+                "other": "(not run)", "cpu": "(not run)", "version": "(not run)"}  # fmt: skip
+    m, rounds = result["medians"], result["rounds"]
+    spread = ", ".join(f"{r['drained'] / r['floor']:.2f} / {r['against']['drained'] / r['floor']:.2f}" for r in rounds)
+    row = (provenance(result) + f"| {result['against']} | {rate(m['every_stage_rate'])}, "
+           f"{rate(m['against_every_stage_rate'])} | **{m['every_stage_ratio_to_faust']:.2f}**, "
+           f"**{m['against_every_stage_ratio_to_faust']:.2f}** | {m['cpu_us_per_record']:.0f} µs, "
+           f"{m['against_cpu_us_per_record']:.0f} µs | {spread} |")  # fmt: skip
+    return {"table": table(header, row, "fold_throughput.py --against"),
+            "this": f"{m['every_stage_ratio_to_faust']:.2f}", "other": f"{m['against_every_stage_ratio_to_faust']:.2f}",
+            "cpu": f"{m['cpu_us_per_record']:.0f} µs and {m['against_cpu_us_per_record']:.0f} µs",
+            "version": result["against"]}  # fmt: skip
+
+
 def startup(result: Result | None) -> dict[str, str]:
     header = ["incidents", "aiokafka reads the changelog", "cold start (restore)", "incidents in the restored store",
               "warm start"]  # fmt: skip
@@ -174,6 +193,7 @@ def soak(result: Result | None) -> dict[str, str]:
 SECTIONS: dict[str, Callable[[], dict[str, str]]] = {
     "fold": lambda: fold(load("fold")),
     "relabel": lambda: fold(load("fold-relabel")),
+    "against": lambda: against(load("fold-against")),
     "startup": lambda: startup(load("startup")),
     "growth": lambda: state_growth(load("state-growth")),
     "gateway": lambda: gateway(load("gateway")),

@@ -63,9 +63,14 @@ def machine() -> str:
 
 def version() -> str:
     """The product's version and, in a git checkout, the commit it was measured on (`+dirty` with local changes)."""
-    described = subprocess.run(["git", "describe", "--always", "--dirty=+dirty", "--exclude", "*"], cwd=REPO,
-                               capture_output=True, text=True, check=False).stdout.strip()  # fmt: skip
+    described = commit_of(REPO)
     return f"{__version__} ({described})" if described else __version__
+
+
+def commit_of(checkout: Path) -> str:
+    """The commit a git checkout is at (`+dirty` with local changes); empty outside one."""
+    return subprocess.run(["git", "describe", "--always", "--dirty=+dirty", "--exclude", "*"], cwd=checkout,
+                          capture_output=True, text=True, check=False).stdout.strip()  # fmt: skip
 
 
 def write_result(name: str, figures: dict[str, Any], out: Path | None = None) -> Path:

@@ -37,7 +37,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from common import broker, free_port, product_env, spawn, write_result
+from common import broker, commit_of, free_port, product_env, spawn, write_result
 
 from incidentflow.config import Settings
 from incidentflow.runtime.progress import group_lag
@@ -300,10 +300,11 @@ def run(args: argparse.Namespace, work: Path, bootstrap: str) -> int:
             print(f"the worker of {args.against}: every stage {medians['against_every_stage_rate']:.0f} records/s, "
                   f"ratio {medians['against_every_stage_ratio_to_faust']:.2f} (Faust), "
                   f"{medians['against_cpu_us_per_record']:.0f} µs per input record")  # fmt: skip
-    name = "fold-relabel" if args.relabel else "fold"
+    name = ("fold-relabel" if args.relabel else "fold") + ("-against" if args.against else "")
     write_result(name, {"events": args.events, "aggregates": args.aggregates, "rounds": [asdict(r) for r in rounds],
                         "medians": medians, "memory": rounds[-1].memory,
-                        "against": str(args.against) if args.against else None}, args.out)  # fmt: skip
+                        "against": commit_of(args.against) or str(args.against) if args.against else None},
+                 args.out)  # fmt: skip
     return 0
 
 
