@@ -49,8 +49,9 @@ ROCKSDB_OPTIONS = {
 }  # Faust's own cache per database, unused: replaced by the shared one
 
 
-BATCH_MAX = 1000
-"""Most records an agent takes at once: its per-record costs in Faust's stream are paid once per batch."""
+BATCH_MAX = 4000
+"""Most records an agent takes at once (a worker with a backlog): what a batch costs whatever its size
+(Faust's stream, the flush, the commit, a key written by many records) is paid once for all of them."""
 BATCH_WITHIN_SECONDS = 0.05
 """Longest an agent waits for a batch to fill before it handles what it has (the latency it may add)."""
 
