@@ -66,13 +66,20 @@ class Window(Value):
 
 
 class HistoryInput(Value):
-    """A record of the deployment history topic, keyed `service|env`: a deployment or an incident
-    that belongs to the service and env (`member`), or that left it (moved, or no longer counted)."""
+    """A record of the deployment history topic, keyed `service|env`: a deployment, or incidents
+    (those of one batch of the incident fold), that belong to the service and env (`member`), or
+    that left it (moved, or no longer counted)."""
 
     deployment: Deployment | None = None
     change_id: str | None = Field(default=None, description="The change that left (with `member` false).")
-    incident: Window | None = None
+    incidents: tuple[Window, ...] = ()
+    incident: Window | None = Field(default=None, description="One incident, as versions before 0.2 sent it.")
     member: bool = True
+
+    @property
+    def windows(self) -> tuple[Window, ...]:
+        """Every incident the input names."""
+        return self.incidents if self.incident is None else (*self.incidents, self.incident)
 
 
 class Derived(Value):
@@ -166,10 +173,8 @@ def latest_time(item: HistoryInput) -> datetime | None:
     """The latest time an input of the history names (what moves its clock)."""
     if item.deployment is not None:
         return item.deployment.changed_at
-    if item.incident is not None:
-        times = [t for e in item.incident.episodes for t in (e.opened_at, e.resolved_at) if t is not None]
-        return max(times, default=None)
-    return None
+    times = [t for w in item.windows for e in w.episodes for t in (e.opened_at, e.resolved_at) if t is not None]
+    return max(times, default=None)
 
 
 class Filed(Value):

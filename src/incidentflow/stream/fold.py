@@ -39,6 +39,8 @@ log = logging.getLogger("incidentflow.worker")
 TABLES = {"aggregates": "AggregateState JSON by aggregate_id; the state horizon's clock and due days"}
 STATES_KEPT = 1024
 """Most aggregate states a fold keeps read between batches (`Fold.kept`): each its stored JSON and current fold."""
+HISTORY_INPUT_BYTES = 256 * 1024
+"""Records to a deployment history carry a batch's incidents up to this size (well under Kafka's 1 MB)."""
 CLOSED = aggregate.CLOSED.model_dump_json(exclude_defaults=True).encode()
 
 
@@ -82,6 +84,9 @@ class Fold:
     kept_in: int | None = None
     clocks: dict[int, tuple[Where, date | None, date | None]] = field(default_factory=dict)
     """Per partition of the batch: where it is, its clock before the batch, the latest event day since."""
+    windows: dict[tuple[str, bool], dict[str, hist.Window]] = field(default_factory=dict)
+    """The batch's incidents for the deployment history, per history (`service|env`) and whether they
+    belong to it or left it: sent together when the batch is done (`send_windows`)."""
 
     def __post_init__(self) -> None:
         self.topics = (self.names.alerts,)
@@ -130,6 +135,7 @@ class Fold:
     def begin(self) -> None:
         self.batch.clear()
         self.clocks.clear()
+        self.windows.clear()
         if self.kept_in != self.context.generation:
             self.kept.clear()
             self.kept_in = self.context.generation
@@ -158,6 +164,7 @@ class Fold:
                 log.exception("unexpected error saving or publishing %s", key.decode(errors="replace"))
                 for record in pending.records:
                     await self.context.dead_letter(record, "error", f"{type(error).__name__}: {error}")
+        await self.send_windows()
         await self.close_due()
 
     async def close_due(self) -> None:
@@ -201,17 +208,32 @@ class Fold:
         if len(self.kept) > STATES_KEPT:
             self.kept.popitem(last=False)
 
-    async def send_window(self, before: Incident | None, after: Incident) -> None:
-        """The incident's episodes to the deployment history of its service and env (deployments made
-        while it was open are rework), and a leave to the one it moved from."""
+    def add_window(self, before: Incident | None, after: Incident) -> None:
+        """The incident's episodes for the deployment history of its service and env (deployments made
+        while it was open are rework), and a leave for the one it moved from."""
         old_series = hist.history_of(before) if before is not None else None
         if before is not None and old_series == hist.history_of(after) and before.episodes == after.episodes:
             return  # nothing the history reads moved
         series, window = hist.window_of(after)
         if old_series is not None and old_series != series:
-            leave = hist.HistoryInput(incident=window, member=False).model_dump_json()
-            await self.context.send(self.names.history, old_series, leave)
-        await self.context.send(self.names.history, series, hist.HistoryInput(incident=window).model_dump_json())
+            self.windows.setdefault((old_series, False), {})[window.aggregate_id] = window
+        self.windows.setdefault((series, True), {})[window.aggregate_id] = window
+
+    async def send_windows(self) -> None:
+        """The batch's incidents to each deployment history: one record per history, split in halves
+        while it is larger than `HISTORY_INPUT_BYTES`."""
+        gathered = list(self.windows.items())
+        self.windows.clear()
+        for (series, member), by_aggregate in gathered:
+            parts = [tuple(by_aggregate.values())]
+            while parts:
+                windows = parts.pop()
+                data = hist.HistoryInput(incidents=windows, member=member).model_dump_json()
+                if len(data) > HISTORY_INPUT_BYTES and len(windows) > 1:
+                    half = len(windows) // 2
+                    parts += [windows[half:], windows[:half]]  # the first half is sent first
+                    continue
+                await self.context.send(self.names.history, series, data)
 
     async def publish(self, before: Incident | None, after: Incident, record: bytes, republish: bool) -> None:
         """Publishes `after` (`record`: its JSON), its contributions and its correlation sides."""
@@ -219,7 +241,7 @@ class Fold:
         await self.context.send(names.incidents, after.aggregate_id, record)
         for contribution in contrib.contributions(None if republish else before, after):
             await self.context.send(names.contributions, contribution.series, contribution.model_dump_json())
-        await self.send_window(None if republish else before, after)
+        self.add_window(None if republish else before, after)
         if not rules.buckets(after.labels) and (before is None or not rules.buckets(before.labels)):
             return  # no scope label: it can never correlate
         lookback, lookahead = self.correlating.window(after.integration)

@@ -1,8 +1,8 @@
 """Deployment history: deployments and incidents by `service|env` -> rollbacks, rolled-back changes and rework.
 
 Every decision is made in `domain.history`; the change fold (stream/changes.py) sends each change
-that counts (and a leave when it stops counting there), the incident fold (stream/fold.py) each
-incident's episodes, and this stage tells the change fold what the history says of each change
+that counts (and a leave when it stops counting there), the incident fold (stream/fold.py) the
+episodes of each incident of a batch (one record per history and batch), and this stage tells the change fold what the history says of each change
 whose verdict moved. Each deployment and incident is stored under a key of its own, so an input
 writes a few small values whatever the size of the history; the history itself is read once per
 consumer generation and kept in memory (`Ledger`) while no other worker can write it, the `KEPT`
@@ -63,11 +63,15 @@ class DeploymentHistory(PerRecord):
 
     async def apply(self, message: Record, series: str, item: hist.HistoryInput) -> str:
         ledger = self.ledger(series)
-        if item.incident is not None:
-            aggregate_id = item.incident.aggregate_id
-            before_incident = ledger.incidents.get(aggregate_id)
-            moved = ledger.put_incident(item.incident, item.member)
-            touched = [f"i|{aggregate_id}"] if before_incident != ledger.incidents.get(aggregate_id) else []
+        windows = item.windows
+        if windows:
+            moved, touched = {}, []
+            for window in windows:
+                aggregate_id = window.aggregate_id
+                before_incident = ledger.incidents.get(aggregate_id)
+                moved.update(ledger.put_incident(window, item.member))  # a verdict moved twice: the last
+                if before_incident != ledger.incidents.get(aggregate_id):
+                    touched.append(f"i|{aggregate_id}")
         else:
             change_id = item.deployment.change_id if item.deployment is not None else item.change_id
             if change_id is None:
@@ -135,8 +139,8 @@ class DeploymentHistory(PerRecord):
             store(self.table, _key(series, "m"), ledger.meta)
 
     async def replay(self, series: str, ledger: hist.Ledger, item: hist.HistoryInput) -> None:
-        if item.incident is not None:
-            change_ids = ledger.sensitive_to(item.incident)
+        if item.windows:
+            change_ids = list(dict.fromkeys(cid for window in item.windows for cid in ledger.sensitive_to(window)))
         else:
             change_id = item.deployment.change_id if item.deployment is not None else item.change_id
             change_ids = sorted(ledger.around(change_id)) if change_id is not None else []

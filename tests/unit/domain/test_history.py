@@ -162,6 +162,7 @@ def test_the_stage_tells_every_change_its_final_verdict_in_any_order_and_with_du
         inputs.append(("other|prod", hist.HistoryInput(deployment=d)))
     inputs += [inputs[rnd.randrange(len(inputs))] for _ in range(len(inputs) // 4)] if inputs else []
     rnd.shuffle(inputs)
+    inputs = together(inputs, rnd)
     inputs += [("other|prod", hist.HistoryInput(change_id=d.change_id, member=False)) for d in moved]
     final = hist.derive(deployments, [w.model_copy(update={"version": 2}) for w in incidents])
     # with every history kept in memory, and with one only: each input of the other series reads its history again
@@ -169,6 +170,21 @@ def test_the_stage_tells_every_change_its_final_verdict_in_any_order_and_with_du
         _, told = run_stage(inputs, kept)
         assert {cid: d for (cid, series), d in told.items() if series == "s|prod"} == final
         assert all(d is None for (_, series), d in told.items() if series == "other|prod")
+
+
+def together(inputs: list[tuple[str, hist.HistoryInput]], rnd: random.Random) -> list[tuple[str, hist.HistoryInput]]:
+    """The inputs with some runs of incidents of one history sent as one input, as the incident fold
+    sends a batch's incidents (each incident once)."""
+    out: list[tuple[str, hist.HistoryInput]] = []
+    for series, item in inputs:
+        if out and item.incident is not None and rnd.random() < 0.5:
+            last_series, last = out[-1]
+            ids = {w.aggregate_id for w in last.windows}
+            if last_series == series and last.windows and last.member and item.incident.aggregate_id not in ids:
+                out[-1] = (series, hist.HistoryInput(incidents=(*last.windows, item.incident)))
+                continue
+        out.append((series, item))
+    return out
 
 
 def test_a_replayed_input_sends_every_verdict_again_and_a_redelivered_one_nothing() -> None:
