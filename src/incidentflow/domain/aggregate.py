@@ -18,6 +18,7 @@ from typing import Literal
 import msgspec
 from pydantic import BaseModel, ConfigDict
 
+from incidentflow.domain.base import from_json, json_of
 from incidentflow.domain.events import AlertEvent
 from incidentflow.domain.incident import Fold, Incident, delivery_preference, evolve, fold_events
 
@@ -196,7 +197,7 @@ class Stored:
                 return
             self._last = (retained[-1].occurred_at, retained[-1].event_id) if retained else None
             current = bytes(parts.current)
-            self._current = Fold.model_validate_json(current) if current != b"null" else Fold()
+            self._current = from_json(Fold, current) if current != b"null" else Fold()
 
     @classmethod
     def load(cls, data: bytes | None) -> Stored:
@@ -205,14 +206,14 @@ class Stored:
 
     @staticmethod
     def _parse(parts: _Parts) -> AggregateState:
-        return AggregateState.model_validate_json(_dump_parts(parts, [bytes(parts.events).strip()[1:-1]], None))
+        return from_json(AggregateState, _dump_parts(parts, [bytes(parts.events).strip()[1:-1]], None))
 
     @property
     def state(self) -> AggregateState:
         """The whole state (parsed on first use)."""
         if self._state is None:
             assert self._parts is not None  # noqa: S101  # one of the two is always set
-            self._state = AggregateState.model_validate_json(self.dump())
+            self._state = from_json(AggregateState, self.dump())
         return self._state
 
     @property
@@ -234,16 +235,16 @@ class Stored:
         """The JSON of `incident` (`null` before any open), made once."""
         if self._incident_json is None:
             incident = self.incident
-            self._incident_json = incident.model_dump_json().encode() if incident is not None else b"null"
+            self._incident_json = json_of(incident) if incident is not None else b"null"
         return self._incident_json
 
     def dump(self) -> bytes:
         """The state's JSON, as `AggregateState.model_dump_json` writes it."""
         if self._state is not None or self._parts is None or self._current is None:
-            return self.state.model_dump_json().encode()
+            return json_of(self.state)
         pending = self._current.pending
         current = b"".join((b'{"incident":', self.incident_json(), b',"pending":',
-                            pending.model_dump_json().encode() if pending is not None else b"null", b"}"))  # fmt: skip
+                            json_of(pending) if pending is not None else b"null", b"}"))  # fmt: skip
         return _dump_parts(self._parts, self._events, current)
 
     def apply(self, event: AlertEvent, limits: Limits = DEFAULT_LIMITS) -> tuple[Stored, Outcome]:
@@ -260,7 +261,7 @@ class Stored:
             return Stored(applied.state), applied.outcome
         grown = Stored(parts=None)
         grown._parts, grown._current = parts, evolve(current, event)
-        grown._events = [*self._events, event.model_dump_json().encode()]
+        grown._events = [*self._events, json_of(event)]
         grown._ids, grown._last = {*self._ids, event.event_id}, event.order_key
         return grown, "applied"
 
@@ -274,7 +275,7 @@ def _dump_parts(parts: _Parts, events: list[bytes], current: bytes | None) -> by
     ))  # fmt: skip
 
 
-_EMPTY_FOLD = Fold().model_dump_json().encode()
+_EMPTY_FOLD = json_of(Fold())
 
 
 def _fold_or_empty(raw: msgspec.Raw) -> bytes:

@@ -29,7 +29,7 @@ from pydantic import Field
 
 from incidentflow.domain.base import UNKNOWN, Value, env_of
 from incidentflow.domain.events import ChangeKind, UtcDatetime
-from incidentflow.domain.incident import Incident
+from incidentflow.domain.incident import Episode, Incident
 
 UNPLANNED: tuple[ChangeKind, ...] = ("rollback", "hotfix", "revert")
 """Kinds of change that are rework by themselves."""
@@ -48,17 +48,14 @@ class Deployment(Value):
         return (self.changed_at, self.change_id)
 
 
-class Episode(Value):
-    opened_at: UtcDatetime
-    resolved_at: UtcDatetime | None = None
-
-    def holds(self, at: datetime) -> bool:
-        """Whether a deployment at `at` was made while this episode was open: after it opened, no later than its resolution."""
-        return self.opened_at < at and (self.resolved_at is None or at <= self.resolved_at)
+def holds(episode: Episode, at: datetime) -> bool:
+    """Whether a deployment at `at` was made while the episode was open: after it opened, no later than its resolution."""
+    return episode.opened_at < at and (episode.resolved_at is None or at <= episode.resolved_at)
 
 
 class Window(Value):
-    """An incident of the service and env: its episodes, as of its version (the newer version wins)."""
+    """An incident of the service and env: its episodes (as the incident lists them), as of its
+    version (the newer version wins)."""
 
     aggregate_id: str
     version: int
@@ -115,11 +112,9 @@ def history_of(incident: Incident) -> str:
     return series_of(incident.labels.get("service") or UNKNOWN, env_of(incident.labels))
 
 
-def window_of(incident: Incident) -> tuple[str, Window]:
-    """The history (`service|env`) an incident belongs to, and its episodes as that history keeps them."""
-    episodes = tuple(Episode(opened_at=e.opened_at, resolved_at=e.resolved_at) for e in incident.episodes)
-    return history_of(incident), Window(aggregate_id=incident.aggregate_id, version=incident.version,
-                                        episodes=episodes)  # fmt: skip
+def window_of(incident: Incident) -> Window:
+    """The incident's episodes as its history keeps them."""
+    return Window(aggregate_id=incident.aggregate_id, version=incident.version, episodes=incident.episodes)
 
 
 def derive(deployments: Iterable[Deployment], incidents: Iterable[Window]) -> dict[str, Derived]:
@@ -145,7 +140,7 @@ def derive(deployments: Iterable[Deployment], incidents: Iterable[Window]) -> di
     result = {}
     for deployment, rollback, previous in own:
         at = deployment.changed_at
-        rework = rollback or deployment.kind in UNPLANNED or any(e.holds(at) for e in episodes)
+        rework = rollback or deployment.kind in UNPLANNED or any(holds(e, at) for e in episodes)
         undone = rolled_back.get(deployment.change_id)
         result[deployment.change_id] = Derived(
             rollback=rollback,
@@ -385,7 +380,7 @@ _LAST = "\U0010ffff"
 
 def _holds(window: Window | None, at: datetime) -> int:
     """1 when an episode of the incident was open at `at`, else 0."""
-    return int(window is not None and any(e.holds(at) for e in window.episodes))
+    return int(window is not None and any(holds(e, at) for e in window.episodes))
 
 
 class HistoryFacts(Value):

@@ -18,6 +18,7 @@ from typing import Generic, TypeVar
 
 from pydantic import BaseModel
 
+from incidentflow.domain.base import from_json, json_of
 from incidentflow.runtime.tables import Context, Table, Where
 
 M = TypeVar("M", bound=BaseModel)
@@ -46,7 +47,7 @@ class BatchCache(Generic[M]):
         entry = self.entries.get((where.partition, key))
         if entry is None:
             stored = self.table.get(key)
-            value = self.model.model_validate_json(stored) if stored else None
+            value = from_json(self.model, stored) if stored else None
             entry = self.entries[(where.partition, key)] = _Entry(value, where)
         return entry.value
 
@@ -70,7 +71,7 @@ class BatchCache(Generic[M]):
                 if entry.value is None:
                     self.table.pop(key)
                 else:
-                    self.table.set(key, entry.value.model_dump_json().encode())
+                    self.table.set(key, json_of(entry.value))
 
 
 @dataclass

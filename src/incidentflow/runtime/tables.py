@@ -15,6 +15,7 @@ from typing import Any, Literal, Protocol, TypeVar
 from faust.types import TableT
 from pydantic import BaseModel, ValidationError
 
+from incidentflow.domain.base import from_json, json_of
 from incidentflow.runtime.changelog import Changelog
 from incidentflow.runtime.packed import Record
 from incidentflow.runtime.store import items_with_prefix
@@ -196,7 +197,7 @@ async def rekeyed(context: Context, message: Record, key: str) -> bool:
 def load(table: Table, key: str, model: type[M]) -> M | None:
     """The value of `key` as `model` (None: no value)."""
     stored = table.get(key.encode())
-    return model.model_validate_json(stored) if stored else None
+    return from_json(model, stored) if stored else None
 
 
 def store(table: Table, key: str, value: BaseModel | None) -> None:
@@ -204,12 +205,12 @@ def store(table: Table, key: str, value: BaseModel | None) -> None:
     if value is None:
         table.pop(key.encode())
     else:
-        table.set(key.encode(), value.model_dump_json().encode())
+        table.set(key.encode(), json_of(value))
 
 
 def parse(message: Record, model: type[M], what: str) -> M:
     """The record's value as `model`; a DeadLetter naming `what` it should have been when it is not."""
     try:
-        return model.model_validate_json(message.value or b"")
+        return from_json(model, message.value or b"")
     except ValidationError as error:
         raise DeadLetter(f"not {what}: {error}") from None

@@ -18,6 +18,7 @@ from incidentflow.domain import contributions as contrib
 from incidentflow.domain import correlation as corr
 from incidentflow.domain import history as hist
 from incidentflow.domain import lead as lt
+from incidentflow.domain.base import json_of
 from incidentflow.domain.events import ChangeEvent
 from incidentflow.domain.series import closing_change
 from incidentflow.runtime.horizon import Horizon
@@ -131,9 +132,9 @@ class Changes(PerRecord):
             return
         if old is not None and (new is None or new[0] != old[0]):
             withdrawal = lt.LeadInput(change_id=old[1].change_id)
-            await self.context.send(self.names.lead, old[0], withdrawal.model_dump_json())
+            await self.context.send(self.names.lead, old[0], json_of(withdrawal))
         if new is not None:
-            await self.context.send(self.names.lead, new[0], lt.LeadInput(request=new[1]).model_dump_json())
+            await self.context.send(self.names.lead, new[0], json_of(lt.LeadInput(request=new[1])))
 
     async def send_deployment(self, record: cf.ChangeRecord) -> None:
         """The change to the deployment history of its service and env while it counts there, and a
@@ -146,7 +147,7 @@ class Changes(PerRecord):
             here = deployment is not None and (service, env) == (change.service, change.env)
             item = hist.HistoryInput(deployment=deployment) if here else hist.HistoryInput(
                 change_id=change.change_id, member=False)  # fmt: skip
-            await self.context.send(self.names.history, hist.series_of(service, env), item.model_dump_json())
+            await self.context.send(self.names.history, hist.series_of(service, env), json_of(item))
 
     def save(self, key: str, before: cf.ChangeRecord, after: cf.ChangeRecord) -> None:
         store(self.changes, key, after)
@@ -164,10 +165,10 @@ class Changes(PerRecord):
         if record is not None and record.since == since:
             store(self.changes, change_id, None)
             for closed in closing_change(record):
-                await self.context.send(self.names.contributions, closed.series, closed.model_dump_json())
+                await self.context.send(self.names.contributions, closed.series, json_of(closed))
             if record.facts is not None:
                 change = record.facts.change
-                message = corr.Side(change=change, member=False, closed=True).model_dump_json()
+                message = json_of(corr.Side(change=change, member=False, closed=True))
                 for bucket in self.correlating.rules.buckets(change.flat_labels):
                     await self.context.send(self.names.scope, bucket, message)
         self.horizon.file(change_id, since, None)
@@ -177,7 +178,7 @@ class Changes(PerRecord):
 
     async def contribute(self, contributions: list[contrib.ChangeContribution]) -> None:
         for contribution in contributions:
-            await self.context.send(self.names.contributions, contribution.series, contribution.model_dump_json())
+            await self.context.send(self.names.contributions, contribution.series, json_of(contribution))
 
 
 def _deployment_of(record: cf.ChangeRecord) -> tuple[hist.Deployment | None, tuple[tuple[str, str], ...]]:

@@ -25,6 +25,7 @@ from incidentflow.domain import aggregate
 from incidentflow.domain import contributions as contrib
 from incidentflow.domain import correlation as corr
 from incidentflow.domain import history as hist
+from incidentflow.domain.base import from_json, json_of
 from incidentflow.domain.events import AlertEvent
 from incidentflow.domain.incident import Incident
 from incidentflow.domain.series import closing_incident
@@ -95,7 +96,7 @@ class Fold:
 
     async def handle(self, message: Record) -> str:
         try:
-            alert = AlertEvent.model_validate_json(message.value or b"")
+            alert = from_json(AlertEvent, message.value or b"")
         except ValidationError as error:
             raise DeadLetter(f"not a canonical alert event: {error}") from None
         key = alert.aggregate_id.encode()
@@ -194,10 +195,10 @@ class Fold:
             incident = state.incident
             if incident is not None:
                 for closed in closing_incident(incident):
-                    await self.context.send(self.names.contributions, closed.series, closed.model_dump_json())
+                    await self.context.send(self.names.contributions, closed.series, json_of(closed))
                 lookback, lookahead = self.correlating.window(incident.integration)
                 side = corr.incident_side(incident, lookback, lookahead)
-                message = corr.Side(incident=side, member=False, closed=True).model_dump_json()
+                message = json_of(corr.Side(incident=side, member=False, closed=True))
                 await self.context.send(self.names.suspects, aggregate_id, message)
                 for bucket in self.correlating.rules.buckets(incident.labels):
                     await self.context.send(self.names.scope, bucket, message)
@@ -211,10 +212,11 @@ class Fold:
     def add_window(self, before: Incident | None, after: Incident) -> None:
         """The incident's episodes for the deployment history of its service and env (deployments made
         while it was open are rework), and a leave for the one it moved from."""
+        series = hist.history_of(after)
         old_series = hist.history_of(before) if before is not None else None
-        if before is not None and old_series == hist.history_of(after) and before.episodes == after.episodes:
+        if before is not None and old_series == series and before.episodes == after.episodes:
             return  # nothing the history reads moved
-        series, window = hist.window_of(after)
+        window = hist.window_of(after)
         if old_series is not None and old_series != series:
             self.windows.setdefault((old_series, False), {})[window.aggregate_id] = window
         self.windows.setdefault((series, True), {})[window.aggregate_id] = window
@@ -228,7 +230,7 @@ class Fold:
             parts = [tuple(by_aggregate.values())]
             while parts:
                 windows = parts.pop()
-                data = hist.HistoryInput(incidents=windows, member=member).model_dump_json()
+                data = json_of(hist.HistoryInput(incidents=windows, member=member))
                 if len(data) > HISTORY_INPUT_BYTES and len(windows) > 1:
                     half = len(windows) // 2
                     parts += [windows[half:], windows[:half]]  # the first half is sent first
@@ -240,7 +242,7 @@ class Fold:
         names, rules = self.names, self.correlating.rules
         await self.context.send(names.incidents, after.aggregate_id, record)
         for contribution in contrib.contributions(None if republish else before, after):
-            await self.context.send(names.contributions, contribution.series, contribution.model_dump_json())
+            await self.context.send(names.contributions, contribution.series, json_of(contribution))
         self.add_window(None if republish else before, after)
         if not rules.buckets(after.labels) and (before is None or not rules.buckets(before.labels)):
             return  # no scope label: it can never correlate
@@ -252,7 +254,7 @@ class Fold:
         if not (moved or resolution):
             return
         message = corr.Side(incident=side)
-        data = message.model_dump_json()
+        data = json_of(message)
         await self.context.send(names.suspects, after.aggregate_id, data)
         if moved:
             await send_sides(self.context, names, rules, before.labels if before else {}, after.labels, message, data)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from incidentflow.domain import history as hist
+from incidentflow.domain.base import from_json, json_of
 from incidentflow.runtime.cache import Recent
 from incidentflow.runtime.packed import Record
 from incidentflow.runtime.tables import Context, PerRecord, Table, load, parse, store
@@ -70,7 +71,7 @@ class DeploymentHistory(PerRecord):
                 aggregate_id = window.aggregate_id
                 before_incident = ledger.incidents.get(aggregate_id)
                 moved.update(ledger.put_incident(window, item.member))  # a verdict moved twice: the last
-                if before_incident != ledger.incidents.get(aggregate_id):
+                if before_incident is not ledger.incidents.get(aggregate_id):  # replaced or removed
                     touched.append(f"i|{aggregate_id}")
         else:
             change_id = item.deployment.change_id if item.deployment is not None else item.change_id
@@ -102,8 +103,8 @@ class DeploymentHistory(PerRecord):
         found = self.ledgers.get(series)
         if found is None:
             prefix = _key(series, "")
-            filed = [hist.Filed.model_validate_json(v) for _, v in self.table.prefixed(f"{prefix}d|".encode())]
-            incidents = [hist.Window.model_validate_json(v) for _, v in self.table.prefixed(f"{prefix}i|".encode())]
+            filed = [from_json(hist.Filed, v) for _, v in self.table.prefixed(f"{prefix}d|".encode())]
+            incidents = [from_json(hist.Window, v) for _, v in self.table.prefixed(f"{prefix}i|".encode())]
             found = hist.Ledger.of(filed, incidents, load(self.table, _key(series, "m"), hist.Meta))
             self.ledgers.put(series, found)
         return found
@@ -153,7 +154,7 @@ class DeploymentHistory(PerRecord):
 
     async def tell(self, change_id: str, series: str, seq: int, derived: hist.Derived | None) -> None:
         verdict = hist.HistoryVerdict(change_id=change_id, series=series, seq=seq, derived=derived)
-        await self.context.send(self.names.history_verdicts, change_id, verdict.model_dump_json())
+        await self.context.send(self.names.history_verdicts, change_id, json_of(verdict))
 
 
 def _key(series: str, rest: str) -> str:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from incidentflow.domain import lead as lt
+from incidentflow.domain.base import from_json, json_of
 from incidentflow.runtime.cache import Recent
 from incidentflow.runtime.packed import Record
 from incidentflow.runtime.tables import Context, PerRecord, Table, load, parse, store
@@ -96,8 +97,8 @@ class LeadTime(PerRecord):
         found = self.chains.get(repository)
         if found is None:
             prefix = _key(repository, "")
-            links = [lt.Link.model_validate_json(v) for _, v in self.table.prefixed(f"{prefix}l|".encode())]
-            filed = [lt.Filed.model_validate_json(v) for _, v in self.table.prefixed(f"{prefix}r|".encode())]
+            links = [from_json(lt.Link, v) for _, v in self.table.prefixed(f"{prefix}l|".encode())]
+            filed = [from_json(lt.Filed, v) for _, v in self.table.prefixed(f"{prefix}r|".encode())]
             found = lt.Chains.of(links, filed, load(self.table, _key(repository, "m"), lt.Meta))
             self.chains.put(repository, found)
         return found
@@ -138,7 +139,7 @@ class LeadTime(PerRecord):
 
     async def tell(self, change_id: str, repository: str, seq: int, lead: lt.Lead | None) -> None:
         verdict = lt.LeadVerdict(change_id=change_id, repository=repository, seq=seq, lead=lead)
-        await self.context.send(self.names.lead_verdicts, change_id, verdict.model_dump_json())
+        await self.context.send(self.names.lead_verdicts, change_id, json_of(verdict))
 
 
 def _key(repository: str, rest: str) -> str:

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 from incidentflow import sources
 from incidentflow.domain import lead
+from incidentflow.domain.base import json_of
 from incidentflow.domain.envelope import RawEnvelope
 from incidentflow.domain.events import AlertEvent, ChangeEvent, Severity
 from incidentflow.runtime.packed import Record
@@ -46,12 +47,12 @@ class Normalize(PerRecord):
                 raise DeadLetter(f"{envelope.source} payload rejected: {error}") from None
         for item in canonical:
             if isinstance(item, AlertEvent):
-                await self.context.send(self.names.alerts, item.aggregate_id, item.model_dump_json())
+                await self.context.send(self.names.alerts, item.aggregate_id, json_of(item))
             elif isinstance(item, ChangeEvent):
-                await self.context.send(self.names.changes, item.change_id, item.model_dump_json())
+                await self.context.send(self.names.changes, item.change_id, json_of(item))
             else:  # a push: to the lead time join of its repository
                 link = lead.LeadInput(link=lead.link_of(item))
-                await self.context.send(self.names.lead, item.repository, link.model_dump_json())
+                await self.context.send(self.names.lead, item.repository, json_of(link))
         return "normalized"
 
     def _cdevents(self, message: Record) -> list[sources.Event]:

@@ -11,6 +11,7 @@ from datetime import timedelta
 
 from incidentflow.domain import changes as chg
 from incidentflow.domain import correlation as corr
+from incidentflow.domain.base import json_of
 from incidentflow.runtime.packed import Record
 from incidentflow.runtime.tables import Context, DeadLetter, PerRecord, Table, load, parse, store
 from incidentflow.stream.sides import Correlating
@@ -60,7 +61,7 @@ class Scope(PerRecord):
                 self.scope.set(key, b"")
 
     async def forward(self, aggregate_id: str, change: chg.Change) -> None:
-        await self.context.send(self.names.suspects, aggregate_id, corr.Side(change=change).model_dump_json())
+        await self.context.send(self.names.suspects, aggregate_id, json_of(corr.Side(change=change)))
 
     async def file_incident(self, bucket: str, side: corr.IncidentSide, member: bool) -> str:
         entry_key = f"{bucket}|i|{side.aggregate_id}"

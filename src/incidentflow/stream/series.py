@@ -14,6 +14,7 @@ from datetime import date
 from pydantic import BaseModel, ValidationError
 
 from incidentflow.domain import metrics
+from incidentflow.domain.base import from_json, json_of
 from incidentflow.domain.contributions import ChangeContribution, IncidentContribution
 from incidentflow.domain.series import CONTRIBUTION, Closed
 from incidentflow.runtime.cache import BatchCache
@@ -71,12 +72,12 @@ class Days:
         if self.cache is not None:
             return self.cache.get(day_key(series, day)) or metrics.DayFigures()
         stored = self.table.get(day_key(series, day), partition)
-        return metrics.DayFigures.model_validate_json(stored) if stored else metrics.DayFigures()
+        return from_json(metrics.DayFigures, stored) if stored else metrics.DayFigures()
 
     def entries(self, series: str, day: date, partition: int | None = None) -> list[metrics.Entry]:
         """The day's entries; `partition` outside of the stage (a scrape), else the current record's."""
         found = self.table.prefixed(_entries_prefix(series, day), partition)
-        return [metrics.Entry.model_validate_json(value) for _, value in found]
+        return [from_json(metrics.Entry, value) for _, value in found]
 
     def leave(self, series: str, day: date, item: str) -> None:
         """Removes this item's entry from the day (nothing when it has none)."""
@@ -84,7 +85,7 @@ class Days:
 
     def enter(self, series: str, day: date, item: str, entry: metrics.Entry) -> None:
         """Files this item's entry on the day, replacing one it had there."""
-        self.table.set(_entries_prefix(series, day) + item.encode(), entry.model_dump_json().encode())
+        self.table.set(_entries_prefix(series, day) + item.encode(), json_of(entry))
 
     def move(self, series: str, item: str, change: int, leaving: metrics.DayEntry | None,
              entering: metrics.DayEntry | None) -> dict[date, metrics.DayFigures]:  # fmt: skip
@@ -124,7 +125,7 @@ class Days:
         if self.cache is not None:
             self.cache.set(day_key(series, day), figures)
         else:
-            self.table.set(day_key(series, day), figures.model_dump_json().encode())
+            self.table.set(day_key(series, day), json_of(figures))
         return figures
 
 
@@ -216,7 +217,7 @@ class Series:
         self.rows.clear()
         for (_, day), (contribution, figures) in changed:
             row = contribution.row(day, figures)
-            await self.context.send(self.names.metrics, row.key, row.model_dump_json())
+            await self.context.send(self.names.metrics, row.key, json_of(row))
 
     def _caches(self) -> list[BatchCache[metrics.DayFigures] | BatchCache[metrics.SeriesIndex] | BatchCache[BaseModel]]:
         return [self.figures, self.index, *self.members.values()]

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from incidentflow.config import Integrations, Settings
 from incidentflow.domain import correlation as corr
+from incidentflow.domain.base import json_of
 from incidentflow.runtime.tables import Context
 from incidentflow.topics import Topics
 
@@ -42,15 +43,15 @@ class Correlating:
 
 
 async def send_sides(context: Context, names: Topics, rules: corr.Rules, before: dict[str, str],
-                     after: dict[str, str], side: corr.Side, data: str | None = None) -> None:  # fmt: skip
+                     after: dict[str, str], side: corr.Side, data: bytes | None = None) -> None:  # fmt: skip
     """A side to every scope bucket of its labels now, and a leaving record to the buckets it left
     (`data`: the side's JSON, when the caller has it)."""
     now = rules.buckets(after)
     joined = left = None
     for bucket in sorted(set(now) | set(rules.buckets(before))):
         if bucket in now:
-            joined = joined or data or side.model_dump_json()
+            joined = joined or data or json_of(side)
             await context.send(names.scope, bucket, joined)
         else:
-            left = left or side.model_copy(update={"member": False}).model_dump_json()
+            left = left or json_of(side.model_copy(update={"member": False}))
             await context.send(names.scope, bucket, left)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from incidentflow.domain import correlation as corr
+from incidentflow.domain.base import json_of
 from incidentflow.runtime.packed import Record
 from incidentflow.runtime.tables import Context, DeadLetter, PerRecord, Table, load, parse, rekeyed, store
 from incidentflow.stream.sides import Correlating
@@ -60,12 +61,12 @@ class Suspects(PerRecord):
             # A replay after a crash (this offset already changed the state): what it led to is sent
             # again, in case the crash lost it after the state was saved. Same content, same ids.
             for pair in state.pairs.values():
-                await self.context.send(self.names.correlations, key, pair.record.model_dump_json())
+                await self.context.send(self.names.correlations, key, json_of(pair.record))
                 await self.send_verdict(pair, state.incident)
             return "replayed"
         store(self.suspects, key, outcome.state.model_copy(update={"position": message.position}))
         for record in outcome.published:
-            await self.context.send(self.names.correlations, record.aggregate_id, record.model_dump_json())
+            await self.context.send(self.names.correlations, record.aggregate_id, json_of(record))
         for pair in outcome.flipped:
             await self.send_verdict(pair, outcome.state.incident)
         return "applied"
@@ -73,4 +74,4 @@ class Suspects(PerRecord):
     async def send_verdict(self, pair: corr.Pair, incident: corr.IncidentSide | None) -> None:
         verdict = corr.Verdict(aggregate_id=pair.record.aggregate_id, change_id=pair.record.change_id, flips=pair.flips,
                                restored=incident.restored if incident is not None else None)  # fmt: skip
-        await self.context.send(self.names.verdicts, verdict.change_id, verdict.model_dump_json())
+        await self.context.send(self.names.verdicts, verdict.change_id, json_of(verdict))

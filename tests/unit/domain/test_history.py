@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from incidentflow.domain import change_fold as cf
 from incidentflow.domain import history as hist
+from incidentflow.domain.incident import Episode
 from incidentflow.runtime.cache import Recent
 from incidentflow.stream.history import KEPT, DeploymentHistory
 from incidentflow.topics import Topics
@@ -33,7 +34,7 @@ def deploy(cid: str, minute: float, version: str | None = None, kind: str = "dep
 
 
 def window(aid: str, *spans: tuple[float, float | None], version: int = 1) -> hist.Window:
-    episodes = tuple(hist.Episode(opened_at=at(o), resolved_at=None if r is None else at(r)) for o, r in spans)
+    episodes = tuple(Episode(opened_at=at(o), resolved_at=None if r is None else at(r)) for o, r in spans)
     return hist.Window(aggregate_id=aid, version=version, episodes=episodes)
 
 
