@@ -64,10 +64,20 @@ class IncidentSide(Value):
 
 
 def incident_side(incident: Incident, lookback_seconds: float, lookahead_seconds: float) -> IncidentSide:
-    resolved_at = incident.resolved_at if incident.status == "resolved" else None
     return IncidentSide(aggregate_id=incident.aggregate_id, version=incident.version, opened_at=incident.opened_at,
                         labels=incident.labels, lookback_seconds=lookback_seconds,
-                        lookahead_seconds=lookahead_seconds, resolved_at=resolved_at)  # fmt: skip
+                        lookahead_seconds=lookahead_seconds, resolved_at=_final_resolution(incident))  # fmt: skip
+
+
+def _final_resolution(incident: Incident) -> datetime | None:
+    return incident.resolved_at if incident.status == "resolved" else None
+
+
+def side_moved(before: Incident, after: Incident) -> tuple[bool, bool]:
+    """Between two versions of an incident (of one integration, so one window): whether its side's
+    `view` moved, and whether its `resolved_at` did."""
+    view = before.opened_at != after.opened_at or before.labels != after.labels
+    return view, _final_resolution(before) != _final_resolution(after)
 
 
 class Restored(Value):

@@ -247,12 +247,11 @@ class Fold:
         if not rules.buckets(after.labels) and (before is None or not rules.buckets(before.labels)):
             return  # no scope label: it can never correlate
         lookback, lookahead = self.correlating.window(after.integration)
-        side = corr.incident_side(after, lookback, lookahead)
-        old = corr.incident_side(before, lookback, lookahead) if before is not None else None
-        moved = republish or old is None or old.view() != side.view()
-        resolution = old is not None and old.resolved_at != side.resolved_at  # suspects tell changes of a resolution
+        view_moved, resolution = corr.side_moved(before, after) if before is not None else (True, False)
+        moved = republish or view_moved  # resolution: suspects tell changes of a resolution
         if not (moved or resolution):
             return
+        side = corr.incident_side(after, lookback, lookahead)
         message = corr.Side(incident=side)
         data = json_of(message)
         await self.context.send(names.suspects, after.aggregate_id, data)
