@@ -19,6 +19,7 @@ from incidentflow.domain import change_fold as cf
 from incidentflow.domain import changes as chg
 from incidentflow.domain import contributions as contrib
 from incidentflow.domain import correlation as corr
+from incidentflow.domain import history as hist
 from incidentflow.domain.envelope import RawEnvelope
 from incidentflow.domain.events import AlertEvent, ChangeEvent
 from incidentflow.domain.incident import Incident
@@ -138,6 +139,28 @@ def test_the_fold_saves_and_publishes_each_aggregate_once_per_batch() -> None:
     # Only the incident with a scope label goes toward correlation.
     assert [key for key, _ in context.to(NAMES.suspects)] == ["acme:db-1"]
     assert [key for key, _ in context.to(NAMES.scope)] == ["service=api"]
+
+
+def test_the_fold_sends_a_batchs_incidents_to_each_history_in_one_record_split_while_too_large(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    context = FakeContext()
+    stage = fold_stage(context)
+    api = [alert("open", n, key=f"api-{n}", labels={"service": "api", "env": "prod"}) for n in range(6)]
+    run(context, stage, alerts(*api, alert("open", 0, key="db", labels={"service": "db", "env": "prod"})))
+    sent = [(key, hist.HistoryInput.model_validate_json(value)) for key, value in context.to(NAMES.history)]
+    assert [(key, len(item.incidents)) for key, item in sent] == [("api|prod", 6), ("db|prod", 1)]
+    # A history record larger than the limit is split in halves, the batch's incidents each sent once, in order.
+    context.sent.clear()
+    one = len(sent[1][1].model_dump_json())
+    monkeypatch.setattr(fold, "HISTORY_INPUT_BYTES", 2 * one)
+    moved = [alert("resolve", 30, key=f"api-{n}", labels={"service": "api", "env": "prod"}) for n in range(6)]
+    run(context, stage, alerts(*moved, start=10))
+    parts = [hist.HistoryInput.model_validate_json(value) for _, value in context.to(NAMES.history)]
+    assert len(parts) > 1 and all(len(p.model_dump_json()) <= 2 * one for p in parts)
+    ids = [w.aggregate_id for p in parts for w in p.incidents]
+    assert ids == [f"acme:api-{n}" for n in range(6)]
+    assert all(e.resolved_at is not None for p in parts for w in p.incidents for e in w.episodes)
 
 
 def test_a_redelivered_alert_republishes_the_incident_and_an_older_than_history_one_is_dead_lettered() -> None:
