@@ -70,13 +70,7 @@ class HistoryInput(Value):
     deployment: Deployment | None = None
     change_id: str | None = Field(default=None, description="The change that left (with `member` false).")
     incidents: tuple[Window, ...] = ()
-    incident: Window | None = Field(default=None, description="One incident, as versions before 0.2 sent it.")
     member: bool = True
-
-    @property
-    def windows(self) -> tuple[Window, ...]:
-        """Every incident the input names."""
-        return self.incidents if self.incident is None else (*self.incidents, self.incident)
 
 
 class Derived(Value):
@@ -168,7 +162,7 @@ def latest_time(item: HistoryInput) -> datetime | None:
     """The latest time an input of the history names (what moves its clock)."""
     if item.deployment is not None:
         return item.deployment.changed_at
-    times = [t for w in item.windows for e in w.episodes for t in (e.opened_at, e.resolved_at) if t is not None]
+    times = [t for w in item.incidents for e in w.episodes for t in (e.opened_at, e.resolved_at) if t is not None]
     return max(times, default=None)
 
 

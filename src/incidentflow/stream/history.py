@@ -2,8 +2,8 @@
 
 Every decision is made in `domain.history`; the change fold (stream/changes.py) sends each change
 that counts (and a leave when it stops counting there), the incident fold (stream/fold.py) the
-episodes of each incident of a batch (one record per history and batch), and this stage tells the change fold what the history says of each change
-whose verdict moved. Each deployment and incident is stored under a key of its own, so an input
+episodes of the incidents of a batch (one record per history and batch), and this stage tells the
+change fold what the history says of each change whose verdict moved. Each deployment and incident is stored under a key of its own, so an input
 writes a few small values whatever the size of the history; the history itself is read once per
 consumer generation and kept in memory (`Ledger`) while no other worker can write it, the `KEPT`
 histories used last (another one is read again when it is used again). Its state is
@@ -64,10 +64,9 @@ class DeploymentHistory(PerRecord):
 
     async def apply(self, message: Record, series: str, item: hist.HistoryInput) -> str:
         ledger = self.ledger(series)
-        windows = item.windows
-        if windows:
+        if item.incidents:
             moved, touched = {}, []
-            for window in windows:
+            for window in item.incidents:
                 aggregate_id = window.aggregate_id
                 before_incident = ledger.incidents.get(aggregate_id)
                 moved.update(ledger.put_incident(window, item.member))  # a verdict moved twice: the last
@@ -140,8 +139,8 @@ class DeploymentHistory(PerRecord):
             store(self.table, _key(series, "m"), ledger.meta)
 
     async def replay(self, series: str, ledger: hist.Ledger, item: hist.HistoryInput) -> None:
-        if item.windows:
-            change_ids = list(dict.fromkeys(cid for window in item.windows for cid in ledger.sensitive_to(window)))
+        if item.incidents:
+            change_ids = list(dict.fromkeys(cid for window in item.incidents for cid in ledger.sensitive_to(window)))
         else:
             change_id = item.deployment.change_id if item.deployment is not None else item.change_id
             change_ids = sorted(ledger.around(change_id)) if change_id is not None else []

@@ -155,9 +155,9 @@ def test_the_stage_tells_every_change_its_final_verdict_in_any_order_and_with_du
     # an incident seen first while open, later resolved (a newer version); a deployment first filed
     # under another service, then moved here
     for w in incidents:
-        inputs.append(("s|prod", hist.HistoryInput(incident=w.model_copy(update={"version": 2}))))
+        inputs.append(("s|prod", hist.HistoryInput(incidents=(w.model_copy(update={"version": 2}),))))
         first = w.model_copy(update={"episodes": (w.episodes[0].model_copy(update={"resolved_at": None}),)})
-        inputs.append(("s|prod", hist.HistoryInput(incident=first)))
+        inputs.append(("s|prod", hist.HistoryInput(incidents=(first,))))
     moved = deployments[: len(deployments) // 3]
     for d in moved:
         inputs.append(("other|prod", hist.HistoryInput(deployment=d)))
@@ -178,11 +178,11 @@ def together(inputs: list[tuple[str, hist.HistoryInput]], rnd: random.Random) ->
     sends a batch's incidents (each incident once)."""
     out: list[tuple[str, hist.HistoryInput]] = []
     for series, item in inputs:
-        if out and item.incident is not None and rnd.random() < 0.5:
+        if out and item.incidents and rnd.random() < 0.5:
             last_series, last = out[-1]
-            ids = {w.aggregate_id for w in last.windows}
-            if last_series == series and last.windows and last.member and item.incident.aggregate_id not in ids:
-                out[-1] = (series, hist.HistoryInput(incidents=(*last.windows, item.incident)))
+            ids = {w.aggregate_id for w in last.incidents}
+            if last_series == series and last.incidents and last.member and item.incidents[0].aggregate_id not in ids:
+                out[-1] = (series, hist.HistoryInput(incidents=(*last.incidents, *item.incidents)))
                 continue
         out.append((series, item))
     return out
@@ -218,9 +218,9 @@ def test_a_history_of_incidents_alone_forgets_the_resolved_ones_past_the_horizon
     context, table = FakeContext(), DictTable()
     stage = DeploymentHistory(context, NAMES, {"deployment-history": table}, horizon_days=90)  # type: ignore[arg-type]
     day = 24 * 60
-    inputs = [hist.HistoryInput(incident=window("old", (0, 60))), hist.HistoryInput(incident=window("open", (10, None))),
-              hist.HistoryInput(incident=window("recent", (80 * day, 80 * day + 5))),
-              hist.HistoryInput(incident=window("new", (91 * day, 91 * day + 30)))]  # fmt: skip
+    inputs = [hist.HistoryInput(incidents=(window("old", (0, 60)),)), hist.HistoryInput(incidents=(window("open", (10, None)),)),
+              hist.HistoryInput(incidents=(window("recent", (80 * day, 80 * day + 5)),)),
+              hist.HistoryInput(incidents=(window("new", (91 * day, 91 * day + 30)),))]  # fmt: skip
     messages = [record(NAMES.history, "s|prod", item.model_dump_json(), i) for i, item in enumerate(inputs)]
     assert asyncio.run(context.run(stage, messages)) == ["applied"] * 4
     assert set(stage.ledger("s|prod").incidents) == {"open", "recent", "new"}
