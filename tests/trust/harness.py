@@ -305,6 +305,27 @@ def tally(observed: Observed, expected: Expected) -> dict[str, dict[str, int]]:
     return out
 
 
+def differences(observed: Observed, expected: Expected, limit: int = 12) -> dict[str, list[str]]:
+    """What differs, per output: up to `limit` keys each, with what was expected and what was seen
+    (a failed scenario names them, so its cause can be looked for)."""
+    outputs: list[tuple[str, Mapping[Any, Any], Mapping[Any, Any]]] = [
+        ("incidents", expected.incidents, observed.incidents),
+        ("correlations", expected.correlations, observed.correlations),
+        ("mttr_rows", expected.mttr_rows, observed.mttr_rows),
+        ("change_rows", expected.change_rows, observed.change_rows),
+        ("recovery_rows", expected.recovery_rows, observed.recovery_rows),
+        ("lead_rows", expected.lead_rows, observed.lead_rows),
+    ]
+    found: dict[str, list[str]] = {}
+    for name, want, got in outputs:
+        close = name in ("mttr_rows", "recovery_rows", "lead_rows")  # sums and maxima: within 1e-6, as `tally`
+        keys = sorted((k for k in want.keys() | got.keys() if want.get(k) != got.get(k)
+                       and not (close and k in want and k in got and _close({k: got[k]}, {k: want[k]}))), key=repr)  # fmt: skip
+        if keys:
+            found[name] = [f"{k!r}: expected {want.get(k)!r}, got {got.get(k)!r}" for k in keys[:limit]]
+    return found
+
+
 def lag_by_partition(ports: list[int]) -> dict[str, float] | None:
     """Consumer lag of every input partition the workers on `ports` own ({'topic[p]@port': lag}), None when
     one does not answer."""

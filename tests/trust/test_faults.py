@@ -33,6 +33,7 @@ from tests.scenario import deliveries
 from tests.trust.expected import Expected, expect
 from tests.trust.harness import (
     Sender,
+    differences,
     elven_received,
     raw_request_ids,
     read_all,
@@ -121,6 +122,8 @@ class Run:
             **figures,
         }
         result["passed"] = result["lost"] == result["double_counted"] == result["wrong"] == 0 and lag_zero
+        if not result["passed"]:
+            result["differences"] = differences(observed, expected)
         record(result)
         if not result["passed"]:
             self.dump_tasks()
