@@ -30,6 +30,7 @@ from incidentflow.runtime.batches import Handover, Item
 from incidentflow.runtime.changelog import Changelog, aiokafka_producer
 from incidentflow.runtime.cloudevents import CloudEventHeaders
 from incidentflow.runtime.commits import Commits
+from incidentflow.runtime.membership import MEMBERSHIP
 from incidentflow.runtime.packed import NotPacked, Outbox, Record, partition_of, unpack
 from incidentflow.runtime.pauses import PauseWatch
 from incidentflow.runtime.positions import GapReader, GapUnreadable, Positions
@@ -261,6 +262,7 @@ class Runtime:
             await finish()
         if self.pauses is not None:
             self.pauses.check()  # a worker that may have lost its partitions writes nothing of the batch
+        MEMBERSHIP.check(self.app.consumer_generation_id)  # nor one that lost them while they were assigned
         await self.flush_outbox()
         await self.changelog.flush(self.app, self.handover)
         generation = self.app.consumer_generation_id

@@ -14,11 +14,13 @@ from typing import Any
 
 from faust.tables.recovery import Recovery
 from faust.transport.consumer import Consumer as FaustConsumer
+from faust.transport.drivers.aiokafka import ConsumerRebalanceListener
 from faust.transport.drivers.aiokafka import Producer as FaustProducer
 from faust.types import TP, Message
 from mode.services import WaitResults
 
 from incidentflow.runtime import heap
+from incidentflow.runtime.membership import MEMBERSHIP
 from incidentflow.runtime.store import share_one_memory_budget
 
 log = logging.getLogger("incidentflow.worker")
@@ -31,6 +33,7 @@ def install(store_memory_mib: int) -> None:
     _restore_in_bulk()
     _flush_waits_for_the_handover()
     _deliver_records_without_tasks()
+    _heartbeat_while_assigning()
     heap.tune()
     _collect_cycles_less_often()
     share_one_memory_budget(store_memory_mib)
@@ -165,6 +168,23 @@ def _flush_waits_for_the_handover() -> None:
     flush._incidentflow_guard = True  # type: ignore[attr-defined]
     flush.__wrapped__ = original  # type: ignore[attr-defined]  # what runtime/upstream.py fingerprints
     FaustProducer.flush = flush  # type: ignore[method-assign]
+
+
+def _heartbeat_while_assigning() -> None:
+    """Keeps the worker's group membership alive while Faust's assignment callback runs, and stops
+    the worker before it writes if it was lost there: see runtime/membership.py."""
+    listener = ConsumerRebalanceListener
+    if getattr(listener.on_partitions_assigned, "_incidentflow_guard", False):
+        return
+    original = listener.on_partitions_assigned
+
+    async def on_partitions_assigned(self: ConsumerRebalanceListener, assigned: Any) -> None:
+        coordinator = self._thread._ensure_consumer()._coordinator  # noqa: SLF001
+        await MEMBERSHIP.while_assigning(coordinator, original(self, assigned))
+
+    on_partitions_assigned._incidentflow_guard = True  # type: ignore[attr-defined]
+    on_partitions_assigned.__wrapped__ = original  # type: ignore[attr-defined]  # what runtime/upstream.py fingerprints
+    listener.on_partitions_assigned = on_partitions_assigned  # type: ignore[method-assign]
 
 
 def _deliver_records_without_tasks() -> None:
