@@ -22,12 +22,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, Protocol
 
-from incidentflow.runtime.pauses import EXIT_PAUSED
+from incidentflow.runtime.pauses import stop_unwritten
 
 log = logging.getLogger("incidentflow.worker")
 
@@ -42,11 +41,8 @@ class Coordinator(Protocol):
 
 
 def _exit_lost(generation: int) -> NoReturn:
-    log.critical("the group stopped knowing this worker while its partitions of generation %d were being assigned: "
-                 "it stops without writing anything of them; started again, it recovers its tables from their "
-                 "changelogs", generation)  # fmt: skip
-    logging.shutdown()
-    os._exit(EXIT_PAUSED)
+    stop_unwritten(f"the group stopped knowing this worker while its partitions of generation {generation} were "
+                   "being assigned")  # fmt: skip
 
 
 @dataclass

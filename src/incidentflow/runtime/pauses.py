@@ -25,12 +25,17 @@ def pause_limit(session_timeout_seconds: float) -> float:
     return session_timeout_seconds * 0.6
 
 
-def _exit_paused(seconds: float) -> NoReturn:
-    log.critical("the worker stood still for %.1f s, long enough for its group to give its partitions to others: "
-                 "it stops without writing what it had in hand; started again, it recovers its tables from their "
-                 "changelogs and handles those records again", seconds)  # fmt: skip
+def stop_unwritten(why: str) -> NoReturn:
+    """Ends the worker at once, writing nothing more (status `EXIT_PAUSED`): it may no longer own its partitions."""
+    log.critical("%s: it stops without writing what it had in hand; started again, it recovers its tables from their "
+                 "changelogs and handles those records again", why)  # fmt: skip
     logging.shutdown()
     os._exit(EXIT_PAUSED)
+
+
+def _exit_paused(seconds: float) -> NoReturn:
+    stop_unwritten(f"the worker stood still for {seconds:.1f} s, long enough for its group to give its partitions "
+                   "to others")  # fmt: skip
 
 
 @dataclass
