@@ -10,7 +10,7 @@ that another worker was handling at the same time. Its changelog records then la
 new owner's, and a later recovery read its older values as the last ones.
 
 So a task heartbeats for the worker while the callback runs, every heartbeat interval, as the
-Java client's heartbeat thread does (`heartbeat_while_assigning`). Should the group still answer
+Java client's heartbeat thread does (`install._heartbeat_while_assigning`). Should the group still answer
 that it no longer knows the worker (the callback outlasted a session in which no heartbeat got
 through), the worker notes the generation as lost and stops before it writes anything of that
 generation (`check`, before every flush), as after a pause (runtime/pauses.py): started again,
@@ -84,4 +84,4 @@ class Membership:
 
 
 MEMBERSHIP = Membership()
-"""The worker's: `install.heartbeat_while_assigning` notes lost generations in it, `Runtime` checks it."""
+"""The worker's: `install._heartbeat_while_assigning` heartbeats through it and notes lost generations in it, `Runtime` checks it."""
