@@ -9,12 +9,12 @@ not knowing it until its next heartbeat, recovered them too and handled records 
 that another worker was handling at the same time. Its changelog records then landed after the
 new owner's, and a later recovery read its older values as the last ones.
 
-So a task heartbeats for the worker while the callback runs, every heartbeat interval, as the
-Java client's heartbeat thread does (`install._heartbeat_while_assigning`). Should the group still answer
+So a task heartbeats for the worker while the callback runs, every heartbeat interval, as the Java
+client's heartbeat thread does (`install._heartbeat_while_assigning`). Should the group still answer
 that it no longer knows the worker (the callback outlasted a session in which no heartbeat got
 through), the worker notes the generation as lost and stops before it writes anything of that
-generation (`check`, before every flush), as after a pause (runtime/pauses.py): started again,
-it recovers its tables from their changelogs.
+generation (`check`, before every flush), as after a pause (runtime/pauses.py): started again, it
+recovers its tables from their changelogs.
 """
 
 from __future__ import annotations
@@ -84,4 +84,5 @@ class Membership:
 
 
 MEMBERSHIP = Membership()
-"""The worker's: `install._heartbeat_while_assigning` heartbeats through it and notes lost generations in it, `Runtime` checks it."""
+"""The worker's: `install._heartbeat_while_assigning` heartbeats through it and notes lost generations
+in it, `Runtime` checks it."""
