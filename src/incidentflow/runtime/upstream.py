@@ -100,6 +100,18 @@ PARTS = (
          "private attribute read: _heartbeat_interval_ms (membership.Membership.keep_alive)"),
     Part("aiokafka", "aiokafka.consumer.fetcher:Fetcher.__init__", "7e741540ba1ddd5e",
          "private attribute read: _records (stall.py)"),
+    Part("aiokafka", "aiokafka.protocol.struct:Struct.encode", "d9fbed0095088b7d",
+         "overridden for every produce request: encoded with one join (wire.encode_produce_requests_flat)"),
+    Part("aiokafka", "aiokafka.protocol.types:Schema.encode", "0512411f8dcb29ee",
+         "mirrored: a produce request's fields in order (wire.encode_flat)"),
+    Part("aiokafka", "aiokafka.protocol.types:Array.encode", "4b9d9f46431197de",
+         "mirrored: an array's length, then its items (wire.encode_flat)"),
+    Part("aiokafka", "aiokafka.protocol.types:Bytes.encode", "5e9255f55e26e396",
+         "mirrored: a record batch's length, then the batch (wire.encode_flat)"),
+    Part("aiokafka", "aiokafka.protocol.produce:ProduceRequest_v0", "80093fe393eac77f",
+         "its schema (v1 and v2 share it) encoded by wire.encode_flat"),
+    Part("aiokafka", "aiokafka.protocol.produce:ProduceRequest_v3", "13436c0ca00b44ea",
+         "its schema (v4 to v8 share it) encoded by wire.encode_flat"),
 )  # fmt: skip
 
 
