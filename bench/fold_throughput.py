@@ -40,7 +40,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from common import broker, commit_of, free_port, product_env, spawn, write_result
 
 from incidentflow.config import Settings
-from incidentflow.runtime.progress import group_lag
+from incidentflow.runtime.progress import LagReader
 from incidentflow.topics import Topics, ensure_topics
 
 PARTITIONS = 8
@@ -202,6 +202,17 @@ async def wait_folded(
     `topic` per second until every stage was committed, the worker's CPU seconds over that time):
     the first is the fold, the second the whole worker. The CPU time is the steadier figure on a
     shared machine: it does not count what other processes take. Stops the run if the process exits."""
+    async with LagReader(bootstrap) as reader:
+        return await _wait_folded(reader, group, topic, stages, process)
+
+
+POLL_SECONDS = 0.2
+"""Between two reads of the group's offsets (each over clients kept open: a few milliseconds)."""
+
+
+async def _wait_folded(
+    reader: LagReader, group: str, topic: str, stages: list[str], process: subprocess.Popen[bytes]
+) -> tuple[float, int, float, float]:
     pid = process.pid
     first = last = 0.0
     cpu_at_first = 0.0
@@ -212,7 +223,7 @@ async def wait_folded(
     while True:
         if process.poll() is not None:
             raise SystemExit(f"{process.args} exited ({process.returncode}) before it was done: see its log")
-        lag = await group_lag(bootstrap, group, [topic, *stages])
+        lag = await reader.lag(group, [topic, *stages])
         if lag.done[topic] and not first:
             first, cpu_at_first = time.monotonic(), cpu_seconds(pid)
         if lag.done[topic] > done:
@@ -231,7 +242,7 @@ async def wait_folded(
                 drained_polls = 0
             if drained_polls == 2:
                 return folded, done, done / (drained_at - first), cpu_at_drained - cpu_at_first
-        await asyncio.sleep(0.25)
+        await asyncio.sleep(POLL_SECONDS)
 
 
 def main() -> int:

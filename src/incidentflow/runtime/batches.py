@@ -62,17 +62,26 @@ class Handover:
     worker that waited there after every batch of input would stand idle for a broker round trip
     (hundreds of milliseconds for the large requests of the series and correlation stages); here
     the stages go on with their next batch meanwhile, and what they put while the producer waits
-    goes out together once it can take more. `drained` returns once everything put so far
-    is in the producer's hands: the producer's flush waits for it (runtime/install.py), so no
-    offset is committed before the records its handling wrote are on their way. A hand-over that
-    failed fails every `put` and `drained` after it, so that nothing is committed past it, and
-    calls `on_failure` (the worker stops, to start again from its committed offsets).
+    goes out together once it can take more. `handed_over` returns once everything put before
+    it was called is in the producer's hands: a commit's flush of the producer waits for it
+    (runtime/install.py), so no offset is committed before the records its handling wrote are on
+    their way, and what the stages put meanwhile does not hold the commit back (under a steady
+    load the hand-over is never empty). `drained` waits until it is empty: a rebalance's flush,
+    after the streams stopped. A hand-over that failed fails every `put`, `handed_over` and
+    `drained` after it, so that nothing is committed past it, and calls `on_failure` (the worker
+    stops, to start again from its committed offsets).
     """
 
     limit: int = HANDING_MAX
     queue: deque[tuple[Any, list[Group], int]] = field(default_factory=deque)
     held: int = 0
     """Records put and not yet in the producer's hands."""
+    puts: int = 0
+    """Puts so far (of at least one record)."""
+    handed: int = 0
+    """Puts so far whose records are all in the producer's hands (they are handed over in order)."""
+    waiting: list[tuple[int, asyncio.Future[None]]] = field(default_factory=list)
+    """(puts to wait for, the future of a `handed_over` waiting for them)."""
     failed: BaseException | None = None
     task: asyncio.Task[None] | None = None
     idle: asyncio.Event = field(default_factory=asyncio.Event)
@@ -94,14 +103,37 @@ class Handover:
         self._raise_failed()
         self.queue.append((producer, groups, count))
         self.held += count
+        self.puts += 1
         self.idle.clear()
         if self.task is None or self.task.done():
             self.task = asyncio.get_running_loop().create_task(self._hand_over(), name="incidentflow-handover")
 
     async def drained(self) -> None:
-        """Returns once every record put so far is in the producer's hands."""
+        """Returns once the hand-over is empty: every record put so far, and every one put while it
+        waits, is in the producer's hands."""
         await self.idle.wait()
         self._raise_failed()
+
+    async def handed_over(self) -> None:
+        """Returns once every record put before this call is in the producer's hands (records put
+        while it waits may still be held)."""
+        self._raise_failed()
+        if self.handed < self.puts:
+            waiter = asyncio.get_running_loop().create_future()
+            self.waiting.append((self.puts, waiter))
+            await waiter
+            self._raise_failed()
+
+    def _wake(self) -> None:
+        """Wakes every `handed_over` whose puts are all handed over (all of them after a failure)."""
+        still = []
+        for puts, waiter in self.waiting:
+            if puts <= self.handed or self.failed is not None:
+                if not waiter.done():
+                    waiter.set_result(None)
+            else:
+                still.append((puts, waiter))
+        self.waiting = still
 
     def _raise_failed(self) -> None:
         if self.failed is not None:
@@ -125,11 +157,14 @@ class Handover:
                                        for (topic, partition), (items, delivered) in merged.items()))  # fmt: skip
                 for _ in taken:
                     self.held -= self.queue.popleft()[2]
+                self.handed += len(taken)
+                self._wake()
                 if self.held < self.limit:
                     self.room.set()
         except BaseException as error:  # noqa: BLE001  # kept: every later put and drained raises it
             self.failed = error
             self.room.set()
+            self._wake()
             if not isinstance(error, Exception):
                 raise
             if self.on_failure is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -55,6 +56,8 @@ BATCH_MAX = 4000
 (Faust's stream, the flush, the commit, a key written by many records) is paid once for all of them."""
 BATCH_WITHIN_SECONDS = 0.05
 """Longest an agent waits for a batch to fill before it handles what it has (the latency it may add)."""
+TURN_SECONDS = 0.05
+"""Longest a stage handles records before it lets the event loop run the rest of the worker (see `Runtime._run`)."""
 
 Handler = Callable[[Record], Awaitable[str]]
 """What an agent runs for each record (or item of a packed record) it takes; returns the outcome counted."""
@@ -92,6 +95,8 @@ class Runtime:
     direct: list[tuple[str, bytes, bytes]] = field(default_factory=list)
     """(topic, key, value) of the records sent to other topics than the internal ones, not flushed yet."""
     _processed: dict[tuple[str, str], Any] = field(default_factory=dict)
+    _turn_ends: float = 0.0
+    """When the stage handling records should let the event loop run the rest of the worker."""
     packed: frozenset[str] = field(init=False)
     """The internal topics, whose records are packed (see runtime/packed.py)."""
     changelog: Changelog = field(default_factory=Changelog)
@@ -338,6 +343,20 @@ class Runtime:
             await self.dead_letter(message, "error", f"{type(error).__name__}: {error}")
             outcome = "error"
         self._count(message.topic, outcome)
+        await self._take_turns()
+
+    async def _take_turns(self) -> None:
+        """Lets the event loop run the rest of the worker once a stage has handled records for
+        `TURN_SECONDS`. A handler seldom waits for anything, so a batch (thousands of records, a
+        packed record of thousands of items) would otherwise hold the loop for as long as it takes,
+        and the producer's sends, the fetcher's deliveries and every step of a commit (each a turn
+        of the loop) with it: a worker with a backlog then committed nothing for seconds at a time.
+        Stages share nothing a turn could leave half written: each writes its own tables, and the
+        outbox and the changelog keep the order of what every stage wrote."""
+        now = time.monotonic()
+        if now >= self._turn_ends:
+            await asyncio.sleep(0)
+            self._turn_ends = time.monotonic() + TURN_SECONDS
 
     def _count(self, topic: str, outcome: str) -> None:
         counter = self._processed.get((topic, outcome))

@@ -154,9 +154,15 @@ def _restore_in_bulk() -> None:
 
 def _flush_waits_for_the_handover() -> None:
     """Faust flushes its producer before every commit and when partitions are revoked; with this,
-    that flush first waits until the records the runtime's stages wrote are all in the producer's
+    that flush first waits until the records the runtime's stages wrote are in the producer's
     hands (`Handover` in runtime/batches.py), so that no offset is committed, and no partition
-    handed to another worker, before what its records led to is on its way to Kafka."""
+    handed to another worker, before what its records led to is on its way to Kafka.
+
+    A commit's flush waits for what was put before it (`Handover.handed_over`): the offsets it
+    commits were taken before it started, from batches whose handling had put everything it
+    wrote. Waiting for the hand-over to be empty would hold every commit for as long as the stages
+    keep putting, seconds under a steady load. A rebalance's or a stop's flush, which comes after the
+    streams stopped, waits until it is empty (`drained`)."""
     if getattr(FaustProducer.flush, "_incidentflow_guard", False):
         return
     original = FaustProducer.flush
@@ -164,7 +170,10 @@ def _flush_waits_for_the_handover() -> None:
     async def flush(self: FaustProducer) -> None:
         runtime = getattr(self.app, "incidentflow_runtime", None)
         if runtime is not None:
-            await runtime.handover.drained()
+            if getattr(self.app, "rebalancing", False) or getattr(self.app, "should_stop", False):
+                await runtime.handover.drained()
+            else:
+                await runtime.handover.handed_over()
         await original(self)
 
     flush._incidentflow_guard = True  # type: ignore[attr-defined]

@@ -29,30 +29,49 @@ class Lag:
         return sum(self.total[t] - self.done[t] for t in self.total)
 
 
+class LagReader:
+    """Reads how far consumer groups are behind, over one admin client and one consumer kept open
+    between reads (a poll that opens its own clients spends most of its time connecting)."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+        self.partitions: dict[tuple[str, ...], list[TopicPartition]] = {}
+
+    async def __aenter__(self) -> LagReader:
+        await self.admin.start()
+        await self.consumer.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.consumer.stop()
+        await self.admin.close()
+
+    async def lag(self, group: str, topics: list[str]) -> Lag:
+        committed = await self.admin.list_consumer_group_offsets(group)
+        partitions = self.partitions.get(tuple(topics))
+        if partitions is None:
+            described = await self.admin.describe_topics(topics)
+            partitions = [TopicPartition(d["topic"], p["partition"]) for d in described for p in d["partitions"]]
+            missing = set(topics) - {tp.topic for tp in partitions}
+            if missing:
+                raise RuntimeError(f"topics without partitions: {', '.join(sorted(missing))}")
+            self.partitions[tuple(topics)] = partitions
+        ends = await self.consumer.end_offsets(partitions)
+        starts = await self.consumer.beginning_offsets(partitions)
+        done = dict.fromkeys(topics, 0)
+        total = dict.fromkeys(topics, 0)
+        for tp in partitions:
+            meta = committed.get(tp)
+            total[tp.topic] += ends[tp] - starts[tp]
+            done[tp.topic] += max(0, (meta.offset if meta and meta.offset >= 0 else starts[tp]) - starts[tp])
+        return Lag(done, total)
+
+
 async def group_lag(bootstrap: str, group: str, topics: list[str]) -> Lag:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
-    await admin.start()
-    await consumer.start()
-    try:
-        committed = await admin.list_consumer_group_offsets(group)
-        described = await admin.describe_topics(topics)
-        partitions = [TopicPartition(d["topic"], p["partition"]) for d in described for p in d["partitions"]]
-        missing = set(topics) - {tp.topic for tp in partitions}
-        if missing:
-            raise RuntimeError(f"topics without partitions: {', '.join(sorted(missing))}")
-        ends = await consumer.end_offsets(partitions)
-        starts = await consumer.beginning_offsets(partitions)
-    finally:
-        await consumer.stop()
-        await admin.close()
-    done = dict.fromkeys(topics, 0)
-    total = dict.fromkeys(topics, 0)
-    for tp in partitions:
-        meta = committed.get(tp)
-        total[tp.topic] += ends[tp] - starts[tp]
-        done[tp.topic] += max(0, (meta.offset if meta and meta.offset >= 0 else starts[tp]) - starts[tp])
-    return Lag(done, total)
+    """How far `group` is behind on `topics`, read once."""
+    async with LagReader(bootstrap) as reader:
+        return await reader.lag(group, topics)
 
 
 def register(worker: Runtime, exit_when_caught_up: bool) -> None:

@@ -63,6 +63,14 @@ PARTS = (
          "wrapped: where a recovery ends (install._rewind_after_rebalance)"),
     Part("faust-streaming", "faust.transport.drivers.aiokafka:Producer.flush", "5eb66681cdf95991",
          "wrapped: waits for the hand-over before every commit (install._flush_waits_for_the_handover)"),
+    Part("faust-streaming", "faust.transport.consumer:Consumer._commit_tps", "29f57a650f6ff34e",
+         "relied on: the offsets a commit commits are taken before it flushes the producer, so that the flush "
+         "waits only for what was put before it (install._flush_waits_for_the_handover)"),
+    Part("faust-streaming", "faust.transport.consumer:Consumer._commit_offsets", "392a2d988fc0e22a",
+         "relied on: the producer's flush comes after the offsets were taken (install._flush_waits_for_the_handover)"),
+    Part("faust-streaming", "faust.transport.drivers.aiokafka:ConsumerRebalanceListener.on_partitions_revoked",
+         "3c2a2eabc39f6bb7", "relied on: app.rebalancing is set before the revocation's flush, which then waits "
+         "for the whole hand-over (install._flush_waits_for_the_handover)"),
     Part("faust-streaming", "faust.transport.drivers.aiokafka:Producer._ensure_producer", "96b2a3da0af989cf",
          "called: the aiokafka producer under Faust's (changelog.py)"),
     Part("faust-streaming", "faust.transport.drivers.aiokafka:AIOKafkaConsumerThread.__init__", "bae9dc7be7fbc32d",
@@ -72,7 +80,8 @@ PARTS = (
     Part("faust-streaming", "faust.stores.rocksdb:Store.__init__", "1b14adb053bf7cb5",
          "private attribute read: _dbs, the open databases by partition (tables.py, store.py)"),
     Part("faust-streaming", "faust.streams:Stream.take_events", "093ab16baf8987f2",
-         "called: an agent's batches (harness.Runtime.consume)"),
+         "called: an agent's batches (harness.Runtime.consume); relied on: a batch's records are acked once the "
+         "agent asks for the next batch, after everything it wrote was put in the hand-over"),
     Part("faust-streaming", "faust._cython:streams.pyx", "e1facf4bd63fa7e7",
          "the compiled stream iterator every worker delivers records with (its source, shipped in the wheel): "
          "it acks each record as it hands it over (see `delivery`)"),

@@ -91,14 +91,43 @@ def test_put_waits_while_the_handover_is_full() -> None:
     asyncio.run(run())
 
 
+def test_handed_over_waits_for_what_was_put_before_it_and_not_for_what_is_put_later() -> None:
+    async def run() -> None:
+        producer, handover = Producer(), Handover()
+        await asyncio.wait_for(handover.handed_over(), 1)  # nothing put: at once
+        await handover.put(producer, groups(("a", 0, [b"1"])))
+        await asyncio.sleep(0)  # the hand-over takes that put: its batch waits for its partition
+        waiting = asyncio.ensure_future(handover.handed_over())  # a commit: its records are in that put
+        await asyncio.sleep(0)
+        await handover.put(producer, groups(("a", 0, [b"2"])))  # the stages go on meanwhile
+        await asyncio.sleep(0.01)
+        assert not waiting.done()
+        producer.gate("a", 0).release()  # the first put is in the producer's hands
+        await asyncio.wait_for(waiting, 1)
+        assert producer.records == {("a", 0): [b"1"]} and handover.held == 1  # the later put still held
+        drained = asyncio.ensure_future(handover.drained())
+        await asyncio.sleep(0.01)
+        assert not drained.done()  # a rebalance's flush waits for that one too
+        producer.gate("a", 0).release()
+        await asyncio.wait_for(drained, 1)
+        await asyncio.wait_for(handover.handed_over(), 1)
+
+    asyncio.run(run())
+
+
 def test_after_a_failed_handover_every_put_and_drained_fails() -> None:
     async def run() -> None:
         failures: list[Exception] = []
         producer, handover = Producer(fail_on=b"bad"), Handover(on_failure=failures.append)
         producer.gate("a", 0).release()
         await handover.put(producer, groups(("a", 0, [b"bad"])))
+        waiting = asyncio.ensure_future(handover.handed_over())
         with pytest.raises(RuntimeError, match="could not be handed to the producer"):
-            await asyncio.wait_for(handover.drained(), 1)  # a commit waiting on it fails: nothing is committed
+            await asyncio.wait_for(handover.drained(), 1)  # a flush waiting on it fails: nothing is committed
+        with pytest.raises(RuntimeError, match="could not be handed to the producer"):
+            await asyncio.wait_for(waiting, 1)  # a commit's as well
+        with pytest.raises(RuntimeError, match="could not be handed to the producer"):
+            await handover.handed_over()
         with pytest.raises(RuntimeError):
             await handover.put(producer, groups(("a", 0, [b"later"])))
         assert not producer.records

@@ -32,14 +32,14 @@ def test_the_producers_flush_waits_for_the_runtimes_handover() -> None:
 
     async def run() -> None:
         handover, flushed = Handover(), []
-        taken = asyncio.Event()
+        requests = asyncio.Semaphore(0)
 
         class Aiokafka:
             def create_batch(self) -> Any:
                 return SimpleNamespace(append=lambda **_: object())
 
             async def send_batch(self, batch: Any, topic: str, *, partition: int) -> asyncio.Future[None]:
-                await taken.wait()  # the partition's earlier batch is still waiting for its request
+                await requests.acquire()  # the partition's earlier batch is still waiting for its request
                 delivery: asyncio.Future[None] = asyncio.get_running_loop().create_future()
                 delivery.set_result(None)
                 return delivery
@@ -47,17 +47,31 @@ def test_the_producers_flush_waits_for_the_runtimes_handover() -> None:
         async def buffer_flush() -> None:
             flushed.append("faust's buffer")
 
+        app = SimpleNamespace(incidentflow_runtime=SimpleNamespace(handover=handover), rebalancing=False)
         faust_producer = SimpleNamespace(
-            app=SimpleNamespace(incidentflow_runtime=SimpleNamespace(handover=handover)),
-            buffer=SimpleNamespace(flush=buffer_flush), _producer=None, _transaction_producers={},
+            app=app, buffer=SimpleNamespace(flush=buffer_flush), _producer=None, _transaction_producers={},
         )  # fmt: skip
-        await handover.put(Aiokafka(), [("t", 0, [(b"k", b"v", None)], lambda *_: None)])
-        flush = asyncio.ensure_future(FaustProducer.flush(faust_producer))  # type: ignore[arg-type]
+
+        def put(value: bytes) -> Any:
+            return handover.put(Aiokafka(), [("t", 0, [(b"k", value, None)], lambda *_: None)])
+
+        await put(b"handled")
+        await asyncio.sleep(0)  # taken by the hand-over, waiting for its request
+        commit = asyncio.ensure_future(FaustProducer.flush(faust_producer))  # type: ignore[arg-type]
         await asyncio.sleep(0.01)
-        assert not flush.done() and not flushed  # a commit waits: the record is not in the producer's hands
-        taken.set()
-        await asyncio.wait_for(flush, 1)
-        assert flushed == ["faust's buffer"]
+        assert not commit.done() and not flushed  # a commit waits: the record is not in the producer's hands
+        await put(b"handled while the commit waits")
+        requests.release()  # the first record is in the producer's hands, the second not
+        await asyncio.wait_for(commit, 1)
+        assert flushed == ["faust's buffer"] and handover.held == 1  # the commit did not wait for the second
+
+        app.rebalancing = True
+        rebalance = asyncio.ensure_future(FaustProducer.flush(faust_producer))  # type: ignore[arg-type]
+        await asyncio.sleep(0.01)
+        assert not rebalance.done()  # a rebalance's flush waits until the hand-over is empty
+        requests.release()
+        await asyncio.wait_for(rebalance, 1)
+        assert flushed == ["faust's buffer"] * 2 and handover.held == 0
 
     asyncio.run(run())
 
