@@ -19,10 +19,9 @@ from faust.transport.drivers.aiokafka import Producer as FaustProducer
 from faust.types import TP, Message
 from mode.services import WaitResults
 
-from incidentflow.runtime import heap
+from incidentflow.runtime import heap, wire
 from incidentflow.runtime.membership import MEMBERSHIP
 from incidentflow.runtime.store import share_one_memory_budget
-from incidentflow.runtime.wire import encode_produce_requests_flat
 
 log = logging.getLogger("incidentflow.worker")
 
@@ -35,7 +34,7 @@ def install(store_memory_mib: int) -> None:
     _flush_waits_for_the_handover()
     _deliver_records_without_tasks()
     _heartbeat_while_assigning()
-    encode_produce_requests_flat()
+    wire.install()
     heap.tune()
     _collect_cycles_less_often()
     share_one_memory_budget(store_memory_mib)
