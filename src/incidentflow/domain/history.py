@@ -28,7 +28,7 @@ from typing import Protocol, TypeVar
 from pydantic import Field
 
 from incidentflow.domain.base import UNKNOWN, Value, env_of
-from incidentflow.domain.events import ChangeKind, UtcDatetime
+from incidentflow.domain.events import ChangeKind, Instant
 from incidentflow.domain.incident import Episode, Incident
 
 UNPLANNED: tuple[ChangeKind, ...] = ("rollback", "hotfix", "revert")
@@ -39,7 +39,7 @@ class Deployment(Value):
     """What the history needs of a counted change."""
 
     change_id: str
-    changed_at: UtcDatetime
+    changed_at: Instant
     kind: ChangeKind = "deployment"
     version: str | None = None
 
@@ -78,7 +78,7 @@ class Derived(Value):
 
     rollback: bool = False
     rework: bool = False
-    rolled_back_at: UtcDatetime | None = Field(default=None, description="When the rollback that undoes it was made.")
+    rolled_back_at: Instant | None = Field(default=None, description="When the rollback that undoes it was made.")
     rolled_back_by: str | None = None
     previous: str | None = Field(
         default=None,
@@ -152,10 +152,10 @@ class Meta(Value):
 
     seq: int = 0
     position: int = Field(default=-1, description="Position of the last input that changed the history.")
-    clock: UtcDatetime | None = Field(
+    clock: Instant | None = Field(
         default=None, description="The latest time seen: a deployment's change time, an episode's open or resolution."
     )
-    pruned: UtcDatetime | None = Field(default=None, description="Resolved incidents older than this are forgotten.")
+    pruned: Instant | None = Field(default=None, description="Resolved incidents older than this are forgotten.")
 
 
 def latest_time(item: HistoryInput) -> datetime | None:

@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from incidentflow.domain.events import AlertEvent, Labels, Severity, UtcDatetime, peak
+from incidentflow.domain.events import AlertEvent, Instant, Labels, Severity, peak
 
 MAX_EPISODES = 50
 """Episodes an incident lists; older ones are kept as a count and a sum (docs/semantics.md, "Bounded state")."""
@@ -24,8 +24,8 @@ class Episode(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    opened_at: UtcDatetime
-    resolved_at: UtcDatetime | None = None
+    opened_at: Instant
+    resolved_at: Instant | None = None
 
     @property
     def seconds(self) -> float | None:
@@ -50,8 +50,8 @@ class Incident(BaseModel):
     description: str | None
     url: str | None
     labels: Labels
-    opened_at: UtcDatetime = Field(description="When the first episode opened.")
-    resolved_at: UtcDatetime | None = Field(description="Close of the last episode; null while open.")
+    opened_at: Instant = Field(description="When the first episode opened.")
+    resolved_at: Instant | None = Field(description="Close of the last episode; null while open.")
     episodes: tuple[Episode, ...] = Field(description=f"The latest {MAX_EPISODES} episodes, oldest first.")
     earlier_episodes: int = Field(default=0, description="Episodes older than those listed (all closed).")
     earlier_episodes_seconds: float = Field(default=0.0, description="Time open of the episodes not listed.")
@@ -59,7 +59,7 @@ class Incident(BaseModel):
     time_to_restore_seconds: float | None = Field(
         description="Sum of closed episodes, those not listed included; null while open."
     )
-    last_event_at: UtcDatetime
+    last_event_at: Instant
     event_count: int = Field(description="Distinct events applied.")
     version: int = Field(description="Grows with every distinct event applied; newer states have larger versions.")
 

@@ -26,7 +26,7 @@ from datetime import datetime
 from pydantic import Field
 
 from incidentflow.domain.base import Value
-from incidentflow.domain.events import PushEvent, UtcDatetime
+from incidentflow.domain.events import Instant, PushEvent
 from incidentflow.domain.history import newest
 
 MAX_WALK = 5000
@@ -39,8 +39,8 @@ class Link(Value):
     push_id: str
     before: str | None = None
     after: str
-    earliest: UtcDatetime | None = Field(default=None, description="The earliest time of its commits.")
-    at: UtcDatetime = Field(description="Its latest commit's time (else when it was received): its age.")
+    earliest: Instant | None = Field(default=None, description="The earliest time of its commits.")
+    at: Instant = Field(description="Its latest commit's time (else when it was received): its age.")
 
 
 def link_of(push: PushEvent) -> Link:
@@ -57,7 +57,7 @@ class LeadRequest(Value):
     sha: str
     until: str | None = None
     ships: bool = True
-    changed_at: UtcDatetime
+    changed_at: Instant
 
 
 class LeadInput(Value):
@@ -72,7 +72,7 @@ class LeadInput(Value):
 class Lead(Value):
     """What the join says of a deployment: the earliest commit it ships, once its chain is complete."""
 
-    committed_at: UtcDatetime | None = None
+    committed_at: Instant | None = None
     complete: bool = False
 
 
@@ -138,8 +138,8 @@ class Meta(Value):
 
     seq: int = 0
     position: int = Field(default=-1, description="Position of the last input that changed the join.")
-    clock: UtcDatetime | None = Field(default=None, description="The latest time of a push or request seen.")
-    pruned: UtcDatetime | None = Field(default=None, description="What was older than this is forgotten.")
+    clock: Instant | None = Field(default=None, description="The latest time of a push or request seen.")
+    pruned: Instant | None = Field(default=None, description="What was older than this is forgotten.")
 
 
 class Filed(Value):

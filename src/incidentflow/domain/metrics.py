@@ -21,7 +21,7 @@ from typing import Literal, Protocol, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from incidentflow.domain import sketch
-from incidentflow.domain.events import UtcDatetime
+from incidentflow.domain.events import Instant
 from incidentflow.domain.records import MetricRow
 
 WINDOWS: dict[str, timedelta] = {
@@ -41,7 +41,7 @@ class Entry(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    at: UtcDatetime
+    at: Instant
     """When it counts: the final resolution, the change time."""
     seconds: float | None = None
     """Its duration, for a metric of durations (time to restore)."""
@@ -109,7 +109,7 @@ class Member(BaseModel):
     version: int
     present: bool
     status: Literal["open", "resolved"] | None = None
-    resolved_at: UtcDatetime | None = None
+    resolved_at: Instant | None = None
     time_to_restore_seconds: float | None = None
 
     @property
@@ -297,7 +297,7 @@ class ChangeMember(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     present: bool
-    changed_at: UtcDatetime | None = None
+    changed_at: Instant | None = None
     failed: bool = False
     lead_seconds: float | None = None
     """Its lead time, when a commit time is known."""
@@ -318,7 +318,7 @@ class RecoveryMember(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     present: bool
-    recovered_at: UtcDatetime | None = None
+    recovered_at: Instant | None = None
     """When the last of its live correlated incidents was resolved."""
     seconds: float | None = None
     """Its failed deployment recovery time: change time -> recovered."""

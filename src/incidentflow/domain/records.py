@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from incidentflow.domain.events import UtcDatetime
+from incidentflow.domain.events import Instant
 
 
 class _Record(BaseModel):
@@ -73,8 +73,8 @@ class Correlation(_Record):
     correlation_id: str = Field(description="Stable hash of the (aggregate_id, change_id) pair.")
     aggregate_id: str
     change_id: str
-    incident_opened_at: UtcDatetime
-    change_occurred_at: UtcDatetime
+    incident_opened_at: Instant
+    change_occurred_at: Instant
     delta_seconds: float = Field(description="incident_opened_at - change_occurred_at.")
     matched_labels: dict[str, str]
     score: float = Field(ge=0, le=1)
@@ -98,7 +98,7 @@ class DeadLetterRecord(_Record):
         "null for a whole record.",
     )
     timestamp: int | None = Field(default=None, description="Kafka timestamp of the original record (ms).")
-    dead_lettered_at: UtcDatetime
+    dead_lettered_at: Instant
     key: str | None = None
     key_base64: str | None = None
     value: str | None = Field(default=None, description="The original value, when it is UTF-8.")
