@@ -16,6 +16,7 @@ from faust.tables.recovery import Recovery
 from faust.transport.consumer import Consumer as FaustConsumer
 from faust.transport.drivers.aiokafka import ConsumerRebalanceListener
 from faust.transport.drivers.aiokafka import Producer as FaustProducer
+from faust.transport.producer import ProducerBuffer
 from faust.types import TP, Message
 from mode.services import WaitResults
 
@@ -33,6 +34,7 @@ def install(store_memory_mib: int) -> None:
     _restore_in_bulk()
     _flush_waits_for_the_handover()
     _deliver_records_without_tasks()
+    _look_at_the_producer_buffer_cheaply()
     _heartbeat_while_assigning()
     wire.install()
     heap.tune()
@@ -227,6 +229,28 @@ def _deliver_records_without_tasks() -> None:
     wait_first._incidentflow_guard = True  # type: ignore[attr-defined]
     wait_first.__wrapped__ = original  # type: ignore[attr-defined]  # what runtime/upstream.py fingerprints
     FaustConsumer.wait_first = wait_first  # type: ignore[method-assign,assignment]
+
+
+def _look_at_the_producer_buffer_cheaply() -> None:
+    """Faust's consumer asks before every record it hands to a stream whether its producer's buffer
+    has more than `max_messages` waiting (`ProducerBuffer.wait_until_ebb`), through a property that
+    reads the app's settings each time: about 2% of a worker's CPU per record in
+    `bench/fold_throughput.py`, for a buffer the runtime does not use (table changelogs and every
+    stage's records go to the producer by runtime/batches.py). The same question is asked of the
+    buffer's queue directly; a threaded producer's buffer (`producer_threaded`, which the worker
+    does not set) and a buffer past its limit go on through Faust's own method."""
+    if getattr(ProducerBuffer.wait_until_ebb, "_incidentflow_guard", False):
+        return
+    original = ProducerBuffer.wait_until_ebb
+
+    async def wait_until_ebb(self: ProducerBuffer) -> None:
+        if self.queue is None and self.pending.qsize() <= self.max_messages:
+            return
+        await original(self)
+
+    wait_until_ebb._incidentflow_guard = True  # type: ignore[attr-defined]
+    wait_until_ebb.__wrapped__ = original  # type: ignore[attr-defined]  # what runtime/upstream.py fingerprints
+    ProducerBuffer.wait_until_ebb = wait_until_ebb  # type: ignore[method-assign]
 
 
 def _close(coros: tuple[Any, ...]) -> None:

@@ -89,6 +89,11 @@ PARTS = (
          "b3e031406b0cbc82", "wrapped: heartbeats while it runs (install._heartbeat_while_assigning, membership.py)"),
     Part("faust-streaming", "faust.transport.drivers.aiokafka:AIOKafkaConsumerThread._ensure_consumer",
          "cedc7201f502934a", "called: the aiokafka consumer, for its group coordinator (install._heartbeat_while_assigning)"),
+    Part("faust-streaming", "faust.transport.producer:ProducerBuffer.wait_until_ebb", "beff6508d8995d86",
+         "patched: asks the buffer's queue for its size (install._look_at_the_producer_buffer_cheaply)"),
+    Part("faust-streaming", "faust.transport.producer:ProducerBuffer.put", "de65802445194388",
+         "relied on: only a threaded producer sets `queue`; any other puts in `pending` "
+         "(install._look_at_the_producer_buffer_cheaply)"),
     Part("mode-streaming", "mode.services:Service.wait_first", "2e5859f26495ad9e",
          "patched: delivers a fetched record inline (install._deliver_records_without_tasks)"),
     Part("mode-streaming", "mode.worker:Worker._schedule_shutdown", "b6842c55aa9eed27",

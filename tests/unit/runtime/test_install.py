@@ -123,3 +123,39 @@ def test_the_consumer_delivers_a_record_at_once_and_one_that_must_wait_as_faust_
         assert delivered == ["a", "b"]
 
     asyncio.run(run())
+
+
+def test_the_consumer_waits_for_the_producer_buffer_only_when_faust_would() -> None:
+    from types import SimpleNamespace
+
+    from faust.transport.producer import ProducerBuffer
+
+    install(256)
+    original = ProducerBuffer.wait_until_ebb.__wrapped__  # type: ignore[attr-defined]
+    assert original is not ProducerBuffer.wait_until_ebb
+
+    def buffer(queued: int, threaded: bool, flushed: list[int | None]) -> Any:
+        """A buffer with `queued` records waiting, as Faust's producer holds it (threaded or not)."""
+        pending: asyncio.Queue[object] = asyncio.Queue()
+        for n in range(queued):
+            pending.put_nowait(n)
+
+        async def flush_atmost(limit: int | None) -> int:
+            flushed.append(limit)
+            return 0
+
+        found = SimpleNamespace(app=SimpleNamespace(conf=SimpleNamespace(producer_threaded=threaded)),
+                                pending=pending, queue=pending if threaded else None, max_messages=100,
+                                flush_atmost=flush_atmost)  # fmt: skip
+        found.size = ProducerBuffer.size.fget(found)  # type: ignore[attr-defined]  # Faust's own count
+        return found
+
+    async def run() -> None:
+        for queued, threaded in ((0, False), (100, False), (101, False), (250, False), (0, True), (101, True)):
+            ours: list[int | None] = []
+            faust_s: list[int | None] = []
+            await ProducerBuffer.wait_until_ebb(buffer(queued, threaded, ours))
+            await original(buffer(queued, threaded, faust_s))
+            assert ours == faust_s == ([100] if queued > 100 else []), (queued, threaded)
+
+    asyncio.run(run())
