@@ -16,7 +16,7 @@ from pydantic import (
     GetCoreSchemaHandler,
     model_validator,
 )
-from pydantic_core import CoreSchema, core_schema
+from pydantic_core import CoreSchema, TzInfo, core_schema
 
 Severity = Literal["critical", "high", "moderate", "low", "informational"]
 AlertAction = Literal["open", "resolve", "reopen", "heartbeat"]
@@ -35,6 +35,8 @@ SEVERITY_RANK: dict[str, int] = {
 
 
 def _to_utc(value: datetime) -> datetime:
+    if value.tzinfo is UTC or (type(value.tzinfo) is TzInfo and not value.utcoffset()):
+        return value  # UTC for good: `Z` read from JSON keeps the zone object of every instant read (`Instant`)
     try:
         return value.astimezone(UTC)
     except OverflowError:
