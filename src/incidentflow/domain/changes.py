@@ -13,7 +13,7 @@ from datetime import datetime
 from pydantic import Field
 
 from incidentflow.domain.base import UNKNOWN, Value, env_of
-from incidentflow.domain.events import ChangeEvent, UtcDatetime
+from incidentflow.domain.events import ChangeEvent, Instant
 from incidentflow.domain.history import Deployment
 
 CHANGED = ("processing", "done")
@@ -23,7 +23,7 @@ CHANGED = ("processing", "done")
 class Stamped(Value):
     """A value with the event-order key of the event that set it: the later one wins a join."""
 
-    at: UtcDatetime
+    at: Instant
     event_id: str
     value: str
 
@@ -47,11 +47,11 @@ class Change(Value):
     integration: str
     source: str
     status: Stamped = Field(description="Status of the latest event (by event time, then event id).")
-    changed_at: UtcDatetime | None = Field(description="Change time: the first `processing` or `done`.")
+    changed_at: Instant | None = Field(description="Change time: the first `processing` or `done`.")
     labels: dict[str, Stamped] = Field(description="Per label, the value of the latest event that carried it.")
     title: Stamped | None = None
     url: Stamped | None = None
-    committed_at: UtcDatetime | None = Field(default=None, description="The earliest commit time any event gave.")
+    committed_at: Instant | None = Field(default=None, description="The earliest commit time any event gave.")
     kind: Stamped | None = Field(
         default=None, description="The kind of the latest event that is not a plain deployment."
     )

@@ -15,7 +15,7 @@ from pydantic import Field
 
 from incidentflow.domain.base import Value
 from incidentflow.domain.changes import Change, join
-from incidentflow.domain.events import UtcDatetime, content_id
+from incidentflow.domain.events import Instant, content_id
 from incidentflow.domain.incident import Incident
 from incidentflow.domain.records import Correlation
 
@@ -46,11 +46,11 @@ class IncidentSide(Value):
 
     aggregate_id: str
     version: int
-    opened_at: UtcDatetime
+    opened_at: Instant
     labels: dict[str, str]
     lookback_seconds: float
     lookahead_seconds: float
-    resolved_at: UtcDatetime | None = Field(
+    resolved_at: Instant | None = Field(
         default=None, description="The incident's final resolution while it is resolved; null while open."
     )
 
@@ -84,7 +84,7 @@ class Restored(Value):
     """Whether an incident is resolved, as of its `version`: the later version wins a join."""
 
     version: int
-    resolved_at: UtcDatetime | None = None
+    resolved_at: Instant | None = None
 
 
 def _newer_restored(a: Restored | None, b: Restored) -> Restored:

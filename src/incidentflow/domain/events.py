@@ -58,9 +58,9 @@ class _OffsetZero:
 
 Instant = Annotated[datetime, _OffsetZero]
 """An instant in UTC (offset zero, else invalid); serialised as RFC 3339 with `Z`. For what the
-worker derives from canonical events (incidents, their state, metric and history records): they
-are in UTC already, so reading them back checks the offset and converts nothing, without the
-Python call per instant `UtcDatetime` costs."""
+worker derives from canonical events (incidents and their state, changes, correlation sides,
+metric, history and lead records): they are in UTC already, so reading them back checks the
+offset and converts nothing, without the Python call per instant `UtcDatetime` costs."""
 
 Key = Annotated[str, Field(min_length=1, max_length=512)]
 Labels = dict[Annotated[str, Field(min_length=1, max_length=128)], Annotated[str, Field(max_length=2048)]]
